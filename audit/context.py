@@ -1,0 +1,44 @@
+"""Where an audited action comes from: the request id and source address of the current
+request (or job), carried in a context variable so services need not pass them around."""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Origin:
+    request_id: str
+    source_ip: str | None = None
+
+
+_origin: contextvars.ContextVar[Origin | None] = contextvars.ContextVar(
+    "keyward_origin", default=None
+)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def bound_origin_or_none() -> Origin | None:
+    return _origin.get()
+
+
+def current_origin() -> Origin:
+    """The origin of the running request or job; a fresh id when there is none."""
+    origin = _origin.get()
+    return origin if origin is not None else Origin(request_id=new_request_id())
+
+
+@contextmanager
+def bound_origin(origin: Origin) -> Iterator[Origin]:
+    token = _origin.set(origin)
+    try:
+        yield origin
+    finally:
+        _origin.reset(token)

@@ -1,0 +1,29 @@
+"""Check every audit chain; exit 0 when intact, 1 naming the first bad event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from audit.verify import verify_all
+
+
+class Command(BaseCommand):
+    help = "Verify every audit hash chain in the database."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        results = verify_all()
+        broken = [r for r in results if not r.ok]
+        checked = sum(r.events_checked for r in results)
+        for result in results:
+            state = "ok" if result.ok else "BROKEN"
+            count = result.events_checked
+            self.stdout.write(
+                f"{result.chain}: {state}, {count} events verified, head {result.head}"
+            )
+        if broken:
+            first = broken[0].first_bad
+            assert first is not None
+            raise CommandError(f"audit chain broken: {first.describe()}", returncode=1)
+        self.stdout.write(f"ok: {len(results)} chains, {checked} events")

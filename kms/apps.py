@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class KmsConfig(AppConfig):
+    name = "kms"
+    verbose_name = "Key management"

@@ -1,0 +1,267 @@
+"""Django settings for Keyward, read from the environment (see README: Configuration).
+
+With no configuration at all the service runs on its embedded default: SQLite and the local
+secret store in a data directory, secrets generated there, a broker that needs no server.
+`KEYWARD_PRODUCTION=true` turns every such convenience into a start-up error instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from settings.env import Env, generated_secret, parse_ring, warn
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = Env()
+
+PRODUCTION = env.flag("KEYWARD_PRODUCTION", False)
+DEBUG = env.flag("KEYWARD_DEBUG", False)
+DATA_DIR = Path(env.text("KEYWARD_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+_database_url = env.secret("KEYWARD_DATABASE_URL")
+_embedded_parts: list[str] = []
+
+
+def _secret_or_generated(name: str, filename: str, factory: str = "token") -> str:
+    value = env.secret(name)
+    if value:
+        return value
+    if PRODUCTION:
+        raise ImproperlyConfigured(f"{name}: required when KEYWARD_PRODUCTION is true")
+    _embedded_parts.append(name)
+    return generated_secret(DATA_DIR, filename, factory)
+
+
+SECRET_KEY = _secret_or_generated("KEYWARD_SECRET_KEY", "django-secret-key")
+PEPPERS = parse_ring(
+    "KEYWARD_PEPPERS",
+    _secret_or_generated("KEYWARD_PEPPERS", "peppers", "ring"),
+    min_bytes=32,
+    decode=False,
+)
+AUDIT_HMAC_KEY = _secret_or_generated("KEYWARD_AUDIT_HMAC_KEY", "audit-hmac-key").encode()
+SECRET_STORE = env.choice("KEYWARD_SECRET_STORE", ("local", "vault"), "local")
+MASTER_KEYS: dict[int, bytes] = {}
+if SECRET_STORE == "local":
+    MASTER_KEYS = parse_ring(
+        "KEYWARD_MASTER_KEYS",
+        _secret_or_generated("KEYWARD_MASTER_KEYS", "master-keys", "ring-key32"),
+        min_bytes=32,
+        decode=True,
+    )
+
+if PRODUCTION:
+    if DEBUG:
+        raise ImproperlyConfigured("KEYWARD_DEBUG: must be false when KEYWARD_PRODUCTION is true")
+    if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("django-insecure"):
+        raise ImproperlyConfigured("KEYWARD_SECRET_KEY: use at least 50 random characters")
+    if not _database_url:
+        raise ImproperlyConfigured("KEYWARD_DATABASE_URL: required when KEYWARD_PRODUCTION is true")
+    if not env.csv("KEYWARD_ALLOWED_HOSTS"):
+        raise ImproperlyConfigured(
+            "KEYWARD_ALLOWED_HOSTS: required when KEYWARD_PRODUCTION is true"
+        )
+
+ALLOWED_HOSTS = env.csv("KEYWARD_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.csv("KEYWARD_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "tenants",
+    "audit",
+    "kms",
+]
+
+MIDDLEWARE = [
+    "settings.http.RequestContextMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "settings.http.BodySizeLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "settings.urls"
+WSGI_APPLICATION = "settings.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+            ],
+        },
+    },
+]
+
+
+def _databases() -> dict[str, Any]:
+    if _database_url:
+        try:
+            config: dict[str, Any] = environ.Env.db_url_config(_database_url)
+        except Exception:
+            raise ImproperlyConfigured("KEYWARD_DATABASE_URL: not a valid database URL") from None
+        if not config.get("ENGINE"):
+            raise ImproperlyConfigured("KEYWARD_DATABASE_URL: unsupported database scheme")
+        config["CONN_MAX_AGE"] = env.number("KEYWARD_DB_CONN_MAX_AGE", 60)
+        config["CONN_HEALTH_CHECKS"] = True
+        return {"default": config}
+    _embedded_parts.append("KEYWARD_DATABASE_URL")
+    DATA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(DATA_DIR / "keyward.sqlite3"),
+            # IMMEDIATE takes the write lock at BEGIN, which serialises audit-chain appends
+            # between the web server and the worker sharing one file.
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+
+
+DATABASES = _databases()
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+DB_APP_ROLE = env.text("KEYWARD_DB_APP_ROLE")
+
+AUTH_PASSWORD_VALIDATORS = [
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.text("KEYWARD_STATIC_ROOT", str(DATA_DIR / "static")))
+with contextlib.suppress(OSError):  # a read-only image serves collected files from elsewhere
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = False
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "no-referrer"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.flag("KEYWARD_BEHIND_TLS_PROXY", False) else None
+)
+
+MAX_BODY_BYTES = env.number("KEYWARD_MAX_BODY_BYTES", 65536, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
+TRUSTED_PROXY_COUNT = env.number("KEYWARD_TRUSTED_PROXY_COUNT", 0, maximum=10)
+CREDENTIAL_LAST_USED_INTERVAL = 60
+
+REST_FRAMEWORK: dict[str, Any] = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.BearerAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "settings.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+if DEBUG:
+    REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append(
+        "rest_framework.renderers.BrowsableAPIRenderer"
+    )
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Keyward API",
+    "DESCRIPTION": "Key management for bring-your-own-key AI products.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+CELERY_BROKER_URL = env.secret("KEYWARD_BROKER_URL") or ""
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {}
+if not CELERY_BROKER_URL:
+    if PRODUCTION:
+        raise ImproperlyConfigured("KEYWARD_BROKER_URL: required when KEYWARD_PRODUCTION is true")
+    _embedded_parts.append("KEYWARD_BROKER_URL")
+    _queue_dir = DATA_DIR / "broker"
+    _queue_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_dir),
+        "data_folder_out": str(_queue_dir),
+        "control_folder": str(DATA_DIR / "broker-control"),
+        "store_processed": False,
+    }
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+LOG_LEVEL = env.choice("KEYWARD_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "request": {"()": "settings.http.RequestContextLogFilter"},
+        "no_exception_text": {"()": "settings.errors.ExceptionTextFilter"},
+    },
+    "formatters": {
+        "line": {
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        },
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "line",
+            "filters": ["request", "no_exception_text"],
+        },
+    },
+    "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
+    "loggers": {
+        # Django's request logger would print tracebacks with request bodies in DEBUG;
+        # errors are logged once, without locals, by the exception handler.
+        "django.request": {"level": "ERROR", "propagate": True},
+        "django.security.DisallowedHost": {"level": "ERROR", "propagate": True},
+    },
+}
+
+EMBEDDED = bool(_embedded_parts)
+if EMBEDDED and not env.flag("KEYWARD_QUIET_EMBEDDED", False):
+    warn(
+        f"embedded default in {DATA_DIR} ({', '.join(sorted(set(_embedded_parts)))} not set): "
+        "secrets generated on this disk, SQLite, no broker server. Not for production."
+    )

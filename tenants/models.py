@@ -1,0 +1,108 @@
+"""Tenants, the humans who administer them and the services that call Keyward.
+
+Credentials (admin tokens, principal secrets) are stored as a lookup id plus a keyed hash
+and the id of the pepper that keyed it; the secret itself is shown once and never stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from tenants.validators import validate_principal_name, validate_slug
+
+
+class TenantStatus(models.TextChoices):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class Tenant(models.Model):
+    """A customer organisation whose provider keys Keyward holds."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    slug = models.CharField(max_length=63, unique=True, validators=[validate_slug])
+    name = models.CharField(max_length=200)
+    status = models.CharField(
+        max_length=16, choices=TenantStatus.choices, default=TenantStatus.ACTIVE
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("slug",)
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == TenantStatus.ACTIVE
+
+
+class HashedCredential(models.Model):
+    """Lookup id + HMAC digest + pepper id of a credential (NetBox v2 tokens' layout)."""
+
+    key_id = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    pepper_id = models.PositiveSmallIntegerField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class Role(models.TextChoices):
+    SECURITY_ADMIN = "security_admin"
+    AUDITOR = "auditor"
+
+
+class StaffRole(models.Model):
+    """A human's role, for every tenant or for an explicit set of them."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_role"
+    )
+    role = models.CharField(max_length=32, choices=Role.choices)
+    # Explicit, so that an empty set after a tenant is removed never widens access.
+    all_tenants = models.BooleanField(default=False)
+    tenants = models.ManyToManyField(Tenant, blank=True, related_name="staff_roles")
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.role}"
+
+
+class AdminToken(HashedCredential):
+    """A `kwa_` API token of a human user."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="admin_tokens"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"kwa_{self.key_id}..."
+
+
+class ServicePrincipal(HashedCredential):
+    """An internal service identity; authenticates with a `kwp_` secret."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=63, unique=True, validators=[validate_principal_name])
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    secret_rotated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
