@@ -17,3 +17,16 @@ ensure_venv() {  # $1: extras, e.g. "dev" or ""
         echo "$stamp" >> "$VENV/.keyward-installed"
     fi
 }
+
+ensure_services() {  # PostgreSQL and Redis on loopback, started when not already up
+    if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+        echo "keyward: starting PostgreSQL" >&2
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+        for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+    fi
+    if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+        echo "keyward: starting Redis" >&2
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+        for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
+    fi
+}

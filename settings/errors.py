@@ -133,8 +133,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 def log_unhandled(exc: BaseException) -> None:
     """Log where an unexpected error happened without its message or locals, which may
     carry values (SQL parameters, provider responses) that must not reach the log."""
-    frames = "".join(traceback.format_tb(exc.__traceback__))
-    logger.error("unhandled %s.%s\n%s", type(exc).__module__, type(exc).__name__, frames)
+    logger.error("unhandled %s.%s\n%s", type(exc).__module__, type(exc).__name__, frames_only(exc))
+
+
+def frames_only(exc: BaseException) -> str:
+    """Where an exception passed: file, line and function, without source text or message."""
+    return "\n".join(
+        f"  {frame.filename}:{frame.lineno} in {frame.name}"
+        for frame in traceback.extract_tb(exc.__traceback__)
+    )
 
 
 def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
@@ -171,8 +178,8 @@ class ExceptionTextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            frames = "".join(traceback.format_tb(exc.__traceback__))
-            record.msg = f"{record.getMessage()}\n{type(exc).__name__} (message withheld)\n{frames}"
+            name = type(exc).__name__
+            record.msg = f"{record.getMessage()}\n{name} (message withheld)\n{frames_only(exc)}"
             record.args = None
             record.exc_info = None
             record.exc_text = None

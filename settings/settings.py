@@ -116,6 +116,11 @@ TEMPLATES = [
 
 def _databases() -> dict[str, Any]:
     if _database_url:
+        scheme = _database_url.partition("://")[0]
+        if scheme not in ("postgres", "postgresql", "pgsql", "sqlite"):
+            raise ImproperlyConfigured(
+                "KEYWARD_DATABASE_URL: use a postgres://... (or sqlite:///...) URL"
+            )
         try:
             config: dict[str, Any] = environ.Env.db_url_config(_database_url)
         except Exception:

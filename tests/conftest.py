@@ -19,23 +19,34 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
-    """Migrate as the owner role, then run every test as the application role."""
+def django_db_setup(
+    request: pytest.FixtureRequest,
+    django_test_environment: None,
+    django_db_blocker: Any,
+    django_db_modify_db_settings: None,
+) -> Iterator[None]:
+    """Create the test database and migrate it as the owner role, then run every test as the
+    application role. Always sets up `default`, so tests that commit for real (without the
+    `db` fixture) find it too."""
     from django.conf import settings
+    from django.test.utils import setup_databases, teardown_databases
 
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})  # type: ignore[arg-type]
     db = connections["default"]
     owner = db.settings_dict["USER"]
-    if not USES_POSTGRES or not settings.DB_APP_ROLE:
+    switch = USES_POSTGRES and bool(settings.DB_APP_ROLE)
+    if switch:
+        with django_db_blocker.unblock():
+            db.close()
+        db.settings_dict["USER"] = settings.DB_APP_ROLE
+    try:
         yield
-        return
-    with django_db_blocker.unblock():
-        db.close()
-    db.settings_dict["USER"] = settings.DB_APP_ROLE
-    yield
-    with django_db_blocker.unblock():
-        for conn in connections.all():
-            conn.close()
-    db.settings_dict["USER"] = owner
+    finally:
+        with django_db_blocker.unblock():
+            connections.close_all()
+            db.settings_dict["USER"] = owner
+            teardown_databases(config, verbosity=0)
 
 
 def _reset_committed_state() -> None:

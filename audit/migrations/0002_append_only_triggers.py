@@ -44,20 +44,21 @@ SQLITE_DOWN = [
 ]
 
 
-def install(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(POSTGRES_UP, params=None)
-    elif schema_editor.connection.vendor == "sqlite":
-        for statement in SQLITE_UP:
+def _apply(schema_editor, postgres_sql, sqlite_statements):
+    vendor = schema_editor.connection.vendor
+    if vendor == "postgresql":
+        schema_editor.execute(postgres_sql, params=None)
+    elif vendor == "sqlite":
+        for statement in sqlite_statements:
             schema_editor.execute(statement)
+
+
+def install(apps, schema_editor):
+    _apply(schema_editor, POSTGRES_UP, SQLITE_UP)
 
 
 def remove(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(POSTGRES_DOWN, params=None)
-    elif schema_editor.connection.vendor == "sqlite":
-        for statement in SQLITE_DOWN:
-            schema_editor.execute(statement)
+    _apply(schema_editor, POSTGRES_DOWN, SQLITE_DOWN)
 
 
 class Migration(migrations.Migration):

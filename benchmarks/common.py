@@ -1,0 +1,85 @@
+"""Shared helpers: percentiles, medians, machine description, a dedicated database."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+SUPERUSER_URL = os.environ.get(
+    "KEYWARD_BENCH_PG_SUPERUSER_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+BENCH_DB = "keyward_bench"
+OWNER, APP = "keyward_owner", "keyward_app"
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def latency_summary(samples_ms: list[float]) -> dict[str, float]:
+    return {f"p{p}_ms": round(percentile(samples_ms, p), 3) for p in (50, 95, 99)}
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with open("/proc/cpuinfo", encoding="utf-8") as info:
+        for line in info:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def versions() -> dict[str, str]:
+    import celery
+    import django
+
+    with psycopg.connect(SUPERUSER_URL) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return {"django": django.get_version(), "celery": celery.__version__,
+            "postgresql": str(row[0]) if row else "?"}  # fmt: skip
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def fresh_database() -> dict[str, str]:
+    """Create an empty benchmark database, migrate it as the owner role, and return the
+    environment under which the application role uses it."""
+    with psycopg.connect(SUPERUSER_URL, autocommit=True) as conn:
+        for role, options in ((OWNER, "LOGIN CREATEDB"), (APP, "LOGIN")):
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+                conn.execute(f'CREATE ROLE "{role}" {options}')
+        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{BENCH_DB}" OWNER "{OWNER}"')
+    base = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
+    base.update(KEYWARD_QUIET_EMBEDDED="1", KEYWARD_DB_APP_ROLE=APP,
+                KEYWARD_BROKER_URL="redis://127.0.0.1:6379/14",
+                KEYWARD_DATA_DIR=str(ROOT / "var" / "bench"))  # fmt: skip
+    migrate_env = {**base, "KEYWARD_DATABASE_URL": f"postgres://{OWNER}@127.0.0.1:5432/{BENCH_DB}"}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT,
+                   env=migrate_env, check=True)  # fmt: skip
+    return {**base, "KEYWARD_DATABASE_URL": f"postgres://{APP}@127.0.0.1:5432/{BENCH_DB}"}

@@ -1,0 +1,114 @@
+"""W5: audit append from concurrent writers.
+
+N threads, each with its own database connection, call `audit.recorder.record` over M
+tenants, one event per transaction (as every audited action commits its own). Baseline in
+the same process: the same threads inserting a row of the same shape into an unchained,
+unlocked temporary table, one row per transaction. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+from typing import Any
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.settings")
+django.setup()
+
+from django.db import connection, transaction  # noqa: E402
+
+from audit.actors import Actor  # noqa: E402
+from audit.recorder import record  # noqa: E402
+from audit.verify import verify_all  # noqa: E402
+from benchmarks.common import latency_summary, median  # noqa: E402
+
+DETAILS = {"label": "prod", "provider": "openai", "key": "hmac-sha256:" + "ab" * 32}
+
+
+def _audited(tenant: str, idx: int, n: int) -> None:
+    record("bench.append", actor=Actor("principal", f"writer-{idx}"), tenant=tenant,
+           target=f"key:{n}", details=DETAILS)  # fmt: skip
+
+
+def _plain(tenant: str, idx: int, n: int) -> None:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO bench_plain (tenant, actor, target, details) VALUES (%s, %s, %s, %s)",
+            [tenant, f"writer-{idx}", f"key:{n}", json.dumps(DETAILS)],
+        )
+
+
+def _prepare_plain() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS bench_plain (id bigserial PRIMARY KEY, tenant text,"
+            " actor text, target text, details jsonb, at timestamptz DEFAULT now())"
+        )
+
+
+def _run(kind: str, writers: int, tenants: list[str], per_writer: int) -> dict[str, Any]:
+    latencies: list[list[float]] = [[] for _ in range(writers)]
+    barrier = threading.Barrier(writers + 1)
+    write = _audited if kind == "audit" else _plain
+
+    def worker(idx: int) -> None:
+        if kind == "plain":
+            _prepare_plain()
+        barrier.wait()
+        for n in range(per_writer):
+            start = time.perf_counter()
+            write(tenants[(idx + n) % len(tenants)], idx, n)
+            latencies[idx].append((time.perf_counter() - start) * 1000)
+        connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    samples = [ms for per in latencies for ms in per]
+    return {"events_per_s": len(samples) / elapsed, **latency_summary(samples)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--writers", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--tenants", type=int, default=4)
+    parser.add_argument("--events", type=int, default=400, help="events per writer per run")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    tenants = [f"bench-{i}" for i in range(args.tenants)]
+    rows = []
+    for writers in args.writers:
+        runs = {kind: [_run(kind, writers, tenants, args.events) for _ in range(args.runs)]
+                for kind in ("audit", "plain")}  # fmt: skip
+        row: dict[str, Any] = {"writers": writers, "tenants": args.tenants}
+        for kind, results in runs.items():
+            best = sorted(results, key=lambda r: r["events_per_s"])[len(results) // 2]
+            row[kind] = {
+                **best,
+                "events_per_s": round(median([r["events_per_s"] for r in results]), 1),
+            }
+        row["ratio_audit_to_plain"] = round(
+            row["audit"]["events_per_s"] / row["plain"]["events_per_s"], 3
+        )
+        rows.append(row)
+    chains = verify_all()
+    print(json.dumps({
+        "workload": "W5",
+        "rows": rows,
+        "chains_verified": all(c.ok for c in chains),
+        "events_verified": sum(c.events_checked for c in chains),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""An action whose audit event cannot be written does not happen (rule 8)."""
+
+from __future__ import annotations
+
+import pytest
+
+from audit.models import AuditEvent
+from tenants.models import ServicePrincipal, Tenant
+from tests import pg
+from tests.factories import client as api_client
+from tests.factories import make_admin, rand
+
+FAILING_TRIGGER = """
+CREATE OR REPLACE FUNCTION audit_event_test_failure() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'audit storage failure'; END $$;
+CREATE TRIGGER audit_event_test_failure BEFORE INSERT ON audit_event
+    FOR EACH ROW WHEN (NEW.action <> 'access.denied' AND NEW.action <> 'auth.failed')
+    EXECUTE FUNCTION audit_event_test_failure();
+"""
+
+
+@pytest.fixture
+def failing_audit(committed_db):
+    _, token = make_admin("security_admin")
+    with pg.connect() as conn:
+        conn.execute(FAILING_TRIGGER)
+    try:
+        yield api_client(token)
+    finally:
+        with pg.connect() as conn:
+            conn.execute("DROP TRIGGER audit_event_test_failure ON audit_event")
+            conn.execute("DROP FUNCTION audit_event_test_failure()")
+
+
+def test_a_tenant_is_not_created_when_its_event_cannot_be_written(failing_audit):
+    events = AuditEvent.objects.count()
+    slug = rand("failed")
+    response = failing_audit.post("/api/v1/tenants", {"slug": slug, "name": "X"}, format="json")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "audit_unavailable"
+    assert response["Retry-After"]
+    assert "audit storage failure" not in response.content.decode()
+    assert not Tenant.objects.filter(slug=slug).exists()
+    assert AuditEvent.objects.count() == events
+
+
+def test_a_principal_is_not_created_and_no_secret_is_returned(failing_audit):
+    name = rand("svc")
+    response = failing_audit.post("/api/v1/principals", {"name": name}, format="json")
+    assert response.status_code == 503
+    assert "kwp_" not in response.content.decode()
+    assert not ServicePrincipal.objects.filter(name=name).exists()

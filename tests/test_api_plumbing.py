@@ -1,0 +1,170 @@
+"""The error shape, request ids, body limits and strict input (api.md, rule 3)."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from audit.models import AuditEvent
+from tenants.models import Tenant
+
+
+def _state():
+    return Tenant.objects.count(), AuditEvent.objects.exclude(action="access.denied").count()
+
+
+def _post(actors, body, **extra):
+    return actors.as_("alice").generic(
+        "POST", "/api/v1/tenants", body, content_type="application/json", **extra
+    )
+
+
+def _assert_error(response, status, code=None):
+    assert response.status_code == status, response.content
+    error = response.json()["error"]
+    assert set(error) >= {"code", "message", "request_id"}
+    assert error["request_id"] == response["X-Request-ID"]
+    if code:
+        assert error["code"] == code
+    assert "Traceback" not in response.content.decode()
+    return error
+
+
+def test_malformed_json_is_refused_and_changes_nothing(actors):
+    before = _state()
+    _assert_error(_post(actors, '{"slug": "acme", '), 400, "malformed_body")
+    assert _state() == before
+
+
+@pytest.mark.parametrize("body", ["[]", '"acme"', "null", "42"])
+def test_a_body_that_is_not_an_object_is_refused(actors, body):
+    before = _state()
+    _assert_error(_post(actors, body), 400, "invalid")
+    assert _state() == before
+
+
+def test_unknown_fields_are_refused_by_name(actors):
+    before = _state()
+    error = _assert_error(_post(actors, '{"slug": "acme", "name": "A", "owner": "x"}'), 400)
+    assert "owner" in error["fields"]
+    assert _state() == before
+
+
+def test_an_oversize_body_gets_413(actors):
+    before = _state()
+    with override_settings(MAX_BODY_BYTES=2048):
+        big = '{"slug": "acme", "name": "' + "x" * 4096 + '"}'
+        _assert_error(_post(actors, big), 413, "body_too_large")
+    assert _state() == before
+
+
+@pytest.mark.parametrize(
+    "slug",
+    ["Acme", "ACME", "acme/evil", "ac.me", "../etc", "acme\n", " acme", "-acme", "acme-",
+     "ас\u043cе", "acme\u200b", "a" * 64, "", "ac me", "acme_co", "１２３"],
+)  # fmt: skip
+def test_bad_slugs_are_refused_and_change_nothing(actors, slug):
+    import json
+
+    before = _state()
+    error = _assert_error(_post(actors, json.dumps({"slug": slug, "name": "X"})), 400, "invalid")
+    assert "slug" in error["fields"]
+    assert _state() == before
+
+
+def test_a_duplicate_slug_gets_409_and_changes_nothing(actors):
+    slug = actors.tenant_a.slug
+    before = _state()
+    _assert_error(_post(actors, f'{{"slug": "{slug}", "name": "Again"}}'), 409, "tenant_exists")
+    assert _state() == before
+    actors.tenant_a.refresh_from_db()
+    assert actors.tenant_a.name == "Tenant A"
+
+
+def test_a_bad_status_value_is_refused(actors):
+    url = f"/api/v1/tenants/{actors.tenant_a.slug}"
+    response = actors.as_("alice").patch(url, {"status": "deleted"}, format="json")
+    _assert_error(response, 400, "invalid")
+    actors.tenant_a.refresh_from_db()
+    assert actors.tenant_a.status == "active"
+
+
+def test_a_duplicate_principal_name_gets_409(actors):
+    api = actors.as_("alice")
+    assert api.post("/api/v1/principals", {"name": "dup-svc"}, format="json").status_code == 201
+    response = api.post("/api/v1/principals", {"name": "dup-svc"}, format="json")
+    _assert_error(response, 409, "principal_exists")
+    assert "kwp_" not in response.content.decode()
+
+
+@pytest.mark.parametrize("name", ["Chat", "chat backend", "chat/backend", "", "-x", "ｃhat"])
+def test_bad_principal_names_are_refused(actors, name):
+    response = actors.as_("alice").post("/api/v1/principals", {"name": name}, format="json")
+    _assert_error(response, 400, "invalid")
+
+
+def test_a_bad_principal_id_is_404(actors):
+    response = actors.as_("alice").get("/api/v1/principals/not-a-uuid")
+    _assert_error(response, 404)
+
+
+def test_every_response_has_a_request_id_and_a_good_one_is_kept(actors, client):
+    response = client.get("/healthz", HTTP_X_REQUEST_ID="abcdef12-trace")
+    assert response["X-Request-ID"] == "abcdef12-trace"
+    response = client.get("/healthz", HTTP_X_REQUEST_ID="bad id\r\nInjected: 1")
+    assert response["X-Request-ID"] != "bad id\r\nInjected: 1"
+    assert len(response["X-Request-ID"]) == 32
+    _assert_error(client.get("/no/such/page"), 404, "not_found")
+    _assert_error(actors.as_("alice").get("/api/v1/nothing-here"), 404, "not_found")
+
+
+def test_wrong_method_and_media_type_get_the_error_shape(actors):
+    api = actors.as_("alice")
+    _assert_error(api.put("/api/v1/tenants", {}, format="json"), 405, "method_not_allowed")
+    response = api.generic(
+        "POST", "/api/v1/tenants", "slug=x", content_type="application/x-www-form-urlencoded"
+    )
+    _assert_error(response, 415, "unsupported_media_type")
+
+
+def test_the_api_serves_json_only_without_a_browsable_form(actors):
+    response = actors.as_("alice").get("/api/v1/tenants", HTTP_ACCEPT="text/html")
+    assert response.status_code in (200, 406)
+    assert "<form" not in response.content.decode()
+
+
+def test_the_openapi_document_and_docs_are_served(client):
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    paths = schema.json()["paths"]
+    for path in ("/api/v1/tenants", "/api/v1/tenants/{slug}", "/api/v1/principals",
+                 "/api/v1/principals/{principal_id}/rotate-secret"):  # fmt: skip
+        assert path in paths
+    assert "bearer" in schema.json()["components"]["securitySchemes"]
+    assert client.get("/api/v1/docs/").status_code == 200
+
+
+def test_an_unhandled_error_gets_a_generic_500_and_no_detail(committed_actors, caplog):
+    from tests import pg
+
+    with pg.connect() as conn:
+        conn.execute(
+            "CREATE FUNCTION tenant_test_failure() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN RAISE EXCEPTION 'canary-detail-sk-XYZ'; END $$; "
+            "CREATE TRIGGER tenant_test_failure BEFORE INSERT ON tenants_tenant "
+            "FOR EACH ROW EXECUTE FUNCTION tenant_test_failure()"
+        )
+    try:
+        api = committed_actors.as_("alice")
+        api.raise_request_exception = False
+        response = api.post("/api/v1/tenants", {"slug": "boom", "name": "X"}, format="json")
+    finally:
+        with pg.connect() as conn:
+            conn.execute("DROP TRIGGER tenant_test_failure ON tenants_tenant")
+            conn.execute("DROP FUNCTION tenant_test_failure()")
+    error = _assert_error(response, 500, "internal_error")
+    assert "canary" not in response.content.decode()
+    assert error["message"] == "Internal error."
+    assert "canary-detail" not in caplog.text
+    assert "unhandled django.db.utils" in caplog.text
+    assert not Tenant.objects.filter(slug="boom").exists()

@@ -1,0 +1,121 @@
+"""Configuration: malformed values stop start-up naming the variable; production refuses
+embedded conveniences; the embedded default generates its secrets privately."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = "import django; django.setup(); from django.conf import settings; print(settings.DATA_DIR)"
+GOOD_PRODUCTION = {
+    "KEYWARD_PRODUCTION": "true",
+    "KEYWARD_SECRET_KEY": "s" * 60,
+    "KEYWARD_PEPPERS": "1:" + "p" * 40,
+    "KEYWARD_AUDIT_HMAC_KEY": "h" * 40,
+    "KEYWARD_MASTER_KEYS": "1:" + "A" * 43 + "=",
+    "KEYWARD_DATABASE_URL": "postgres://keyward_app@127.0.0.1:5432/keyward",
+    "KEYWARD_BROKER_URL": "redis://127.0.0.1:6379/0",
+    "KEYWARD_ALLOWED_HOSTS": "keyward.internal",
+}
+
+
+def _start(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
+    env.update(
+        {"KEYWARD_DATA_DIR": str(tmp_path / "data"), "DJANGO_SETTINGS_MODULE": "settings.settings"}
+    )
+    env.update(variables)
+    return subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"KEYWARD_DEBUG": "maybe"}, "KEYWARD_DEBUG"),
+        ({"KEYWARD_MAX_BODY_BYTES": "lots"}, "KEYWARD_MAX_BODY_BYTES"),
+        ({"KEYWARD_MAX_BODY_BYTES": "10"}, "KEYWARD_MAX_BODY_BYTES"),
+        ({"KEYWARD_PEPPERS": "short"}, "KEYWARD_PEPPERS"),
+        ({"KEYWARD_PEPPERS": "1:tooshort"}, "KEYWARD_PEPPERS"),
+        ({"KEYWARD_PEPPERS": "1:" + "a" * 40 + ",1:" + "b" * 40}, "KEYWARD_PEPPERS"),
+        ({"KEYWARD_MASTER_KEYS": "1:not-base64!"}, "KEYWARD_MASTER_KEYS"),
+        ({"KEYWARD_MASTER_KEYS": "1:QUJD"}, "KEYWARD_MASTER_KEYS"),
+        ({"KEYWARD_SECRET_STORE": "s3"}, "KEYWARD_SECRET_STORE"),
+        ({"KEYWARD_LOG_LEVEL": "loud"}, "KEYWARD_LOG_LEVEL"),
+        ({"KEYWARD_DATABASE_URL": "nosuchdb://x"}, "KEYWARD_DATABASE_URL"),
+        (
+            {"KEYWARD_PEPPERS": "1:" + "a" * 40, "KEYWARD_PEPPERS_FILE": "/etc/hostname"},
+            "KEYWARD_PEPPERS",
+        ),
+        ({"KEYWARD_SECRET_KEY_FILE": "/nonexistent/secret"}, "KEYWARD_SECRET_KEY_FILE"),
+    ],
+)
+def test_a_malformed_value_stops_start_up_naming_the_variable(tmp_path, variables, named):
+    result = _start(tmp_path, **variables)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert named in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"KEYWARD_DEBUG": "true"}, "KEYWARD_DEBUG"),
+        ({"KEYWARD_SECRET_KEY": "short"}, "KEYWARD_SECRET_KEY"),
+        ({"KEYWARD_SECRET_KEY": "django-insecure-" + "x" * 50}, "KEYWARD_SECRET_KEY"),
+        ({"KEYWARD_PEPPERS": None}, "KEYWARD_PEPPERS"),
+        ({"KEYWARD_MASTER_KEYS": None}, "KEYWARD_MASTER_KEYS"),
+        ({"KEYWARD_AUDIT_HMAC_KEY": None}, "KEYWARD_AUDIT_HMAC_KEY"),
+        ({"KEYWARD_DATABASE_URL": None}, "KEYWARD_DATABASE_URL"),
+        ({"KEYWARD_BROKER_URL": None}, "KEYWARD_BROKER_URL"),
+        ({"KEYWARD_ALLOWED_HOSTS": None}, "KEYWARD_ALLOWED_HOSTS"),
+    ],
+)
+def test_production_refuses_to_start_without_its_secrets_or_with_debug(tmp_path, change, named):
+    variables = {**GOOD_PRODUCTION, **change}
+    result = _start(tmp_path, **{k: v for k, v in variables.items() if v is not None})
+    assert result.returncode != 0
+    assert named in result.stderr
+    assert not (tmp_path / "data" / "peppers").exists(), "production must not generate secrets"
+
+
+def test_production_starts_with_complete_configuration(tmp_path):
+    result = _start(tmp_path, **GOOD_PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert "embedded default" not in result.stderr
+
+
+def test_secrets_can_come_from_files(tmp_path):
+    secret_file = tmp_path / "peppers"
+    secret_file.write_text("7:" + "f" * 40 + "\n")
+    variables = {**GOOD_PRODUCTION, "KEYWARD_PEPPERS_FILE": str(secret_file)}
+    del variables["KEYWARD_PEPPERS"]
+    probe = PROBE.replace("settings.DATA_DIR", "sorted(settings.PEPPERS)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
+    env.update(
+        variables, DJANGO_SETTINGS_MODULE="settings.settings", KEYWARD_DATA_DIR=str(tmp_path)
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[7]"
+
+
+def test_the_embedded_default_generates_private_secrets_and_warns(tmp_path):
+    result = _start(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Not for production" in result.stderr
+    data = tmp_path / "data"
+    for name in ("django-secret-key", "peppers", "master-keys", "audit-hmac-key"):
+        mode = stat.S_IMODE((data / name).stat().st_mode)
+        assert mode == 0o600, (name, oct(mode))
+    first = (data / "peppers").read_text()
+    assert _start(tmp_path).returncode == 0
+    assert (data / "peppers").read_text() == first, "generated secrets are kept across restarts"
