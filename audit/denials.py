@@ -14,8 +14,9 @@ from tenants.actors import actor_of
 logger = logging.getLogger("keyward.audit")
 
 
-def record_denial(request: Any, status: int) -> None:
-    """Audit a 401 or 403; a failure to record is logged and the refusal still stands."""
+def record_denial(request: Any, status: int, tenant: str | None = None) -> None:
+    """Audit a 401 or 403 (or a 404 that hides another tenant's object), in the chain of the
+    tenant it concerns; a failure to record is logged and the refusal still stands."""
     failure: dict[str, str] = getattr(request._request, "keyward_auth_failure", {})
     details: dict[str, Any] = {
         "method": request.method,
@@ -24,8 +25,8 @@ def record_denial(request: Any, status: int) -> None:
         **failure,
     }
     action = "auth.failed" if status == 401 else "access.denied"
-    actor = actor_of(request) if status == 403 else actor_of(None)
+    actor = actor_of(None) if status == 401 else actor_of(request)
     try:
-        record(action, actor=actor, outcome=Outcome.DENIED, details=details)
+        record(action, actor=actor, outcome=Outcome.DENIED, tenant=tenant, details=details)
     except (AuditUnavailable, DatabaseError):
         logger.error("could not record %s for request", action)

@@ -126,8 +126,20 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if request is not None and status in (401, 403):
         from audit.denials import record_denial
 
-        record_denial(request, status)
+        record_denial(request, status, _tenant_of(context))
     return Response(error_body(code, message, **extra), status=status, headers=headers)
+
+
+def _tenant_of(context: dict[str, Any]) -> str | None:
+    """The existing tenant a refused request was aimed at, so its denial lands in that
+    tenant's chain (None for the global chain)."""
+    view = context.get("view")
+    slug = getattr(view, "kwargs", {}).get("slug") if view is not None else None
+    if not isinstance(slug, str):
+        return None
+    from tenants.models import Tenant
+
+    return slug if Tenant.objects.filter(slug=slug).exists() else None
 
 
 def log_unhandled(exc: BaseException) -> None:

@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from audit.actors import Actor
+from audit.denials import record_denial
 from tenants.access import NO_ACCESS, Access, access_for
 from tenants.actors import actor_of
 from tenants.exceptions import TenantNotFound
@@ -71,6 +72,9 @@ class KeywardView(APIView):
         """The tenant named by `slug` if this caller covers it; 404 alike for absent and
         hidden, so that existence does not leak across tenants."""
         tenant = Tenant.objects.filter(slug=slug).first()
-        if tenant is None or not self.access.covers(tenant):
+        if tenant is None:
+            raise TenantNotFound()
+        if not self.access.covers(tenant):
+            record_denial(self.request, 404, tenant.slug)
             raise TenantNotFound()
         return tenant

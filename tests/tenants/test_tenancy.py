@@ -145,3 +145,22 @@ def test_unauthenticated_requests_are_audited(db):
     event = AuditEvent.objects.get(action="auth.failed", request_id="req-anon-00001")
     assert (event.actor_type, event.outcome) == ("anonymous", "denied")
     assert event.details["reason"] == "malformed"
+
+
+def test_denials_about_a_tenant_land_in_that_tenants_chain(actors):
+    slug_b = actors.tenant_b.slug
+    assert actors.as_("bob").get(f"/api/v1/tenants/{slug_b}").status_code == 404
+    assert (
+        actors.as_("carol")
+        .patch(f"/api/v1/tenants/{slug_b}", {"name": "x"}, format="json")
+        .status_code
+        == 403
+    )
+    denials = AuditEvent.objects.filter(action="access.denied", tenant=slug_b).order_by("seq")
+    assert [(e.actor_id.split("-")[0], e.details["status"]) for e in denials] == [
+        ("bob", 404),
+        ("carol", 403),
+    ]
+    assert all(e.chain == f"tenant:{slug_b}" and e.outcome == "denied" for e in denials)
+    assert actors.as_("bob").get("/api/v1/tenants/never-existed").status_code == 404
+    assert not AuditEvent.objects.filter(tenant="never-existed").exists()
