@@ -82,4 +82,12 @@ def fresh_database() -> dict[str, str]:
     migrate_env = {**base, "KEYWARD_DATABASE_URL": f"postgres://{OWNER}@127.0.0.1:5432/{BENCH_DB}"}
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT,
                    env=migrate_env, check=True)  # fmt: skip
+    with psycopg.connect(SUPERUSER_URL.rsplit("/", 1)[0] + f"/{BENCH_DB}", autocommit=True) as conn:
+        # A logged table like audit_event, so the baseline pays the same commit (WAL flush).
+        conn.execute(
+            "CREATE TABLE bench_plain (id bigserial PRIMARY KEY, tenant text, actor text,"
+            " target text, details jsonb, at timestamptz DEFAULT now())"
+        )
+        conn.execute(f'GRANT INSERT, SELECT ON bench_plain TO "{APP}"')
+        conn.execute(f'GRANT USAGE ON SEQUENCE bench_plain_id_seq TO "{APP}"')
     return {**base, "KEYWARD_DATABASE_URL": f"postgres://{APP}@127.0.0.1:5432/{BENCH_DB}"}
