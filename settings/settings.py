@@ -8,6 +8,7 @@ secret store in a data directory, secrets generated there, a broker that needs n
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,68 @@ PEPPERS = parse_ring(
 )
 AUDIT_HMAC_KEY = _secret_or_generated("KEYWARD_AUDIT_HMAC_KEY", "audit-hmac-key").encode()
 SECRET_STORE = env.choice("KEYWARD_SECRET_STORE", ("local", "vault"), "local")
+
+
+def _vault_store() -> dict[str, Any]:
+    auth = env.choice("KEYWARD_VAULT_AUTH", ("token", "approle", "kubernetes"), "token")
+    store: dict[str, Any] = {
+        "backend": "vault",
+        "addr": env.text("KEYWARD_VAULT_ADDR"),
+        "auth": auth,
+        "token": env.secret("KEYWARD_VAULT_TOKEN") or "",
+        "role_id": env.text("KEYWARD_VAULT_ROLE_ID"),
+        "secret_id": env.secret("KEYWARD_VAULT_SECRET_ID") or "",
+        "approle_mount": env.text("KEYWARD_VAULT_APPROLE_MOUNT", "approle"),
+        "k8s_role": env.text("KEYWARD_VAULT_K8S_ROLE"),
+        "k8s_jwt_path": env.text(
+            "KEYWARD_VAULT_K8S_JWT_PATH", "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        ),
+        "k8s_mount": env.text("KEYWARD_VAULT_K8S_MOUNT", "kubernetes"),
+        "namespace": env.text("KEYWARD_VAULT_NAMESPACE"),
+        "ca_cert": env.text("KEYWARD_VAULT_CACERT"),
+        "kv_mount": env.text("KEYWARD_VAULT_KV_MOUNT", "secret"),
+        "path_prefix": env.text("KEYWARD_VAULT_PATH_PREFIX", "keyward"),
+        "timeout": env.number("KEYWARD_VAULT_TIMEOUT_MS", 5000, minimum=100) / 1000,
+    }
+    needed = {"token": ("token",), "approle": ("role_id", "secret_id"), "kubernetes": ("k8s_role",)}
+    for field in ("addr", *needed[auth]):
+        if not store[field]:
+            variable = {"addr": "KEYWARD_VAULT_ADDR", "token": "KEYWARD_VAULT_TOKEN",
+                        "role_id": "KEYWARD_VAULT_ROLE_ID", "secret_id": "KEYWARD_VAULT_SECRET_ID",
+                        "k8s_role": "KEYWARD_VAULT_K8S_ROLE"}[field]  # fmt: skip
+            raise ImproperlyConfigured(
+                f"{variable}: required when the vault store uses {auth} auth"
+            )
+    return store
+
+
+def _extra_stores() -> dict[str, dict[str, Any]]:
+    raw = env.secret("KEYWARD_SECRET_STORES")
+    if not raw:
+        return {}
+    try:
+        stores = json.loads(raw)
+    except ValueError:
+        raise ImproperlyConfigured("KEYWARD_SECRET_STORES: not valid JSON") from None
+    if not isinstance(stores, dict) or not all(
+        isinstance(v, dict) and v.get("backend") in ("local", "vault") for v in stores.values()
+    ):
+        raise ImproperlyConfigured(
+            'KEYWARD_SECRET_STORES: expected {"name": {"backend": "vault", "addr": ...}, ...}'
+        )
+    if "default" in stores:
+        raise ImproperlyConfigured(
+            "KEYWARD_SECRET_STORES: 'default' is set by KEYWARD_SECRET_STORE"
+        )
+    return stores
+
+
+SECRET_STORES: dict[str, dict[str, Any]] = {
+    "default": _vault_store() if SECRET_STORE == "vault" else {"backend": "local"},
+    **_extra_stores(),
+}
 MASTER_KEYS: dict[int, bytes] = {}
-if SECRET_STORE == "local":
+if any(store["backend"] == "local" for store in SECRET_STORES.values()):
     MASTER_KEYS = parse_ring(
         "KEYWARD_MASTER_KEYS",
         _secret_or_generated("KEYWARD_MASTER_KEYS", "master-keys", "ring-key32"),

@@ -83,3 +83,49 @@ def actors(db: None) -> Actors:
 @pytest.fixture
 def committed_actors(committed_db: None) -> Actors:
     return make_actors()
+
+
+@pytest.fixture(scope="session")
+def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The OpenBao (or external Vault) every vault-backend test talks to."""
+    from tests import bao as bao_servers
+
+    external = bao_servers.external_server()
+    if external is not None:
+        yield external
+        return
+    server = bao_servers.start_dev_server(tmp_path_factory.mktemp("bao-dev"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def bao_raft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A raft-backed OpenBao that tests may seal and unseal."""
+    from tests import bao as bao_servers
+
+    server = bao_servers.start_raft_server(tmp_path_factory.mktemp("bao-raft"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["local", "vault"])
+def store_config(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings for the `default` store, once per backend."""
+    if request.param == "local":
+        return {"backend": "local"}
+    server = request.getfixturevalue("bao")
+    prefix = "keyward-test-" + os.urandom(4).hex()
+    return dict(server.store_config(path_prefix=prefix))
+
+
+@pytest.fixture
+def default_store(store_config: dict[str, Any], settings: Any) -> Any:
+    from kms.backends import get_store
+
+    settings.SECRET_STORES = {"default": store_config}
+    return get_store("default")

@@ -1,0 +1,48 @@
+"""The secret-store interface every backend implements.
+
+A secret lives at a path (one per provider key) and has numbered versions (one per key
+version). Backends raise StoreUnavailable for anything that means "cannot answer now", so
+callers fail closed, and never fall back to another store.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    destroyed: bool
+
+
+class SecretStore(ABC):
+    """put / get / versions / destroy / health over versioned secrets."""
+
+    backend: str = ""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abstractmethod
+    def put(self, path: str, secret: str, *, expected_version: int) -> int:
+        """Write a new version; `expected_version` is the latest existing version (0 for a
+        new path), checked-and-set so that a concurrent writer makes this fail. Returns the
+        new version number."""
+
+    @abstractmethod
+    def get(self, path: str, version: int) -> str:
+        """The secret of one version; SecretMissing if absent or destroyed."""
+
+    @abstractmethod
+    def versions(self, path: str) -> list[VersionInfo]:
+        """Every version the store knows at `path`, oldest first."""
+
+    @abstractmethod
+    def destroy(self, path: str, versions: list[int]) -> None:
+        """Irrecoverably destroy these versions; destroying twice is not an error."""
+
+    @abstractmethod
+    def health(self) -> bool:
+        """True when the store can serve requests now."""

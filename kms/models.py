@@ -1,0 +1,145 @@
+"""Provider keys and their versions. The database holds metadata only: the secret lives in
+a secret store (under `local`, as ciphertext in LocalSecret; under `vault`, in Vault).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from tenants.models import Tenant
+
+
+class KeyStatus(models.TextChoices):
+    ACTIVE = "active"
+    INVALID = "invalid"
+    REVOKED = "revoked"
+
+
+class Stage(models.TextChoices):
+    """The staged model of AWS Secrets Manager: pending -> current -> previous -> destroyed."""
+
+    PENDING = "pending"
+    CURRENT = "current"
+    PREVIOUS = "previous"
+    DESTROYED = "destroyed"
+
+
+class Validation(models.TextChoices):
+    OK = "ok"
+    INVALID = "invalid"
+    ERROR = "error"
+
+
+class ProviderKey(models.Model):
+    """One customer-owned credential for one provider."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="provider_keys")
+    provider = models.CharField(max_length=32)
+    label = models.CharField(max_length=100)
+    status = models.CharField(max_length=16, choices=KeyStatus.choices, default=KeyStatus.ACTIVE)
+    store = models.CharField(max_length=63)
+    store_path = models.CharField(max_length=255, unique=True)
+    fingerprint = models.CharField(max_length=80)
+    hint = models.CharField(max_length=8)
+    base_url = models.CharField(max_length=2048, blank=True)
+    rotation_period_days = models.PositiveIntegerField(default=90)
+    rotation_due_at = models.DateTimeField(null=True, blank=True)
+    current_version = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_validated_at = models.DateTimeField(null=True, blank=True)
+    last_validation = models.CharField(max_length=8, choices=Validation.choices, blank=True)
+    last_validation_result = models.CharField(max_length=32, blank=True)
+    last_validation_reason = models.CharField(max_length=500, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    secrets_destroyed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("created_at", "id")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("tenant", "fingerprint"), condition=~Q(status="revoked"),
+                name="kms_key_unique_live_fingerprint",
+            ),
+            models.UniqueConstraint(
+                fields=("tenant", "provider", "label"), condition=~Q(status="revoked"),
+                name="kms_key_unique_live_label",
+            ),
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.provider}/{self.label}"
+
+
+class KeyVersion(models.Model):
+    """One secret of a key; `store_version` is its version number in the secret store."""
+
+    key = models.ForeignKey(ProviderKey, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    stage = models.CharField(max_length=16, choices=Stage.choices)
+    fingerprint = models.CharField(max_length=80)
+    hint = models.CharField(max_length=8)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    retire_after = models.DateTimeField(null=True, blank=True)
+    destroyed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("key", "version")
+        constraints = [
+            models.UniqueConstraint(fields=("key", "version"), name="kms_version_unique"),
+            models.UniqueConstraint(
+                fields=("key",), condition=Q(stage="current"), name="kms_one_current_version"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key_id} v{self.version} {self.stage}"
+
+
+class ValidationResult(models.Model):
+    """One check of a key with its provider: the classification and the provider's reason."""
+
+    key = models.ForeignKey(ProviderKey, on_delete=models.CASCADE, related_name="validations")
+    version = models.PositiveIntegerField()
+    checked_at = models.DateTimeField(auto_now_add=True)
+    result = models.CharField(max_length=32)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    trigger = models.CharField(max_length=16, default="manual")
+
+    class Meta:
+        ordering = ("-checked_at", "-id")
+        indexes = [models.Index(fields=("key", "-checked_at"), name="kms_validation_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.key_id} v{self.version} {self.result}"
+
+
+class LocalSecret(models.Model):
+    """Ciphertext of one secret version under the `local` store (envelope encryption)."""
+
+    path = models.CharField(max_length=255)
+    version = models.PositiveIntegerField()
+    master_key_id = models.PositiveIntegerField()
+    wrapped_key = models.BinaryField()
+    key_nonce = models.BinaryField()
+    nonce = models.BinaryField()
+    ciphertext = models.BinaryField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    destroyed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=("path", "version"), name="kms_local_secret_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.path} v{self.version}"
