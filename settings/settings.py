@@ -296,6 +296,22 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
+PROVIDER_TIMEOUT_MS = env.number("KEYWARD_PROVIDER_TIMEOUT_MS", 5000, minimum=100, maximum=60000)
+_base_urls = env.text("KEYWARD_PROVIDER_BASE_URLS")
+try:
+    PROVIDER_BASE_URLS: dict[str, str] = json.loads(_base_urls) if _base_urls else {}
+except ValueError:
+    raise ImproperlyConfigured("KEYWARD_PROVIDER_BASE_URLS: not valid JSON") from None
+if not isinstance(PROVIDER_BASE_URLS, dict) or not all(
+    isinstance(v, str) for v in PROVIDER_BASE_URLS.values()
+):
+    raise ImproperlyConfigured('KEYWARD_PROVIDER_BASE_URLS: expected {"openai": "https://..."}')
+# strict: https only, and no loopback, private, link-local or metadata address unless allowed.
+PROVIDER_URL_POLICY = env.choice(
+    "KEYWARD_PROVIDER_URL_POLICY", ("strict", "open"), "strict" if PRODUCTION else "open"
+)
+PROVIDER_URL_ALLOWLIST = env.csv("KEYWARD_PROVIDER_URL_ALLOWLIST")
+
 LOG_LEVEL = env.choice("KEYWARD_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
 LOGGING = {
     "version": 1,

@@ -129,3 +129,17 @@ def default_store(store_config: dict[str, Any], settings: Any) -> Any:
 
     settings.SECRET_STORES = {"default": store_config}
     return get_store("default")
+
+
+@pytest.fixture
+def provider_stub(settings: Any) -> Iterator[Any]:
+    """Every provider's default base URL points at one local stub server."""
+    from kms.providers import ADAPTERS
+    from tests.provider_stub import ProviderStub
+
+    stub = ProviderStub()
+    settings.PROVIDER_BASE_URLS = dict.fromkeys(ADAPTERS, stub.url)
+    try:
+        yield stub
+    finally:
+        stub.close()

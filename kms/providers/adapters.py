@@ -1,0 +1,134 @@
+"""Every provider's quirks, and only here: key formats, endpoints, headers, error words."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from kms.providers.base import Adapter, ErrorInfo, Outcome
+
+
+class OpenAI(Adapter):
+    name, title = "openai", "an OpenAI"
+    default_base_url = "https://api.openai.com/v1"
+    key_pattern: re.Pattern[str] | None = re.compile(r"sk-(?!ant-)[A-Za-z0-9_\-]{16,400}")
+    distinctive: re.Pattern[str] | None = re.compile(r"sk-(?!ant-).*")
+
+    def classify_error(self, status: int, info: ErrorInfo) -> Outcome:
+        if status == 403 and "unsupported_country" in info.words():
+            return Outcome.REGION_BLOCKED
+        # "insufficient_quota" arrives as a 429 but is not a rate limit.
+        if status == 429 and "insufficient_quota" in (info.code + info.type):
+            return Outcome.QUOTA_EXHAUSTED
+        return super().classify_error(status, info)
+
+
+class Anthropic(Adapter):
+    name, title = "anthropic", "an Anthropic"
+    default_base_url = "https://api.anthropic.com/v1"
+    key_pattern = re.compile(r"sk-ant-[A-Za-z0-9_\-]{16,400}")
+    distinctive = re.compile(r"sk-ant-.*")
+    API_VERSION = "2023-06-01"
+
+    def auth_headers(self, secret: str) -> dict[str, str]:
+        return {"x-api-key": secret, "anthropic-version": self.API_VERSION}
+
+    def classify_error(self, status: int, info: ErrorInfo) -> Outcome:
+        by_type = {
+            "authentication_error": Outcome.INVALID,
+            "permission_error": Outcome.INSUFFICIENT_PERMISSIONS,
+            "billing_error": Outcome.QUOTA_EXHAUSTED,
+            "rate_limit_error": Outcome.RATE_LIMITED,
+            "overloaded_error": Outcome.PROVIDER_UNAVAILABLE,
+            "api_error": Outcome.PROVIDER_UNAVAILABLE,
+        }
+        if info.type in by_type:
+            if info.type == "permission_error" and "region" in info.words():
+                return Outcome.REGION_BLOCKED
+            return by_type[info.type]
+        return super().classify_error(status, info)
+
+
+class Google(Adapter):
+    """Gemini: the key goes in `x-goog-api-key`, never in the URL; a bad key is a 400."""
+
+    name, title = "google", "a Google AI (Gemini)"
+    default_base_url = "https://generativelanguage.googleapis.com/v1beta"
+    key_pattern = re.compile(r"AIza[A-Za-z0-9_\-]{35}")
+    distinctive = re.compile(r"AIza.*")
+
+    def auth_headers(self, secret: str) -> dict[str, str]:
+        return {"x-goog-api-key": secret}
+
+    def classify_error(self, status: int, info: ErrorInfo) -> Outcome:
+        words = info.words()
+        if "api_key_invalid" in words or "api_key_expired" in words:
+            return Outcome.INVALID
+        if status == 400 and info.status == "FAILED_PRECONDITION" and "location" in words:
+            return Outcome.REGION_BLOCKED
+        if status == 400:
+            return Outcome.PROVIDER_UNAVAILABLE
+        return super().classify_error(status, info)
+
+
+class AzureOpenAI(Adapter):
+    name, title = "azure_openai", "an Azure OpenAI"
+    key_pattern = re.compile(r"[A-Za-z0-9]{32,128}")
+    base_url_required = True
+    check_path = "/openai/models"
+    API_VERSION = "2024-10-21"
+
+    def auth_headers(self, secret: str) -> dict[str, str]:
+        return {"api-key": secret}
+
+    def check_params(self) -> dict[str, str]:
+        return {"api-version": self.API_VERSION}
+
+
+class Mistral(Adapter):
+    name, title = "mistral", "a Mistral"
+    default_base_url = "https://api.mistral.ai/v1"
+    key_pattern = re.compile(r"[A-Za-z0-9]{32}")
+
+
+class Groq(Adapter):
+    name, title = "groq", "a Groq"
+    default_base_url = "https://api.groq.com/openai/v1"
+    key_pattern = re.compile(r"gsk_[A-Za-z0-9]{20,200}")
+    distinctive = re.compile(r"gsk_.*")
+
+
+class Cohere(Adapter):
+    """Cohere has a dedicated check: POST /v1/check-api-key answers {"valid": bool}."""
+
+    name, title = "cohere", "a Cohere"
+    default_base_url = "https://api.cohere.com"
+    key_pattern = re.compile(r"[A-Za-z0-9]{40}")
+    check_method = "POST"
+    check_path = "/v1/check-api-key"
+
+    def classify_success(self, body: Any) -> tuple[Outcome, str]:
+        if not isinstance(body, dict) or not isinstance(body.get("valid"), bool):
+            return Outcome.PROVIDER_UNAVAILABLE, "unreadable answer from check-api-key"
+        return (
+            (Outcome.VALID, "ok")
+            if body["valid"]
+            else (Outcome.INVALID, "check-api-key: valid=false")
+        )
+
+
+class OpenAICompatible(OpenAI):
+    """Any OpenAI-style endpoint (gateways, self-hosted servers): base_url required, and no
+    key format is assumed."""
+
+    name, title = "openai_compatible", "an OpenAI-compatible"
+    default_base_url = ""
+    key_pattern = None
+    distinctive = None
+    base_url_required = True
+
+
+ADAPTERS: dict[str, Adapter] = {
+    a.name: a for a in (OpenAI(), Anthropic(), Google(), AzureOpenAI(), Mistral(), Groq(), Cohere(),
+                        OpenAICompatible())
+}  # fmt: skip

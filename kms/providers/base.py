@@ -1,0 +1,214 @@
+"""What every provider adapter shares: the check request, the answer's classification into
+one of seven outcomes, and the reason kept for the history (never the key).
+
+Only `invalid` says the key is bad. Everything transient (rate limits, overload, 5xx,
+timeouts, unreadable answers) is `provider_unavailable` or `rate_limited`, so no caller can
+mistake a provider's bad day for a bad key.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+
+class Outcome(StrEnum):
+    VALID = "valid"
+    INVALID = "invalid"
+    INSUFFICIENT_PERMISSIONS = "insufficient_permissions"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    RATE_LIMITED = "rate_limited"
+    REGION_BLOCKED = "region_blocked"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+
+
+TRANSIENT = frozenset({Outcome.RATE_LIMITED, Outcome.PROVIDER_UNAVAILABLE})
+# The key is genuine: the provider knows it, but limits what it may do.
+AUTHENTIC = frozenset({Outcome.VALID, Outcome.INSUFFICIENT_PERMISSIONS, Outcome.QUOTA_EXHAUSTED,
+                       Outcome.REGION_BLOCKED})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    outcome: Outcome
+    http_status: int | None
+    reason: str
+    retry_after: float | None = None
+    duration_ms: int = 0
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """The parts of a provider's error body that classification reads."""
+
+    code: str = ""
+    type: str = ""
+    status: str = ""
+    reasons: tuple[str, ...] = ()
+    message: str = ""
+
+    def words(self) -> str:
+        return " ".join((self.code, self.type, self.status, *self.reasons, self.message)).lower()
+
+
+_KEYISH = re.compile(r"(sk-|gsk_|AIza|kw[apt]_)[A-Za-z0-9_\-*.]{3,}")
+
+
+def redact(text: str, secret: str) -> str:
+    """The provider's words with the key, and anything shaped like a key, removed."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+        if len(secret) >= 12:  # providers echo fragments, e.g. "sk-abc...wxyz"
+            text = text.replace(secret[:8], "[redacted]").replace(secret[-6:], "[redacted]")
+    return _KEYISH.sub("[redacted]", text)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def error_info(body: Any) -> ErrorInfo:
+    """Read OpenAI-, Anthropic-, Google- and Azure-style error bodies alike."""
+    if not isinstance(body, dict):
+        return ErrorInfo()
+    error = body.get("error", body)
+    if isinstance(error, str):
+        return ErrorInfo(message=error)
+    if not isinstance(error, dict):
+        return ErrorInfo()
+    reasons = tuple(
+        str(d.get("reason"))
+        for d in error.get("details") or []
+        if isinstance(d, dict) and d.get("reason")
+    )
+    return ErrorInfo(
+        code=str(error.get("code") or ""), type=str(error.get("type") or ""),
+        status=str(error.get("status") or ""), reasons=reasons,
+        message=str(error.get("message") or body.get("message") or "")[:300],
+    )  # fmt: skip
+
+
+class Adapter:
+    """One provider: its key format, endpoint, authentication and error vocabulary."""
+
+    name = ""
+    title = ""
+    default_base_url = ""
+    key_pattern: re.Pattern[str] | None = None
+    # Prefixes that identify this provider's keys beyond doubt (cross-provider check).
+    distinctive: re.Pattern[str] | None = None
+    base_url_required = False
+    check_method = "GET"
+    check_path = "/models"
+
+    # -- requests --------------------------------------------------------------------
+    def auth_headers(self, secret: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {secret}"}
+
+    def check_params(self) -> dict[str, str]:
+        return {}
+
+    def base_url(self, configured: str) -> str:
+        return (
+            configured or settings.PROVIDER_BASE_URLS.get(self.name) or self.default_base_url
+        ).rstrip("/")
+
+    def check(self, secret: str, base_url: str = "") -> CheckResult:
+        """Ask the provider's cheapest authenticated endpoint whether `secret` works."""
+        url = self.base_url(base_url) + self.check_path
+        started = time.monotonic()
+        try:
+            with httpx.Client(timeout=_timeout(), follow_redirects=False) as client:
+                response = client.request(
+                    self.check_method, url, headers={**self.auth_headers(secret), "Accept": "application/json"},
+                    params=self.check_params(),
+                )  # fmt: skip
+        except httpx.TimeoutException:
+            return _result(Outcome.PROVIDER_UNAVAILABLE, None, "timeout", started)
+        except httpx.HTTPError as exc:
+            return _result(
+                Outcome.PROVIDER_UNAVAILABLE, None, f"unreachable ({type(exc).__name__})", started
+            )
+        try:
+            body: Any = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        outcome, reason = self.classify(response.status_code, body)
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return _result(outcome, response.status_code, redact(reason, secret), started, retry_after)
+
+    # -- answers ---------------------------------------------------------------------
+    def classify(self, status: int, body: Any) -> tuple[Outcome, str]:
+        """Map an answer to an outcome and a reason, reading the error's type and not
+        only the status."""
+        if 200 <= status < 300:
+            return self.classify_success(body)
+        info = error_info(body)
+        reason = _describe(status, info, body)
+        return self.classify_error(status, info), reason
+
+    def classify_success(self, body: Any) -> tuple[Outcome, str]:
+        if not isinstance(body, dict):
+            return Outcome.PROVIDER_UNAVAILABLE, "unreadable answer (not JSON)"
+        return Outcome.VALID, "ok"
+
+    def classify_error(self, status: int, info: ErrorInfo) -> Outcome:
+        words = info.words()
+        if status == 401:
+            return Outcome.INVALID
+        if status == 402:
+            return Outcome.QUOTA_EXHAUSTED
+        if status == 403:
+            if any(w in words for w in ("region", "country", "territory", "location")):
+                return Outcome.REGION_BLOCKED
+            return Outcome.INSUFFICIENT_PERMISSIONS
+        if status == 429:
+            if "insufficient_quota" in words or "billing" in words:
+                return Outcome.QUOTA_EXHAUSTED
+            return Outcome.RATE_LIMITED
+        return Outcome.PROVIDER_UNAVAILABLE
+
+    # -- key format ------------------------------------------------------------------
+    def format_problem(self, secret: str) -> str | None:
+        """Why `secret` cannot be this provider's key, or None. No network involved."""
+        if self.key_pattern is not None and not self.key_pattern.fullmatch(secret):
+            return f"does not look like {self.title} key"
+        return None
+
+
+def _timeout() -> httpx.Timeout:
+    total = settings.PROVIDER_TIMEOUT_MS / 1000
+    return httpx.Timeout(total, connect=min(total, 3.0))
+
+
+def _result(outcome: Outcome, status: int | None, reason: str, started: float,
+            retry_after: float | None = None) -> CheckResult:  # fmt: skip
+    duration = int((time.monotonic() - started) * 1000)
+    return CheckResult(outcome, status, reason[:300], retry_after, duration)
+
+
+def _describe(status: int, info: ErrorInfo, body: Any) -> str:
+    if body is None:
+        return f"HTTP {status} (unreadable body)"
+    label = info.type or info.status or info.code or (info.reasons[0] if info.reasons else "")
+    parts = [f"HTTP {status}", label, *[r for r in info.reasons if r != label]]
+    text = " ".join(p for p in parts if p)
+    return f"{text}: {info.message}" if info.message else text
