@@ -21,9 +21,20 @@ LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 
 HASHED_FIELDS = (
-    "id", "chain", "seq", "occurred_at", "actor_type", "actor_id", "action", "tenant",
-    "target", "outcome", "request_id", "source_ip", "details",
-)  # fmt: skip
+    "id",
+    "chain",
+    "seq",
+    "occurred_at",
+    "actor_type",
+    "actor_id",
+    "action",
+    "tenant",
+    "target",
+    "outcome",
+    "request_id",
+    "source_ip",
+    "details",
+)
 
 
 def canonical_time(moment: datetime) -> str:

@@ -52,9 +52,13 @@ def record(
 
 
 def _append(
-    action: str, actor: Actor, outcome: str, tenant: str | None, target: str,
+    action: str,
+    actor: Actor,
+    outcome: str,
+    tenant: str | None,
+    target: str,
     details: dict[str, Any],
-) -> AuditEvent:  # fmt: skip
+) -> AuditEvent:
     chain = chain_for(tenant)
     _lock_chain(chain)
     head = (

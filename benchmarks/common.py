@@ -58,8 +58,11 @@ def versions() -> dict[str, str]:
 
     with psycopg.connect(SUPERUSER_URL) as conn:
         row = conn.execute("SHOW server_version").fetchone()
-    return {"django": django.get_version(), "celery": celery.__version__,
-            "postgresql": str(row[0]) if row else "?"}  # fmt: skip
+    return {
+        "django": django.get_version(),
+        "celery": celery.__version__,
+        "postgresql": str(row[0]) if row else "?",
+    }
 
 
 def now_iso() -> str:
@@ -76,12 +79,16 @@ def fresh_database() -> dict[str, str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{BENCH_DB}" OWNER "{OWNER}"')
     base = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
-    base.update(KEYWARD_QUIET_EMBEDDED="1", KEYWARD_DB_APP_ROLE=APP,
-                KEYWARD_BROKER_URL="redis://127.0.0.1:6379/14",
-                KEYWARD_DATA_DIR=str(ROOT / "var" / "bench"))  # fmt: skip
+    base.update(
+        KEYWARD_QUIET_EMBEDDED="1",
+        KEYWARD_DB_APP_ROLE=APP,
+        KEYWARD_BROKER_URL="redis://127.0.0.1:6379/14",
+        KEYWARD_DATA_DIR=str(ROOT / "var" / "bench"),
+    )
     migrate_env = {**base, "KEYWARD_DATABASE_URL": f"postgres://{OWNER}@127.0.0.1:5432/{BENCH_DB}"}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT,
-                   env=migrate_env, check=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=migrate_env, check=True
+    )
     with psycopg.connect(SUPERUSER_URL.rsplit("/", 1)[0] + f"/{BENCH_DB}", autocommit=True) as conn:
         # A logged table like audit_event, so the baseline pays the same commit (WAL flush).
         conn.execute(

@@ -15,8 +15,15 @@ WORKLOADS = {"W5": "benchmarks.w5_audit_append"}
 
 
 def _run_workload(name: str, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", WORKLOADS[name], *extra], cwd=ROOT, env=env,
-                          capture_output=True, text=True, check=False, timeout=1800)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", WORKLOADS[name], *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"{name} failed")
@@ -26,16 +33,26 @@ def _run_workload(name: str, env: dict[str, str], extra: list[str]) -> dict[str,
 
 def _print_w5(result: dict[str, Any]) -> None:
     print("W5 audit append (one event per transaction; baseline: plain INSERT, same threads)")
-    print(f"{'writers':>7} {'events/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
-          f" {'plain/s':>10} {'ratio':>6}")  # fmt: skip
+    print(
+        f"{'writers':>7} {'events/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
+        f" {'plain/s':>10} {'ratio':>6}"
+    )
     for row in result["rows"]:
         a, p = row["audit"], row["plain"]
-        cells = [f"{row['writers']:>7}", f"{a['events_per_s']:>10.1f}", f"{a['p50_ms']:>8.2f}",
-                 f"{a['p95_ms']:>8.2f}", f"{a['p99_ms']:>8.2f}", f"{p['events_per_s']:>10.1f}",
-                 f"{row['ratio_audit_to_plain']:>6.2f}"]  # fmt: skip
+        cells = [
+            f"{row['writers']:>7}",
+            f"{a['events_per_s']:>10.1f}",
+            f"{a['p50_ms']:>8.2f}",
+            f"{a['p95_ms']:>8.2f}",
+            f"{a['p99_ms']:>8.2f}",
+            f"{p['events_per_s']:>10.1f}",
+            f"{row['ratio_audit_to_plain']:>6.2f}",
+        ]
         print(" ".join(cells))
-    print(f"chains verified afterwards: {result['chains_verified']} "
-          f"({result['events_verified']} events)")  # fmt: skip
+    print(
+        f"chains verified afterwards: {result['chains_verified']} "
+        f"({result['events_verified']} events)"
+    )
 
 
 def main() -> None:
@@ -44,8 +61,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer events, one run (smoke)")
     args = parser.parse_args()
     extra = ["--events", "50", "--runs", "1"] if args.quick else []
-    report: dict[str, Any] = {"date": now_iso(), "machine": machine(), "versions": versions(),
-                              "workloads": {}}  # fmt: skip
+    report: dict[str, Any] = {
+        "date": now_iso(),
+        "machine": machine(),
+        "versions": versions(),
+        "workloads": {},
+    }
     for name in args.workloads:
         env = fresh_database()
         report["workloads"][name] = _run_workload(name, env, extra)

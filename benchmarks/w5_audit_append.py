@@ -32,8 +32,13 @@ DETAILS = {"label": "prod", "provider": "openai", "key": "hmac-sha256:" + "ab" *
 
 
 def _audited(tenant: str, idx: int, n: int) -> None:
-    record("bench.append", actor=Actor("principal", f"writer-{idx}"), tenant=tenant,
-           target=f"key:{n}", details=DETAILS)  # fmt: skip
+    record(
+        "bench.append",
+        actor=Actor("principal", f"writer-{idx}"),
+        tenant=tenant,
+        target=f"key:{n}",
+        details=DETAILS,
+    )
 
 
 def _plain(tenant: str, idx: int, n: int) -> None:
@@ -79,8 +84,10 @@ def main() -> None:
     tenants = [f"bench-{i}" for i in range(args.tenants)]
     rows = []
     for writers in args.writers:
-        runs = {kind: [_run(kind, writers, tenants, args.events) for _ in range(args.runs)]
-                for kind in ("audit", "plain")}  # fmt: skip
+        runs = {
+            kind: [_run(kind, writers, tenants, args.events) for _ in range(args.runs)]
+            for kind in ("audit", "plain")
+        }
         row: dict[str, Any] = {"writers": writers, "tenants": args.tenants}
         for kind, results in runs.items():
             best = sorted(results, key=lambda r: r["events_per_s"])[len(results) // 2]
@@ -93,12 +100,16 @@ def main() -> None:
         )
         rows.append(row)
     chains = verify_all()
-    print(json.dumps({
-        "workload": "W5",
-        "rows": rows,
-        "chains_verified": all(c.ok for c in chains),
-        "events_verified": sum(c.events_checked for c in chains),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "workload": "W5",
+                "rows": rows,
+                "chains_verified": all(c.ok for c in chains),
+                "events_verified": sum(c.events_checked for c in chains),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -38,9 +38,14 @@ def _public(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         return _public(address.ipv4_mapped)
     return not (
-        address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
-        or address.is_reserved or address.is_unspecified or address in _CGNAT
-    )  # fmt: skip
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or address in _CGNAT
+    )
 
 
 def _addresses(host: str) -> list[IPAddress]:

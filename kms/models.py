@@ -63,14 +63,16 @@ class ProviderKey(models.Model):
         ordering = ("created_at", "id")
         constraints = [
             models.UniqueConstraint(
-                fields=("tenant", "fingerprint"), condition=~Q(status="revoked"),
+                fields=("tenant", "fingerprint"),
+                condition=~Q(status="revoked"),
                 name="kms_key_unique_live_fingerprint",
             ),
             models.UniqueConstraint(
-                fields=("tenant", "provider", "label"), condition=~Q(status="revoked"),
+                fields=("tenant", "provider", "label"),
+                condition=~Q(status="revoked"),
                 name="kms_key_unique_live_label",
             ),
-        ]  # fmt: skip
+        ]
 
     def __str__(self) -> str:
         return f"{self.tenant_id}/{self.provider}/{self.label}"

@@ -30,14 +30,35 @@ def _parse() -> argparse.Namespace:
 def _children(args: argparse.Namespace) -> list[list[str]]:
     python = sys.executable
     web = [
-        python, "-m", "granian", "--interface", "wsgi", "--host", args.host,
-        "--port", str(args.port), "--workers", str(args.web_workers), "--no-ws",
+        python,
+        "-m",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        str(args.web_workers),
+        "--no-ws",
         "settings.wsgi:application",
-    ]  # fmt: skip
+    ]
     worker = [
-        python, "-m", "celery", "-A", "settings.celery", "worker", "--beat",
-        "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
+        python,
+        "-m",
+        "celery",
+        "-A",
+        "settings.celery",
+        "worker",
+        "--beat",
+        "--concurrency",
+        "1",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     return [web, worker]
 
 

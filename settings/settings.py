@@ -73,9 +73,13 @@ def _vault_store() -> dict[str, Any]:
     needed = {"token": ("token",), "approle": ("role_id", "secret_id"), "kubernetes": ("k8s_role",)}
     for field in ("addr", *needed[auth]):
         if not store[field]:
-            variable = {"addr": "KEYWARD_VAULT_ADDR", "token": "KEYWARD_VAULT_TOKEN",
-                        "role_id": "KEYWARD_VAULT_ROLE_ID", "secret_id": "KEYWARD_VAULT_SECRET_ID",
-                        "k8s_role": "KEYWARD_VAULT_K8S_ROLE"}[field]  # fmt: skip
+            variable = {
+                "addr": "KEYWARD_VAULT_ADDR",
+                "token": "KEYWARD_VAULT_TOKEN",
+                "role_id": "KEYWARD_VAULT_ROLE_ID",
+                "secret_id": "KEYWARD_VAULT_SECRET_ID",
+                "k8s_role": "KEYWARD_VAULT_K8S_ROLE",
+            }[field]
             raise ImproperlyConfigured(
                 f"{variable}: required when the vault store uses {auth} auth"
             )
@@ -338,6 +342,8 @@ LOGGING = {
         # errors are logged once, without locals, by the exception handler.
         "django.request": {"level": "ERROR", "propagate": True},
         "django.security.DisallowedHost": {"level": "ERROR", "propagate": True},
+        "httpx": {"level": "WARNING", "propagate": True},
+        "httpcore": {"level": "WARNING", "propagate": True},
     },
 }
 

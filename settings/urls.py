@@ -5,6 +5,7 @@ from settings import ops
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("tenants.urls")),
+    path("", include("kms.urls")),
     path(
         "schema/",
         SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),

@@ -24,9 +24,12 @@ def do_create_tenant(slug: str, name: str, *, actor: Actor) -> Tenant:
         with transaction.atomic(durable=True):
             tenant = Tenant.objects.create(slug=slug, name=name)
             record(
-                "tenant.created", actor=actor, tenant=slug, target=f"tenant:{slug}",
+                "tenant.created",
+                actor=actor,
+                tenant=slug,
+                target=f"tenant:{slug}",
                 details={"name": name},
-            )  # fmt: skip
+            )
     except IntegrityError:
         raise TenantExists() from None
     return tenant
@@ -51,9 +54,12 @@ def do_update_tenant(
         if "status" in changes:
             action = "tenant.suspended" if status == TenantStatus.SUSPENDED else "tenant.activated"
         record(
-            action, actor=actor, tenant=locked.slug, target=f"tenant:{locked.slug}",
+            action,
+            actor=actor,
+            tenant=locked.slug,
+            target=f"tenant:{locked.slug}",
             details={"changes": changes},
-        )  # fmt: skip
+        )
     return locked
 
 
@@ -63,13 +69,18 @@ def do_create_principal(name: str, *, actor: Actor) -> tuple[ServicePrincipal, s
     try:
         with transaction.atomic(durable=True):
             principal = ServicePrincipal.objects.create(
-                name=name, key_id=secret.key_id, digest=secret.digest,
-                pepper_id=secret.pepper_id, created_by=actor.id,
-            )  # fmt: skip
+                name=name,
+                key_id=secret.key_id,
+                digest=secret.digest,
+                pepper_id=secret.pepper_id,
+                created_by=actor.id,
+            )
             record(
-                "principal.created", actor=actor, target=f"principal:{principal.id}",
+                "principal.created",
+                actor=actor,
+                target=f"principal:{principal.id}",
                 details={"name": name},
-            )  # fmt: skip
+            )
     except IntegrityError:
         raise PrincipalExists() from None
     return principal, secret.plaintext
@@ -87,9 +98,11 @@ def do_rotate_principal_secret(
         principal.last_used_at = None
         principal.save()
         record(
-            "principal.secret_rotated", actor=actor, target=f"principal:{principal.id}",
+            "principal.secret_rotated",
+            actor=actor,
+            target=f"principal:{principal.id}",
             details={"name": principal.name},
-        )  # fmt: skip
+        )
     return principal, secret.plaintext
 
 
@@ -97,9 +110,11 @@ def do_delete_principal(principal_id: uuid.UUID, *, actor: Actor) -> None:
     with transaction.atomic(durable=True):
         principal = _locked_principal(principal_id)
         record(
-            "principal.deleted", actor=actor, target=f"principal:{principal.id}",
+            "principal.deleted",
+            actor=actor,
+            target=f"principal:{principal.id}",
             details={"name": principal.name},
-        )  # fmt: skip
+        )
         principal.delete()
 
 
@@ -135,9 +150,11 @@ def do_set_admin_role(
             user=user, key_id=token.key_id, digest=token.digest, pepper_id=token.pepper_id
         )
         record(
-            "admin.created" if created else "admin.updated", actor=actor, target=f"user:{username}",
+            "admin.created" if created else "admin.updated",
+            actor=actor,
+            target=f"user:{username}",
             details={"role": role, "tenants": slugs or "*", "token": f"kwa_{token.key_id}"},
-        )  # fmt: skip
+        )
     return user, token.plaintext
 
 

@@ -67,8 +67,15 @@ class BaoServer:
                 self.proc.wait()
 
     def store_config(self, **overrides: Any) -> dict[str, Any]:
-        return {"backend": "vault", "addr": self.addr, "auth": "token", "token": self.token,
-                "kv_mount": self.kv_mount, "timeout": 3.0, **overrides}  # fmt: skip
+        return {
+            "backend": "vault",
+            "addr": self.addr,
+            "auth": "token",
+            "token": self.token,
+            "kv_mount": self.kv_mount,
+            "timeout": 3.0,
+            **overrides,
+        }
 
 
 def start_dev_server(workdir: Path) -> BaoServer:
@@ -81,10 +88,18 @@ def start_dev_server(workdir: Path) -> BaoServer:
     )
     log = (workdir / "bao-dev.log").open("wb")
     proc = subprocess.Popen(
-        [bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}",
-         f"-dev-root-token-id={token}", f"-config={config}"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-    )  # fmt: skip
+        [
+            bao_binary(),
+            "server",
+            "-dev",
+            f"-dev-listen-address=127.0.0.1:{port}",
+            f"-dev-root-token-id={token}",
+            f"-config={config}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+    )
     server = BaoServer(f"http://127.0.0.1:{port}", token, proc=proc, workdir=workdir)
     _wait_ready(server.addr, proc)
     server.extra["audit_log"] = audit_log
@@ -105,14 +120,19 @@ def start_raft_server(workdir: Path) -> BaoServer:
         "disable_mlock = true\n"
     )
     log = (workdir / "bao-raft.log").open("wb")
-    proc = subprocess.Popen([bao_binary(), "server", f"-config={config}"], stdout=log,
-                            stderr=subprocess.STDOUT, cwd=workdir)  # fmt: skip
+    proc = subprocess.Popen(
+        [bao_binary(), "server", f"-config={config}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+    )
     addr = f"http://127.0.0.1:{port}"
     _wait_ready(addr, proc)
     client = hvac.Client(url=addr, timeout=30)
     init = client.sys.initialize(secret_shares=1, secret_threshold=1)
-    server = BaoServer(addr, init["root_token"], proc=proc, workdir=workdir,
-                       unseal_key=init["keys_base64"][0])  # fmt: skip
+    server = BaoServer(
+        addr, init["root_token"], proc=proc, workdir=workdir, unseal_key=init["keys_base64"][0]
+    )
     server.client().sys.submit_unseal_key(server.unseal_key)
     _wait_unsealed(server)
     server.client().sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})

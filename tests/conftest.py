@@ -52,9 +52,10 @@ def django_db_setup(
 def _reset_committed_state() -> None:
     """Empty every application table, the append-only one included, as the superuser."""
     tables = [
-        t for t in connection.introspection.django_table_names(only_existing=True)
+        t
+        for t in connection.introspection.django_table_names(only_existing=True)
         if t not in ("django_migrations", "django_content_type", "auth_permission")
-    ]  # fmt: skip
+    ]
     connections.close_all()
     if connection.vendor != "postgresql":
         return

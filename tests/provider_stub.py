@@ -41,8 +41,15 @@ class ProviderStub:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
-                stub.seen.append(Seen(self.command, parts.path, parts.query,
-                                      {k.lower(): v for k, v in self.headers.items()}, body))  # fmt: skip
+                stub.seen.append(
+                    Seen(
+                        self.command,
+                        parts.path,
+                        parts.query,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body,
+                    )
+                )
                 reply = stub.reply
                 if reply.delay:
                     time.sleep(reply.delay)
@@ -71,8 +78,13 @@ class ProviderStub:
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
 
-    def answer(self, status: int = 200, body: Any = None, headers: dict[str, str] | None = None,
-               delay: float = 0.0) -> None:  # fmt: skip
+    def answer(
+        self,
+        status: int = 200,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> None:
         self.reply = Reply(
             status, {"object": "list", "data": []} if body is None else body, headers or {}, delay
         )
@@ -83,16 +95,46 @@ class ProviderStub:
 
 
 # Documented error bodies, one per provider and situation.
-OPENAI_INVALID = {"error": {"message": "Incorrect API key provided: sk-proj-****wxyz. You can find your API key at https://platform.openai.com/account/api-keys.",
-                            "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}  # fmt: skip
-OPENAI_QUOTA = {"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
-                          "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}  # fmt: skip
-OPENAI_RATE = {"error": {"message": "Rate limit reached for requests", "type": "requests", "param": None,
-                         "code": "rate_limit_exceeded"}}  # fmt: skip
-OPENAI_REGION = {"error": {"code": "unsupported_country_region_territory", "message": "Country, region, or territory not supported",
-                           "param": None, "type": "request_forbidden"}}  # fmt: skip
-OPENAI_FORBIDDEN = {"error": {"message": "You have insufficient permissions for this operation. Missing scopes: api.model.read.",
-                              "type": "invalid_request_error", "param": None, "code": None}}  # fmt: skip
+OPENAI_INVALID = {
+    "error": {
+        "message": "Incorrect API key provided: sk-proj-****wxyz. You can find your API key at https://platform.openai.com/account/api-keys.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_api_key",
+    }
+}
+OPENAI_QUOTA = {
+    "error": {
+        "message": "You exceeded your current quota, please check your plan and billing details.",
+        "type": "insufficient_quota",
+        "param": None,
+        "code": "insufficient_quota",
+    }
+}
+OPENAI_RATE = {
+    "error": {
+        "message": "Rate limit reached for requests",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+}
+OPENAI_REGION = {
+    "error": {
+        "code": "unsupported_country_region_territory",
+        "message": "Country, region, or territory not supported",
+        "param": None,
+        "type": "request_forbidden",
+    }
+}
+OPENAI_FORBIDDEN = {
+    "error": {
+        "message": "You have insufficient permissions for this operation. Missing scopes: api.model.read.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+}
 ANTHROPIC_INVALID = {
     "type": "error",
     "error": {"type": "authentication_error", "message": "invalid x-api-key"},
@@ -119,9 +161,21 @@ ANTHROPIC_RATE = {
         "message": "Number of requests has exceeded your rate limit",
     },
 }
-GEMINI_INVALID = {"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT",
-                            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                                         "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}}]}}  # fmt: skip
+GEMINI_INVALID = {
+    "error": {
+        "code": 400,
+        "message": "API key not valid. Please pass a valid API key.",
+        "status": "INVALID_ARGUMENT",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com",
+                "metadata": {"service": "generativelanguage.googleapis.com"},
+            }
+        ],
+    }
+}
 GEMINI_REGION = {
     "error": {
         "code": 400,
@@ -129,8 +183,14 @@ GEMINI_REGION = {
         "status": "FAILED_PRECONDITION",
     }
 }
-GEMINI_DENIED = {"error": {"code": 403, "message": "Requests to this API method are blocked.", "status": "PERMISSION_DENIED",
-                           "details": [{"reason": "API_KEY_SERVICE_BLOCKED", "domain": "googleapis.com"}]}}  # fmt: skip
+GEMINI_DENIED = {
+    "error": {
+        "code": 403,
+        "message": "Requests to this API method are blocked.",
+        "status": "PERMISSION_DENIED",
+        "details": [{"reason": "API_KEY_SERVICE_BLOCKED", "domain": "googleapis.com"}],
+    }
+}
 GEMINI_EXHAUSTED = {
     "error": {
         "code": 429,

@@ -50,9 +50,12 @@ def test_create_admin_updates_role_and_tenants_and_keeps_the_first_token():
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "args",
-    [["bad user", "--role", "auditor"], ["ok", "--role", "auditor", "--tenant", "missing"],
-     ["ok2", "--role", "root"]],
-)  # fmt: skip
+    [
+        ["bad user", "--role", "auditor"],
+        ["ok", "--role", "auditor", "--tenant", "missing"],
+        ["ok2", "--role", "root"],
+    ],
+)
 def test_create_admin_refuses_bad_input_and_changes_nothing(args):
     events = AuditEvent.objects.count()
     with pytest.raises((CommandError, SystemExit)):

@@ -28,9 +28,13 @@ def test_scripts_run_serves_healthz_and_the_openapi_document(tmp_path):
     env["KEYWARD_DATA_DIR"] = str(tmp_path / "data")
     log = (tmp_path / "run.log").open("w")
     proc = subprocess.Popen(
-        ["bash", "scripts/run", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        ["bash", "scripts/run", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline, health = time.monotonic() + 90, None

@@ -102,8 +102,9 @@ def test_secrets_can_come_from_files(tmp_path):
     env.update(
         variables, DJANGO_SETTINGS_MODULE="settings.settings", KEYWARD_DATA_DIR=str(tmp_path)
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[7]"
 

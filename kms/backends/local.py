@@ -50,9 +50,14 @@ class LocalStore(SecretStore):
         try:
             with transaction.atomic():
                 LocalSecret.objects.create(
-                    path=path, version=version, master_key_id=master_id, wrapped_key=wrapped,
-                    key_nonce=key_nonce, nonce=nonce, ciphertext=ciphertext,
-                )  # fmt: skip
+                    path=path,
+                    version=version,
+                    master_key_id=master_id,
+                    wrapped_key=wrapped,
+                    key_nonce=key_nonce,
+                    nonce=nonce,
+                    ciphertext=ciphertext,
+                )
         except IntegrityError:
             raise StoreConflict() from None
         return version

@@ -67,9 +67,11 @@ class VaultStore(SecretStore):
     def put(self, path: str, secret: str, *, expected_version: int) -> int:
         def write(client: hvac.Client) -> int:
             response = client.secrets.kv.v2.create_or_update_secret(
-                path=self._path(path), secret={"api_key": secret}, cas=expected_version,
+                path=self._path(path),
+                secret={"api_key": secret},
+                cas=expected_version,
                 mount_point=self.options.kv_mount,
-            )  # fmt: skip
+            )
             return int(response["data"]["version"])
 
         return self._call(write)
@@ -77,9 +79,11 @@ class VaultStore(SecretStore):
     def get(self, path: str, version: int) -> str:
         def read(client: hvac.Client) -> str:
             response = client.secrets.kv.v2.read_secret_version(
-                path=self._path(path), version=version, mount_point=self.options.kv_mount,
+                path=self._path(path),
+                version=version,
+                mount_point=self.options.kv_mount,
                 raise_on_deleted_version=True,
-            )  # fmt: skip
+            )
             value = (response.get("data") or {}).get("data") or {}
             if "api_key" not in value:
                 raise SecretMissing()
@@ -157,9 +161,12 @@ class VaultStore(SecretStore):
     def _new_client(self, token: str | None = None) -> hvac.Client:
         verify: bool | str = self.options.ca_cert or True
         return hvac.Client(
-            url=self.options.addr, token=token, namespace=self.options.namespace or None,
-            verify=verify, timeout=self.options.timeout,
-        )  # fmt: skip
+            url=self.options.addr,
+            token=token,
+            namespace=self.options.namespace or None,
+            verify=verify,
+            timeout=self.options.timeout,
+        )
 
     def _login(self) -> hvac.Client:
         opts = self.options
@@ -198,8 +205,12 @@ class VaultStore(SecretStore):
     def _renew(self, client: hvac.Client) -> None:
         try:
             response = client.auth.token.renew_self()
-            self._schedule({"ttl": response["auth"]["lease_duration"],
-                            "renewable": response["auth"]["renewable"]})  # fmt: skip
+            self._schedule(
+                {
+                    "ttl": response["auth"]["lease_duration"],
+                    "renewable": response["auth"]["renewable"],
+                }
+            )
         except (hvac.exceptions.VaultError, requests.RequestException):
             logger.warning("vault token renewal failed; logging in again when possible")
             self._renew_at = time.monotonic() + 10

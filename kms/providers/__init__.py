@@ -6,8 +6,16 @@ from kms.exceptions import InvalidSecret
 from kms.providers.adapters import ADAPTERS
 from kms.providers.base import AUTHENTIC, TRANSIENT, Adapter, CheckResult, Outcome
 
-__all__ = ["ADAPTERS", "AUTHENTIC", "TRANSIENT", "Adapter", "CheckResult", "Outcome",
-           "check_secret_shape", "get_adapter"]  # fmt: skip
+__all__ = [
+    "ADAPTERS",
+    "AUTHENTIC",
+    "TRANSIENT",
+    "Adapter",
+    "CheckResult",
+    "Outcome",
+    "check_secret_shape",
+    "get_adapter",
+]
 
 MAX_SECRET = 1024
 

@@ -129,6 +129,15 @@ class OpenAICompatible(OpenAI):
 
 
 ADAPTERS: dict[str, Adapter] = {
-    a.name: a for a in (OpenAI(), Anthropic(), Google(), AzureOpenAI(), Mistral(), Groq(), Cohere(),
-                        OpenAICompatible())
-}  # fmt: skip
+    a.name: a
+    for a in (
+        OpenAI(),
+        Anthropic(),
+        Google(),
+        AzureOpenAI(),
+        Mistral(),
+        Groq(),
+        Cohere(),
+        OpenAICompatible(),
+    )
+}

@@ -33,8 +33,14 @@ class Outcome(StrEnum):
 
 TRANSIENT = frozenset({Outcome.RATE_LIMITED, Outcome.PROVIDER_UNAVAILABLE})
 # The key is genuine: the provider knows it, but limits what it may do.
-AUTHENTIC = frozenset({Outcome.VALID, Outcome.INSUFFICIENT_PERMISSIONS, Outcome.QUOTA_EXHAUSTED,
-                       Outcome.REGION_BLOCKED})  # fmt: skip
+AUTHENTIC = frozenset(
+    {
+        Outcome.VALID,
+        Outcome.INSUFFICIENT_PERMISSIONS,
+        Outcome.QUOTA_EXHAUSTED,
+        Outcome.REGION_BLOCKED,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -100,10 +106,12 @@ def error_info(body: Any) -> ErrorInfo:
         if isinstance(d, dict) and d.get("reason")
     )
     return ErrorInfo(
-        code=str(error.get("code") or ""), type=str(error.get("type") or ""),
-        status=str(error.get("status") or ""), reasons=reasons,
+        code=str(error.get("code") or ""),
+        type=str(error.get("type") or ""),
+        status=str(error.get("status") or ""),
+        reasons=reasons,
         message=str(error.get("message") or body.get("message") or "")[:300],
-    )  # fmt: skip
+    )
 
 
 class Adapter:
@@ -137,10 +145,10 @@ class Adapter:
         started = time.monotonic()
         try:
             with httpx.Client(timeout=_timeout(), follow_redirects=False) as client:
+                headers = {**self.auth_headers(secret), "Accept": "application/json"}
                 response = client.request(
-                    self.check_method, url, headers={**self.auth_headers(secret), "Accept": "application/json"},
-                    params=self.check_params(),
-                )  # fmt: skip
+                    self.check_method, url, headers=headers, params=self.check_params()
+                )
         except httpx.TimeoutException:
             return _result(Outcome.PROVIDER_UNAVAILABLE, None, "timeout", started)
         except httpx.HTTPError as exc:
@@ -199,8 +207,13 @@ def _timeout() -> httpx.Timeout:
     return httpx.Timeout(total, connect=min(total, 3.0))
 
 
-def _result(outcome: Outcome, status: int | None, reason: str, started: float,
-            retry_after: float | None = None) -> CheckResult:  # fmt: skip
+def _result(
+    outcome: Outcome,
+    status: int | None,
+    reason: str,
+    started: float,
+    retry_after: float | None = None,
+) -> CheckResult:
     duration = int((time.monotonic() - started) * 1000)
     return CheckResult(outcome, status, reason[:300], retry_after, duration)
 
@@ -208,7 +221,7 @@ def _result(outcome: Outcome, status: int | None, reason: str, started: float,
 def _describe(status: int, info: ErrorInfo, body: Any) -> str:
     if body is None:
         return f"HTTP {status} (unreadable body)"
-    label = info.type or info.status or info.code or (info.reasons[0] if info.reasons else "")
-    parts = [f"HTTP {status}", label, *[r for r in info.reasons if r != label]]
+    labels = dict.fromkeys(x for x in (info.type, info.status, info.code, *info.reasons) if x)
+    parts = [f"HTTP {status}", *labels]
     text = " ".join(p for p in parts if p)
     return f"{text}: {info.message}" if info.message else text

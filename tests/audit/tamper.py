@@ -28,8 +28,10 @@ def restore_constraints() -> None:
         conn.execute("DELETE FROM audit_event")
         conn.execute("ALTER TABLE audit_event ENABLE ALWAYS TRIGGER audit_event_no_update_delete")
         conn.execute("ALTER TABLE audit_event ENABLE ALWAYS TRIGGER audit_event_no_truncate")
-        for name, cols in (("audit_event_chain_seq_unique", "chain, seq"),
-                           ("audit_event_chain_prev_unique", "chain, prev_hash")):  # fmt: skip
+        for name, cols in (
+            ("audit_event_chain_seq_unique", "chain, seq"),
+            ("audit_event_chain_prev_unique", "chain, prev_hash"),
+        ):
             exists = conn.execute(
                 "SELECT 1 FROM pg_constraint WHERE conname = %s", [name]
             ).fetchone()

@@ -58,8 +58,11 @@ def test_the_application_role_can_insert_and_select():
 def test_triggers_stop_even_the_table_owner():
     record("test.event", actor=Actor.system())
     before = _events()
-    for statement in ("UPDATE audit_event SET action = 'x'", "DELETE FROM audit_event",
-                      "TRUNCATE audit_event"):  # fmt: skip
+    for statement in (
+        "UPDATE audit_event SET action = 'x'",
+        "DELETE FROM audit_event",
+        "TRUNCATE audit_event",
+    ):
         with pytest.raises(psycopg.Error, match="append-only"), pg.connect(pg.OWNER_ROLE) as conn:
             conn.execute(statement)
     assert _events() == before

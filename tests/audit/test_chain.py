@@ -22,9 +22,11 @@ def _write(tenants: list[str], per_thread: int, errors: list[BaseException], idx
     try:
         for n in range(per_thread):
             record(
-                "test.concurrent", actor=Actor.system(f"writer-{idx}"),
-                tenant=tenants[(idx + n) % len(tenants)], details={"n": n},
-            )  # fmt: skip
+                "test.concurrent",
+                actor=Actor.system(f"writer-{idx}"),
+                tenant=tenants[(idx + n) % len(tenants)],
+                details={"n": n},
+            )
     except BaseException as exc:  # reported to the test thread
         errors.append(exc)
     finally:
@@ -76,8 +78,10 @@ def test_user_supplied_text_cannot_forge_lines(db):
 @pytest.fixture
 def chain_of_five(committed_db):
     tenant = rand("tamper")
-    events = [record("test.tamper", actor=Actor.system(), tenant=tenant, details={"n": n})
-              for n in range(5)]  # fmt: skip
+    events = [
+        record("test.tamper", actor=Actor.system(), tenant=tenant, details={"n": n})
+        for n in range(5)
+    ]
     record("test.other", actor=Actor.system(), tenant=rand("other"))
     assert all(r.ok for r in verify_all())
     yield events

@@ -17,13 +17,30 @@ def strict(settings):
 
 @pytest.mark.parametrize(
     "url",
-    ["http://api.openai.com/v1", "https://127.0.0.1/v1", "https://localhost/v1", "https://10.1.2.3",
-     "https://172.16.0.9", "https://192.168.1.1", "https://169.254.169.254/latest",
-     "https://[::1]/v1", "https://[fd00::1]", "https://[::ffff:127.0.0.1]", "https://100.64.0.1",
-     "https://0.0.0.0", "https://user:pass@api.openai.com", "https://api.openai.com/v1?x=1",
-     "https://api.openai.com/v1#f", "ftp://api.openai.com", "https://", "not a url",
-     "https://exa mple.com", "https://ехample.com", "https://no-such-host.invalid"],
-)  # fmt: skip
+    [
+        "http://api.openai.com/v1",
+        "https://127.0.0.1/v1",
+        "https://localhost/v1",
+        "https://10.1.2.3",
+        "https://172.16.0.9",
+        "https://192.168.1.1",
+        "https://169.254.169.254/latest",
+        "https://[::1]/v1",
+        "https://[fd00::1]",
+        "https://[::ffff:127.0.0.1]",
+        "https://100.64.0.1",
+        "https://0.0.0.0",
+        "https://user:pass@api.openai.com",
+        "https://api.openai.com/v1?x=1",
+        "https://api.openai.com/v1#f",
+        "ftp://api.openai.com",
+        "https://",
+        "not a url",
+        "https://exa mple.com",
+        "https://ехample.com",
+        "https://no-such-host.invalid",
+    ],
+)
 def test_strict_policy_refuses(strict, url):
     with pytest.raises(ForbiddenBaseUrl):
         check_base_url(url)

@@ -41,9 +41,12 @@ def test_a_ciphertext_copied_onto_another_keys_row_does_not_decrypt():
     store.put(theirs, "sk-theirs", expected_version=0)
     source = LocalSecret.objects.get(path=theirs)
     LocalSecret.objects.filter(path=mine).update(
-        ciphertext=source.ciphertext, nonce=source.nonce, wrapped_key=source.wrapped_key,
-        key_nonce=source.key_nonce, master_key_id=source.master_key_id,
-    )  # fmt: skip
+        ciphertext=source.ciphertext,
+        nonce=source.nonce,
+        wrapped_key=source.wrapped_key,
+        key_nonce=source.key_nonce,
+        master_key_id=source.master_key_id,
+    )
     with pytest.raises(SecretMissing):
         store.get(mine, 1)
     assert store.get(theirs, 1) == "sk-theirs"

@@ -123,15 +123,17 @@ def test_redirects_are_not_followed_with_the_key(provider_stub):
 
 @pytest.mark.parametrize(
     ("provider", "method", "path", "header", "query"),
-    [("openai", "GET", "/models", ("authorization", "Bearer {key}"), ""),
-     ("anthropic", "GET", "/models", ("x-api-key", "{key}"), ""),
-     ("google", "GET", "/models", ("x-goog-api-key", "{key}"), ""),
-     ("azure_openai", "GET", "/openai/models", ("api-key", "{key}"), "api-version=2024-10-21"),
-     ("mistral", "GET", "/models", ("authorization", "Bearer {key}"), ""),
-     ("groq", "GET", "/models", ("authorization", "Bearer {key}"), ""),
-     ("cohere", "POST", "/v1/check-api-key", ("authorization", "Bearer {key}"), ""),
-     ("openai_compatible", "GET", "/models", ("authorization", "Bearer {key}"), "")],
-)  # fmt: skip
+    [
+        ("openai", "GET", "/models", ("authorization", "Bearer {key}"), ""),
+        ("anthropic", "GET", "/models", ("x-api-key", "{key}"), ""),
+        ("google", "GET", "/models", ("x-goog-api-key", "{key}"), ""),
+        ("azure_openai", "GET", "/openai/models", ("api-key", "{key}"), "api-version=2024-10-21"),
+        ("mistral", "GET", "/models", ("authorization", "Bearer {key}"), ""),
+        ("groq", "GET", "/models", ("authorization", "Bearer {key}"), ""),
+        ("cohere", "POST", "/v1/check-api-key", ("authorization", "Bearer {key}"), ""),
+        ("openai_compatible", "GET", "/models", ("authorization", "Bearer {key}"), ""),
+    ],
+)
 def test_each_provider_authenticates_its_own_way_and_never_in_the_url(
     provider_stub, provider, method, path, header, query
 ):
@@ -148,13 +150,21 @@ def test_each_provider_authenticates_its_own_way_and_never_in_the_url(
 
 @pytest.mark.parametrize(
     ("provider", "secret", "words"),
-    [("openai", KEYS["anthropic"], "Anthropic"), ("anthropic", KEYS["openai"], "OpenAI"),
-     ("openai", KEYS["google"], "Gemini"), ("mistral", KEYS["groq"], "Groq"),
-     ("google", "AIzaShort", "Gemini"), ("cohere", "short", "Cohere"),
-     ("openai", "", "empty"), ("openai", " " + KEYS["openai"], "whitespace"),
-     ("openai", KEYS["openai"] + "\n", "whitespace"), ("openai", "sk-proj-ключ" + "a" * 20, "ASCII"),
-     ("openai", "sk-" + "a" * 2000, "Longer"), ("openai", "sk-proj- abc" + "a" * 20, "spaces")],
-)  # fmt: skip
+    [
+        ("openai", KEYS["anthropic"], "Anthropic"),
+        ("anthropic", KEYS["openai"], "OpenAI"),
+        ("openai", KEYS["google"], "Gemini"),
+        ("mistral", KEYS["groq"], "Groq"),
+        ("google", "AIzaShort", "Gemini"),
+        ("cohere", "short", "Cohere"),
+        ("openai", "", "empty"),
+        ("openai", " " + KEYS["openai"], "whitespace"),
+        ("openai", KEYS["openai"] + "\n", "whitespace"),
+        ("openai", "sk-proj-ключ" + "a" * 20, "ASCII"),
+        ("openai", "sk-" + "a" * 2000, "Longer"),
+        ("openai", "sk-proj- abc" + "a" * 20, "spaces"),
+    ],
+)
 def test_a_secret_of_the_wrong_shape_is_refused_before_any_network_call(
     provider_stub, provider, secret, words
 ):

@@ -50,8 +50,14 @@ def test_a_stopped_vault_fails_closed(tmp_path, settings):
 
 
 def test_an_unreachable_vault_fails_closed(settings):
-    settings.SECRET_STORES = {"default": {"backend": "vault", "addr": f"http://127.0.0.1:{servers.free_port()}",
-                                          "token": "t", "timeout": 1.0}}  # fmt: skip
+    settings.SECRET_STORES = {
+        "default": {
+            "backend": "vault",
+            "addr": f"http://127.0.0.1:{servers.free_port()}",
+            "token": "t",
+            "timeout": 1.0,
+        }
+    }
     _assert_fails_closed(get_store())
 
 
@@ -60,8 +66,9 @@ def test_a_slow_vault_fails_closed_within_the_timeout(settings):
 
     silent = servers.SilentServer()
     try:
-        settings.SECRET_STORES = {"default": {"backend": "vault", "addr": silent.addr, "token": "t",
-                                              "timeout": 0.3}}  # fmt: skip
+        settings.SECRET_STORES = {
+            "default": {"backend": "vault", "addr": silent.addr, "token": "t", "timeout": 0.3}
+        }
         started = time.monotonic()
         with pytest.raises(StoreUnavailable):
             get_store().get("a/b", 1)
@@ -84,12 +91,14 @@ def test_approle_login_works_and_is_renewed(bao, settings):
         client.sys.enable_auth_method("approle")
     policy = f'path "{bao.kv_mount}/*" {{ capabilities = ["create", "read", "update", "list", "delete"] }}'
     client.sys.create_or_update_policy("keyward-test", policy)
-    client.auth.approle.create_or_update_approle("keyward-test", token_policies=["keyward-test"],
-                                                 token_ttl="1h")  # fmt: skip
+    client.auth.approle.create_or_update_approle(
+        "keyward-test", token_policies=["keyward-test"], token_ttl="1h"
+    )
     role_id = client.auth.approle.read_role_id("keyward-test")["data"]["role_id"]
     secret_id = client.auth.approle.generate_secret_id("keyward-test")["data"]["secret_id"]
-    settings.SECRET_STORES = {"default": bao.store_config(auth="approle", token="", role_id=role_id,
-                                                          secret_id=secret_id)}  # fmt: skip
+    settings.SECRET_STORES = {
+        "default": bao.store_config(auth="approle", token="", role_id=role_id, secret_id=secret_id)
+    }
     store = get_store()
     assert isinstance(store, VaultStore)
     path = f"{rand()}/{rand()}"

@@ -17,9 +17,16 @@ def _create(actors: Actors, who: str, slug: str):
 
 @pytest.mark.parametrize(
     ("who", "status"),
-    [("alice", 201), ("bob", 403), ("carol", 403), ("dave", 403), ("charlie", 403),
-     ("principal", 403), ("anonymous", 401)],
-)  # fmt: skip
+    [
+        ("alice", 201),
+        ("bob", 403),
+        ("carol", 403),
+        ("dave", 403),
+        ("charlie", 403),
+        ("principal", 403),
+        ("anonymous", 401),
+    ],
+)
 def test_only_a_global_security_admin_creates_tenants(actors, who, status):
     slug = rand("new")
     assert _create(actors, who, slug).status_code == status
@@ -88,9 +95,15 @@ def test_readers_and_strangers_cannot_change_a_tenant(actors, who):
 
 @pytest.mark.parametrize(
     ("who", "status"),
-    [("alice", 201), ("bob", 403), ("carol", 403), ("charlie", 403), ("principal", 403),
-     ("anonymous", 401)],
-)  # fmt: skip
+    [
+        ("alice", 201),
+        ("bob", 403),
+        ("carol", 403),
+        ("charlie", 403),
+        ("principal", 403),
+        ("anonymous", 401),
+    ],
+)
 def test_only_a_global_security_admin_creates_principals(actors, who, status):
     name = rand("svc")
     response = actors.as_(who).post("/api/v1/principals", {"name": name}, format="json")
@@ -126,9 +139,11 @@ def test_only_a_global_security_admin_rotates_or_deletes_principals(actors, who)
 
 def test_refusals_are_audited_with_actor_source_and_request_id(actors):
     response = actors.as_("carol").post(
-        "/api/v1/tenants", {"slug": rand(), "name": "X"}, format="json",
+        "/api/v1/tenants",
+        {"slug": rand(), "name": "X"},
+        format="json",
         HTTP_X_REQUEST_ID="req-denied-0001",
-    )  # fmt: skip
+    )
     assert response.status_code == 403
     event = AuditEvent.objects.get(action="access.denied", request_id="req-denied-0001")
     assert event.outcome == "denied"

@@ -20,9 +20,12 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--role", required=True, choices=[r.value for r in Role])
         parser.add_argument(
-            "--tenant", action="append", default=[], metavar="SLUG",
+            "--tenant",
+            action="append",
+            default=[],
+            metavar="SLUG",
             help="limit the role to this tenant (repeat for several); default: every tenant",
-        )  # fmt: skip
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         username: str = options["username"]
