@@ -31,15 +31,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_ready(addr: str, proc: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
+def _wait_ready(
+    addr: str, proc: subprocess.Popen[bytes] | None, timeout: float = 20, verify: str | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"bao exited with {proc.returncode}")
         try:
-            requests.get(f"{addr}/v1/sys/health", timeout=1)
+            requests.get(f"{addr}/v1/sys/health", timeout=1, verify=verify or True)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, OSError):
             time.sleep(0.05)
     raise RuntimeError("bao did not start")
 
@@ -54,8 +56,14 @@ class BaoServer:
     unseal_key: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def client(self) -> hvac.Client:
-        return hvac.Client(url=self.addr, token=self.token, timeout=30)
+    def client(self, namespace: str | None = None) -> hvac.Client:
+        return hvac.Client(
+            url=self.addr,
+            token=self.token,
+            timeout=30,
+            namespace=namespace,
+            verify=self.extra.get("ca_cert") or True,
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -78,7 +86,9 @@ class BaoServer:
         }
 
 
-def start_dev_server(workdir: Path) -> BaoServer:
+def start_dev_server(workdir: Path, *, tls: bool = False) -> BaoServer:
+    """A dev server with a file audit device; with `tls`, on https under a generated CA
+    (`extra["ca_cert"]`)."""
     port = free_port()
     token = "root-" + os.urandom(8).hex()
     audit_log = workdir / "bao-audit.log"
@@ -87,21 +97,22 @@ def start_dev_server(workdir: Path) -> BaoServer:
         f'audit "file" "main" {{\n  options {{\n    file_path = "{audit_log}"\n  }}\n}}\n'
     )
     log = (workdir / "bao-dev.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            bao_binary(),
-            "server",
-            "-dev",
-            f"-dev-listen-address=127.0.0.1:{port}",
-            f"-dev-root-token-id={token}",
-            f"-config={config}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-    )
-    server = BaoServer(f"http://127.0.0.1:{port}", token, proc=proc, workdir=workdir)
-    _wait_ready(server.addr, proc)
+    command = [
+        bao_binary(),
+        "server",
+        "-dev",
+        f"-dev-listen-address=127.0.0.1:{port}",
+        f"-dev-root-token-id={token}",
+        f"-config={config}",
+    ]
+    if tls:
+        command += ["-dev-tls", f"-dev-tls-cert-dir={workdir}"]
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    scheme = "https" if tls else "http"
+    server = BaoServer(f"{scheme}://127.0.0.1:{port}", token, proc=proc, workdir=workdir)
+    if tls:
+        server.extra["ca_cert"] = str(workdir / "vault-ca.pem")
+    _wait_ready(server.addr, proc, verify=server.extra.get("ca_cert"))
     server.extra["audit_log"] = audit_log
     return server
 

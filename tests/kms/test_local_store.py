@@ -121,3 +121,23 @@ def test_concurrent_writers_with_the_same_expectation_produce_one_version(commit
         thread.join()
     assert outcomes.count("ok") == 1
     assert [v.version for v in store.versions(path)] == [1, 2]
+
+
+@pytest.mark.django_db
+def test_the_rewrap_command_reports_and_audits(settings):
+    import io
+
+    from django.core.management import call_command
+
+    from audit.models import AuditEvent
+
+    path = f"t/{rand()}"
+    get_store().put(path, "sk-cmd", expected_version=0)
+    new_ring = {**settings.MASTER_KEYS, max(settings.MASTER_KEYS) + 1: b"\x09" * 32}
+    with override_settings(MASTER_KEYS=new_ring):
+        out = io.StringIO()
+        call_command("rewrap_master_key", stdout=out)
+        assert "re-wrapped 1 data keys" in out.getvalue()
+        assert get_store().get(path, 1) == "sk-cmd"
+    event = AuditEvent.objects.get(action="store.master_key_rewrapped")
+    assert event.details["rewrapped"] == 1
