@@ -65,3 +65,50 @@ class ProviderUnavailable(ServiceUnavailable):
     message = (
         "The provider could not be reached to check the key; retry, or skip with validate=false."
     )
+
+
+class GrantMissing(DomainError):
+    status = 403
+    code = "no_grant"
+    message = "No grant allows this principal a token for this tenant, provider and scopes."
+
+
+class TenantSuspended(DomainError):
+    status = 403
+    code = "tenant_suspended"
+    message = "The tenant is suspended."
+
+
+class TtlTooLong(DomainError):
+    status = 400
+    code = "ttl_too_long"
+    message = "The requested TTL exceeds what the grant allows."
+
+
+class KeyAmbiguous(Conflict):
+    code = "key_ambiguous"
+    message = "The tenant has several active keys for this provider; name one with `key`."
+
+
+class TokenInactive(DomainError):
+    """Any token that does not work, whatever the cause: the same 401 for all."""
+
+    status = 401
+    code = "unauthenticated"
+    message = "Missing or invalid credentials."
+
+    def __init__(self, audit_reason: str = "inactive") -> None:
+        super().__init__()
+        self.audit_reason = audit_reason  # for the audit log only, never the response
+
+
+class InsufficientScope(DomainError):
+    status = 403
+    code = "insufficient_scope"
+    message = "The token does not carry the scope this needs."
+
+
+class RateLimited(DomainError):
+    status = 429
+    code = "rate_limited"
+    message = "Too many requests for this principal; slow down."

@@ -9,7 +9,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-from tenants.models import Tenant
+from tenants.models import HashedCredential, Tenant
 
 
 class KeyStatus(models.TextChoices):
@@ -145,3 +145,43 @@ class LocalSecret(models.Model):
 
     def __str__(self) -> str:
         return f"{self.path} v{self.version}"
+
+
+class ScopedToken(HashedCredential):
+    """A short-lived `kwt_` token: a lookup id and a keyed hash, bound to one principal,
+    grant, tenant, key version and scope set. Opaque, so it can be listed and revoked."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    principal = models.ForeignKey(
+        "tenants.ServicePrincipal", on_delete=models.CASCADE, related_name="tokens"
+    )
+    grant = models.ForeignKey("tenants.Grant", on_delete=models.CASCADE, related_name="tokens")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="tokens")
+    provider_key = models.ForeignKey(ProviderKey, on_delete=models.CASCADE, related_name="tokens")
+    key_version = models.PositiveIntegerField()
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    max_uses = models.PositiveIntegerField(null=True, blank=True)
+    uses = models.PositiveIntegerField(default=0)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=("provider_key", "expires_at"), name="kms_token_key_live"),
+            models.Index(fields=("expires_at",), name="kms_token_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"kwt_{self.key_id}..."
+
+
+class RateCounter(models.Model):
+    """A fixed-window request counter, for deployments without Redis."""
+
+    bucket = models.CharField(max_length=120, primary_key=True)
+    count = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.bucket}={self.count}"

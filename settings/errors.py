@@ -29,9 +29,13 @@ class DomainError(Exception):
     message = "The request cannot be carried out."
     retry_after: int | None = None
 
-    def __init__(self, message: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self, message: str | None = None, *, retry_after: int | None = None, **extra: Any
+    ) -> None:
         super().__init__(message or self.message)
         self.message = message or self.message
+        if retry_after is not None:
+            self.retry_after = retry_after
         self.extra = extra
 
 

@@ -316,6 +316,21 @@ PROVIDER_URL_POLICY = env.choice(
 )
 PROVIDER_URL_ALLOWLIST = env.csv("KEYWARD_PROVIDER_URL_ALLOWLIST")
 
+TOKEN_MAX_TTL = env.number("KEYWARD_TOKEN_MAX_TTL", 3600, minimum=10, maximum=86400)
+TOKEN_DEFAULT_TTL = env.number("KEYWARD_TOKEN_DEFAULT_TTL", 300, minimum=10, maximum=TOKEN_MAX_TTL)
+REDIS_URL = env.secret("KEYWARD_REDIS_URL") or ""
+_rate = env.text("KEYWARD_RATE_LIMIT", "600/minute")
+_RATE_WINDOWS = {"second": 1, "minute": 60, "hour": 3600}
+try:
+    _count, _, _window = _rate.partition("/")
+    RATE_LIMIT: tuple[int, int] = (int(_count), _RATE_WINDOWS[_window or "minute"])
+    if RATE_LIMIT[0] < 0:
+        raise ValueError
+except (ValueError, KeyError):
+    raise ImproperlyConfigured(
+        f"KEYWARD_RATE_LIMIT: expected N/second, N/minute or N/hour (0 turns it off), got {_rate!r}"
+    ) from None
+
 LOG_LEVEL = env.choice("KEYWARD_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
 LOGGING = {
     "version": 1,

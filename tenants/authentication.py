@@ -45,7 +45,13 @@ class BearerAuthentication(BaseAuthentication):
             return token.user, token
         if parsed.prefix == credentials.PRINCIPAL_PREFIX:
             principal = credentials.verify(ServicePrincipal, parsed)
-            return principal, None
+            return principal, principal
+        if parsed.prefix == credentials.TOKEN_PREFIX:
+            from kms.models import ScopedToken
+
+            related = ScopedToken.objects.select_related("principal", "tenant", "provider_key")
+            scoped = credentials.verify(ScopedToken, parsed, related)
+            return scoped.principal, scoped
         raise credentials.Rejected("unsupported_credential")
 
     def _fail(

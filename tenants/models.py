@@ -106,3 +106,39 @@ class ServicePrincipal(HashedCredential):
     @property
     def is_authenticated(self) -> bool:
         return True
+
+
+class Scope(models.TextChoices):
+    RELEASE = "release"
+    PROXY = "proxy"
+
+
+class Grant(models.Model):
+    """What a principal may ask tokens for: a tenant (or all), a provider (or all), scopes,
+    and the longest TTL. No grant, no token."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    principal = models.ForeignKey(ServicePrincipal, on_delete=models.CASCADE, related_name="grants")
+    # None means every tenant ("*"); only security admins over every tenant may grant that.
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, null=True, blank=True, related_name="grants"
+    )
+    provider = models.CharField(max_length=32)  # a provider name, or "*"
+    scopes = models.JSONField(default=list)
+    max_ttl_seconds = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ("created_at", "id")
+
+    def __str__(self) -> str:
+        tenant = self.tenant.slug if self.tenant else "*"
+        return f"{self.principal} {tenant}/{self.provider} {','.join(self.scopes)}"
+
+    def covers(self, tenant: Tenant, provider: str, scopes: list[str]) -> bool:
+        return (
+            (self.tenant_id is None or self.tenant_id == tenant.id)
+            and self.provider in ("*", provider)
+            and set(scopes) <= set(self.scopes)
+        )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tenants.api import views
+from tenants.api import grant_views, views
 
 urlpatterns = [
     path("tenants", views.TenantListView.as_view(), name="tenant-list"),
@@ -16,4 +16,6 @@ urlpatterns = [
         views.PrincipalRotateSecretView.as_view(),
         name="principal-rotate-secret",
     ),
+    path("grants", grant_views.GrantListView.as_view(), name="grant-list"),
+    path("grants/<str:grant_id>", grant_views.GrantDetailView.as_view(), name="grant-detail"),
 ]

@@ -144,3 +144,19 @@ def provider_stub(settings: Any) -> Iterator[Any]:
         yield stub
     finally:
         stub.close()
+
+
+@pytest.fixture
+def world(actors: Actors, settings: Any) -> Any:
+    from tests.kms.world import make_world
+
+    settings.SECRET_STORES = {"default": {"backend": "local"}}
+    return make_world(actors)
+
+
+@pytest.fixture
+def committed_world(committed_actors: Actors, settings: Any) -> Any:
+    from tests.kms.world import make_world
+
+    settings.SECRET_STORES = {"default": {"backend": "local"}}
+    return make_world(committed_actors)

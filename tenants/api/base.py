@@ -15,7 +15,7 @@ from audit.denials import record_denial
 from tenants.access import NO_ACCESS, Access, access_for
 from tenants.actors import actor_of
 from tenants.exceptions import TenantNotFound
-from tenants.models import Tenant
+from tenants.models import ServicePrincipal, Tenant
 
 
 class StrictSerializer(serializers.Serializer[Any]):
@@ -51,6 +51,22 @@ class StaffReader(permissions.BasePermission):
         return bool(view.access.is_staff_reader)
 
 
+class PrincipalSecret(permissions.BasePermission):
+    """Authenticated with a `kwp_` principal secret (not a scoped token, not an admin)."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.auth, ServicePrincipal)
+
+
+class ScopedTokenCredential(permissions.BasePermission):
+    """Authenticated with a `kwt_` scoped token."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        from kms.models import ScopedToken
+
+        return isinstance(request.auth, ScopedToken)
+
+
 class KeywardView(APIView):
     """Per-method permission lists; `access` and `actor` set before any handler runs."""
 
@@ -63,6 +79,10 @@ class KeywardView(APIView):
         self.access = access_for(request.user)
         self.actor = actor_of(request)
         super().initial(request, *args, **kwargs)
+        if isinstance(request.user, ServicePrincipal):
+            from kms.ratelimit import check_rate
+
+            check_rate(str(request.user.id))
 
     def get_permissions(self) -> list[permissions.BasePermission]:
         classes = self.permissions_by_method.get(self.request.method or "", ())

@@ -1,0 +1,62 @@
+"""Per-principal rate limits whose counters every replica shares (Redis or the database)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from kms.models import RateCounter
+from tests.factories import client
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(params=["redis", "database"])
+def limiter(request, settings):
+    settings.RATE_LIMIT = (3, 60)
+    if request.param == "redis":
+        settings.REDIS_URL = "redis://127.0.0.1:6379/15"
+    else:
+        settings.REDIS_URL = ""
+    return request.param
+
+
+def test_the_fourth_request_in_a_window_gets_429_with_retry_after(world, limiter):
+    api = client(world.secret)
+    body = {"tenant": world.actors.tenant_a.slug, "provider": "openai", "scopes": ["release"]}
+    statuses = [api.post("/api/v1/tokens", body, format="json").status_code for _ in range(4)]
+    assert statuses == [201, 201, 201, 429]
+    refused = api.post("/api/v1/tokens", body, format="json")
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert (
+        client(world.stranger_secret).post("/api/v1/tokens", body, format="json").status_code == 403
+    ), "another principal has its own budget"
+    bucket = f"keyward:rate:{world.principal.id}:60:"
+    if limiter == "redis":
+        shared = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+        found = list(shared.scan_iter(match=bucket + "*"))
+        assert found and int(shared.get(found[0]) or 0) == 5
+        assert 0 < shared.ttl(found[0]) <= 61
+    else:
+        assert RateCounter.objects.get(bucket__startswith=bucket).count == 5
+
+
+def test_scoped_tokens_count_against_their_principal(world, limiter):
+    token = world.token()
+    api = client(token)
+    statuses = [api.post("/api/v1/exchange").status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+def test_an_unreachable_redis_lets_requests_through(world, settings):
+    settings.RATE_LIMIT = (1, 60)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    assert world.issue().status_code == 201
+    assert world.issue().status_code == 201
+
+
+def test_zero_turns_the_limit_off(world, settings):
+    settings.RATE_LIMIT = (0, 60)
+    assert all(world.issue().status_code == 201 for _ in range(5))
+    assert not RateCounter.objects.exists()
