@@ -9,6 +9,7 @@ last guard against a fork.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -60,10 +61,26 @@ def _append(
     details: dict[str, Any],
 ) -> AuditEvent:
     chain = chain_for(tenant)
-    _lock_chain(chain)
+    if connection.vendor == "postgresql":
+        return _append_postgresql(chain, action, actor, outcome, tenant, target, details)
     head = (
         AuditEvent.objects.filter(chain=chain).order_by("-seq").values_list("seq", "hash").first()
     )
+    event = _event(chain, head, action, actor, outcome, tenant, target, details)
+    event.save(force_insert=True)
+    return event
+
+
+def _event(
+    chain: str,
+    head: tuple[int, str] | None,
+    action: str,
+    actor: Actor,
+    outcome: str,
+    tenant: str | None,
+    target: str,
+    details: dict[str, Any],
+) -> AuditEvent:
     seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
     origin = current_origin()
     event = AuditEvent(
@@ -83,11 +100,56 @@ def _append(
         prev_hash=prev_hash,
     )
     event.hash = link_hash(prev_hash, canonical_bytes(event.__dict__))
-    event.save(force_insert=True)
     return event
 
 
-def _lock_chain(chain: str) -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [chain])
+_INSERT = (
+    "INSERT INTO audit_event (id, chain, seq, occurred_at, actor_type, actor_id, action, tenant,"
+    " target, outcome, request_id, source_ip, details, prev_hash, hash)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def _append_postgresql(
+    chain: str,
+    action: str,
+    actor: Actor,
+    outcome: str,
+    tenant: str | None,
+    target: str,
+    details: dict[str, Any],
+) -> AuditEvent:
+    """The same append in three plain statements: this runs on every audited request,
+    and the ORM's per-query cost is larger than the database's here."""
+    with connection.cursor() as cursor:
+        # The lock and the head read are separate statements on purpose: under READ
+        # COMMITTED each statement takes its own snapshot, so the head is read after the
+        # lock is held and sees the previous holder's committed event.
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [chain])
+        cursor.execute(
+            "SELECT seq, hash FROM audit_event WHERE chain = %s ORDER BY seq DESC LIMIT 1", [chain]
+        )
+        row = cursor.fetchone()
+        event = _event(chain, row, action, actor, outcome, tenant, target, details)
+        cursor.execute(
+            _INSERT,
+            [
+                event.id,
+                event.chain,
+                event.seq,
+                event.occurred_at,
+                event.actor_type,
+                event.actor_id,
+                event.action,
+                event.tenant,
+                event.target,
+                event.outcome,
+                event.request_id,
+                event.source_ip,
+                json.dumps(event.details),
+                event.prev_hash,
+                event.hash,
+            ],
+        )
+    event._state.adding = False
+    return event

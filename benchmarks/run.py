@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from typing import Any
 
 from benchmarks.common import ROOT, fresh_database, machine, now_iso, versions
 
-WORKLOADS = {"W5": "benchmarks.w5_audit_append"}
+WORKLOADS = {"W5": "benchmarks.w5_audit_append", "W1-W3": "benchmarks.w123_tokens"}
 
 
 def _run_workload(name: str, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
@@ -29,6 +30,23 @@ def _run_workload(name: str, env: dict[str, str], extra: list[str]) -> dict[str,
         raise SystemExit(f"{name} failed")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
+
+
+def _print_tokens(result: dict[str, Any]) -> None:
+    print("W1 token issue, W2 exchange, W3 introspect")
+    print("baselines: the same server's /healthz, OpenBao token create and KV read")
+    columns = ("conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
+    print(f"{'workload':<18} " + " ".join(f"{c:>8}" for c in columns))
+    for name, points in result["results"].items():
+        for conns, p in points.items():
+            print(
+                f"{name:<18} {conns:>5} {p['rps']:>9.1f} {p['p50_ms']:>8.2f} {p['p95_ms']:>8.2f}"
+                f" {p['p99_ms']:>8.2f} {p['errors']:>6}"
+            )
+    for name, value in result["ratios"].items():
+        print(f"ratio {name}: {value}")
+    for name, met in result["targets_met"].items():
+        print(f"target {name}: {'met' if met else 'MISSED'}")
 
 
 def _print_w5(result: dict[str, Any]) -> None:
@@ -59,20 +77,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("workloads", nargs="*", default=sorted(WORKLOADS))
     parser.add_argument("--quick", action="store_true", help="fewer events, one run (smoke)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="granian workers")
+    parser.add_argument(
+        "--threads", type=int, default=4, help="granian blocking threads per worker"
+    )
     args = parser.parse_args()
-    extra = ["--events", "50", "--runs", "1"] if args.quick else []
-    report: dict[str, Any] = {
-        "date": now_iso(),
-        "machine": machine(),
-        "versions": versions(),
-        "workloads": {},
-    }
+    out = ROOT / "benchmarks" / "results" / "latest.json"
+    report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"workloads": {}}
+    report.update(date=now_iso(), machine=machine(), versions=versions())
     for name in args.workloads:
         env = fresh_database()
-        report["workloads"][name] = _run_workload(name, env, extra)
         if name == "W5":
+            extra = ["--events", "50", "--runs", "1"] if args.quick else []
+            report["workloads"][name] = _run_workload(name, env, extra)
             _print_w5(report["workloads"][name])
-    out = ROOT / "benchmarks" / "results" / "latest.json"
+            continue
+        from benchmarks import w123_tokens
+
+        runs, seconds, connections = (1, 2.0, [1, 32]) if args.quick else (3, 5.0, [1, 8, 32])
+        report["workloads"][name] = w123_tokens.run(
+            env,
+            runs=runs,
+            seconds=seconds,
+            connections=connections,
+            workers=args.workers,
+            threads=args.threads,
+        )
+        _print_tokens(report["workloads"][name])
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written: {out.relative_to(ROOT)}")
 

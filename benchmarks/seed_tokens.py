@@ -1,0 +1,40 @@
+"""Seed the benchmark database: a tenant, a key in Vault, a principal with a grant, and a
+long-lived token. Prints the credentials the load generator needs as one JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.settings")
+django.setup()
+
+from audit.actors import Actor  # noqa: E402
+from kms import keys, tokens  # noqa: E402
+from tenants.grants import do_create_grant  # noqa: E402
+from tenants.services import do_create_principal, do_create_tenant  # noqa: E402
+
+SYSTEM = Actor.system("benchmark")
+
+
+def main() -> None:
+    tenant = do_create_tenant("bench", "Benchmark tenant", actor=SYSTEM)
+    secret = "sk-proj-" + "BenchmarkKey0123456789" * 2
+    keys.do_onboard_key(
+        tenant, keys.KeyInput("openai", "prod", secret), validate=False, actor=SYSTEM
+    )
+    principal, principal_secret = do_create_principal("bench-svc", actor=SYSTEM)
+    do_create_grant(principal, tenant, "openai", ["release", "proxy"], 3600, actor=SYSTEM)
+    _, token = tokens.do_issue_token(
+        principal,
+        tokens.TokenRequest(
+            tenant="bench", provider="openai", scopes=["release", "proxy"], ttl_seconds=3600
+        ),
+    )
+    print(json.dumps({"principal_secret": principal_secret, "token": token, "tenant": "bench"}))
+
+
+if __name__ == "__main__":
+    main()
