@@ -7,14 +7,14 @@ Uses are counted with one conditional UPDATE, so `max_uses` holds under any conc
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -49,11 +49,15 @@ class TokenRequest:
 
 # -- issue -----------------------------------------------------------------------------
 def do_issue_token(principal: ServicePrincipal, ask: TokenRequest) -> tuple[ScopedToken, str]:
-    """A new token for `principal`, or a refusal that is audited as `token.denied`."""
+    """A new token for `principal`, or a refusal that is audited as `token.denied`.
+
+    This is the hottest write path, so it reads with two plain queries (tenant with the
+    principal's candidate grants; the tenant's keys for the provider) and inserts with one.
+    """
     actor = Actor("principal", str(principal.id))
-    tenant = Tenant.objects.filter(slug=ask.tenant).first()
+    tenant, grants = _tenant_and_grants(principal, ask)
     try:
-        grant = _matching_grant(principal, tenant, ask)
+        grant = _matching_grant(tenant, grants, ask)
         assert tenant is not None
         if tenant.status != TenantStatus.ACTIVE:
             raise TenantSuspended()
@@ -71,21 +75,24 @@ def do_issue_token(principal: ServicePrincipal, ask: TokenRequest) -> tuple[Scop
         raise
     minted = credentials.mint(credentials.TOKEN_PREFIX)
     now = timezone.now()
+    token = ScopedToken(
+        id=uuid.uuid4(),
+        key_id=minted.key_id,
+        digest=minted.digest,
+        pepper_id=minted.pepper_id,
+        principal=principal,
+        grant=grant,
+        tenant=tenant,
+        provider_key=key,
+        key_version=key.current_version,
+        scopes=sorted(set(ask.scopes)),
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl),
+        max_uses=ask.max_uses,
+        uses=0,
+    )
     with transaction.atomic(durable=True):
-        token = ScopedToken.objects.create(
-            key_id=minted.key_id,
-            digest=minted.digest,
-            pepper_id=minted.pepper_id,
-            principal=principal,
-            grant=grant,
-            tenant=tenant,
-            provider_key=key,
-            key_version=key.current_version,
-            scopes=sorted(set(ask.scopes)),
-            created_at=now,
-            expires_at=now + timedelta(seconds=ttl),
-            max_uses=ask.max_uses,
-        )
+        _insert_token(token)
         record(
             "token.issued",
             actor=actor,
@@ -105,38 +112,110 @@ def do_issue_token(principal: ServicePrincipal, ask: TokenRequest) -> tuple[Scop
     return token, minted.plaintext
 
 
-def _matching_grant(principal: ServicePrincipal, tenant: Tenant | None, ask: TokenRequest) -> Grant:
-    if tenant is None:
-        raise GrantMissing()
-    grants = Grant.objects.filter(
-        Q(tenant=tenant) | Q(tenant__isnull=True),
-        principal=principal,
-        provider__in=(ask.provider, "*"),
+_INSERT_TOKEN = (
+    "INSERT INTO kms_scopedtoken (id, key_id, digest, pepper_id, principal_id, grant_id, tenant_id,"
+    " provider_key_id, key_version, scopes, created_at, expires_at, max_uses, uses)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0)"
+)
+
+
+def _insert_token(token: ScopedToken) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT_TOKEN,
+            [
+                token.id,
+                token.key_id,
+                token.digest,
+                token.pepper_id,
+                token.principal_id,
+                token.grant_id,
+                token.tenant_id,
+                token.provider_key_id,
+                token.key_version,
+                json.dumps(token.scopes),
+                token.created_at,
+                token.expires_at,
+                token.max_uses,
+            ],
+        )
+    token._state.adding = False
+
+
+def _ordered(model: Any, wanted: set[str]) -> tuple[str, ...]:
+    """Column names in the model's concrete-field order, the order `from_db` expects."""
+    return tuple(f.attname for f in model._meta.concrete_fields if f.attname in wanted)
+
+
+_PICK_FIELDS = _ordered(
+    ProviderKey, {"id", "tenant_id", "provider", "label", "status", "current_version", "created_at"}
+)
+_KEYS_FOR = (
+    f"SELECT {', '.join(_PICK_FIELDS)} FROM kms_providerkey WHERE tenant_id = %s AND provider = %s"
+    " ORDER BY created_at"
+)
+_GRANT_FIELDS = ("id", "scopes", "max_ttl_seconds", "created_at")
+# Built once from constant column names; every value goes in as a parameter.
+_TENANT_AND_GRANTS = (
+    "SELECT n.id, n.slug, n.status, "
+    + ", ".join(f"g.{f}" for f in _GRANT_FIELDS)
+    + " FROM tenants_tenant n LEFT JOIN tenants_grant g ON g.principal_id = %s"
+    " AND (g.tenant_id = n.id OR g.tenant_id IS NULL) AND g.provider IN (%s, '*')"
+    " WHERE n.slug = %s"
+)
+
+
+def _tenant_and_grants(
+    principal: ServicePrincipal, ask: TokenRequest
+) -> tuple[Tenant | None, list[Grant]]:
+    """The tenant named by the request, and the principal's grants that could cover it."""
+    with connection.cursor() as cursor:
+        cursor.execute(_TENANT_AND_GRANTS, [principal.id, ask.provider, ask.tenant])
+        rows = cursor.fetchall()
+    if not rows:
+        return None, []
+    tenant = Tenant.from_db(
+        "default", list(_ordered(Tenant, {"id", "slug", "status"})), list(rows[0][:3])
     )
-    matching = [g for g in grants if g.covers(tenant, ask.provider, ask.scopes)]
-    if not matching:
+    grant_fields = list(_ordered(Grant, set(_GRANT_FIELDS)))
+    grants = []
+    for row in rows:
+        if row[3] is None:
+            continue
+        by_name = dict(zip(_GRANT_FIELDS, row[3:], strict=True))
+        by_name["scopes"] = _json_list(by_name["scopes"])
+        grants.append(Grant.from_db("default", grant_fields, [by_name[f] for f in grant_fields]))
+    return tenant, grants
+
+
+def _matching_grant(tenant: Tenant | None, grants: list[Grant], ask: TokenRequest) -> Grant:
+    matching = [g for g in grants if set(ask.scopes) <= set(g.scopes)]
+    if tenant is None or not matching:
         raise GrantMissing()
     return max(matching, key=lambda g: (g.max_ttl_seconds, g.created_at))
 
 
 def _pick_key(tenant: Tenant, provider: str, ref: str) -> ProviderKey:
-    keys = ProviderKey.objects.filter(tenant=tenant, provider=provider)
+    """The key a token request names (by id or label), or the tenant's only active key for
+    the provider."""
+    fields = list(_PICK_FIELDS)
+    with connection.cursor() as cursor:
+        cursor.execute(_KEYS_FOR, [tenant.id, provider])
+        keys = [ProviderKey.from_db("default", fields, list(row)) for row in cursor.fetchall()]
     if ref:
-        try:
-            keys = keys.filter(id=uuid.UUID(ref))
-        except ValueError:
-            keys = keys.filter(label=ref).exclude(status=KeyStatus.REVOKED)
-        key = keys.first()
-        if key is None:
+        chosen = [k for k in keys if str(k.id) == ref] or [
+            k for k in keys if k.label == ref and k.status != KeyStatus.REVOKED
+        ]
+        if not chosen:
             raise KeyNotFound()
-        if key.status != KeyStatus.ACTIVE:
+        if chosen[0].status != KeyStatus.ACTIVE:
             raise KeyNotActive()
-        return key
-    active = list(keys.filter(status=KeyStatus.ACTIVE)[:2])
+        return chosen[0]
+    active = [k for k in keys if k.status == KeyStatus.ACTIVE]
     if len(active) > 1:
         raise KeyAmbiguous()
     if not active:
-        raise KeyNotActive() if keys.exists() else KeyNotFound()
+        raise KeyNotActive() if keys else KeyNotFound()
     return active[0]
 
 
@@ -194,15 +273,72 @@ def _in_grace(key: ProviderKey, version: int, now: datetime) -> bool:
     ).exists()
 
 
+_TOKEN_FIELDS = _ordered(ScopedToken, {f.attname for f in ScopedToken._meta.concrete_fields})
+_TENANT_FIELDS = _ordered(Tenant, {"id", "slug", "status"})
+_KEY_FIELDS = _ordered(
+    ProviderKey,
+    {
+        "id",
+        "tenant_id",
+        "provider",
+        "label",
+        "status",
+        "current_version",
+        "base_url",
+        "store",
+        "store_path",
+    },
+)
+_PRINCIPAL_FIELDS = _ordered(ServicePrincipal, {"id", "name", "key_id"})
+_LOAD_TOKEN = (
+    "SELECT "
+    + ", ".join(
+        [f"t.{f}" for f in _TOKEN_FIELDS]
+        + [f"n.{f}" for f in _TENANT_FIELDS]
+        + [f"k.{f}" for f in _KEY_FIELDS]
+        + [f"p.{f}" for f in _PRINCIPAL_FIELDS]
+    )
+    + " FROM kms_scopedtoken t JOIN tenants_tenant n ON n.id = t.tenant_id"
+    " JOIN kms_providerkey k ON k.id = t.provider_key_id"
+    " JOIN tenants_serviceprincipal p ON p.id = t.principal_id WHERE t.key_id = %s"
+)
+
+
+def load_token(key_id: str) -> ScopedToken | None:
+    """A token with its tenant, key and principal in one plain query. This runs on every
+    token-authenticated request; the fields not loaded here stay deferred (read on access),
+    so nothing sees a default in place of a stored value."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LOAD_TOKEN, [key_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    a, b, c = len(_TOKEN_FIELDS), len(_TENANT_FIELDS), len(_KEY_FIELDS)
+    values = list(row[:a])
+    values[_TOKEN_FIELDS.index("scopes")] = _json_list(values[_TOKEN_FIELDS.index("scopes")])
+    token = ScopedToken.from_db("default", list(_TOKEN_FIELDS), values)
+    token.tenant = Tenant.from_db("default", list(_TENANT_FIELDS), list(row[a : a + b]))
+    token.provider_key = ProviderKey.from_db(
+        "default", list(_KEY_FIELDS), list(row[a + b : a + b + c])
+    )
+    token.principal = ServicePrincipal.from_db(
+        "default", list(_PRINCIPAL_FIELDS), list(row[a + b + c :])
+    )
+    return token
+
+
+def _json_list(value: Any) -> list[str]:
+    loaded = json.loads(value) if isinstance(value, str | bytes) else value
+    return [str(v) for v in loaded]
+
+
 def find_token(plaintext: str) -> ScopedToken | None:
     """The token a presented `kwt_` string names, if its secret matches."""
     parsed = credentials.parse(plaintext)
     if parsed is None or parsed.prefix != credentials.TOKEN_PREFIX:
         return None
     try:
-        return credentials.verify(
-            ScopedToken, parsed, ScopedToken.objects.select_related("tenant", "provider_key")
-        )
+        return credentials.verify(ScopedToken, parsed, lookup=load_token)
     except credentials.Rejected:
         return None
 
@@ -274,14 +410,19 @@ def do_exchange(token: ScopedToken) -> dict[str, Any]:
     }
 
 
+_COUNT_USE = (
+    "UPDATE kms_scopedtoken SET uses = uses + 1 WHERE id = %s AND revoked_at IS NULL"
+    " AND expires_at > %s AND (max_uses IS NULL OR uses < max_uses)"
+)
+
+
 def _count_use_and_record(token: ScopedToken, key: ProviderKey, actor: Actor) -> None:
+    """One conditional UPDATE: under any concurrency a token is never used more often than
+    `max_uses`, and never after it expired or was revoked."""
     with transaction.atomic(durable=True):
-        counted = ScopedToken.objects.filter(
-            Q(max_uses__isnull=True) | Q(uses__lt=F("max_uses")),
-            pk=token.pk,
-            revoked_at=None,
-            expires_at__gt=timezone.now(),
-        ).update(uses=F("uses") + 1)
+        with connection.cursor() as cursor:
+            cursor.execute(_COUNT_USE, [token.pk, timezone.now()])
+            counted = cursor.rowcount
         if not counted:
             raise TokenInactive("used_up")
         record(

@@ -48,9 +48,9 @@ class BearerAuthentication(BaseAuthentication):
             return principal, principal
         if parsed.prefix == credentials.TOKEN_PREFIX:
             from kms.models import ScopedToken
+            from kms.tokens import load_token
 
-            related = ScopedToken.objects.select_related("principal", "tenant", "provider_key")
-            scoped = credentials.verify(ScopedToken, parsed, related)
+            scoped = credentials.verify(ScopedToken, parsed, lookup=load_token)
             return scoped.principal, scoped
         raise credentials.Rejected("unsupported_credential")
 

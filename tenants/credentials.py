@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
@@ -107,14 +108,23 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def verify(model: type[C], parsed: Parsed, queryset: QuerySet[C] | None = None) -> C:
+def verify(
+    model: type[C],
+    parsed: Parsed,
+    queryset: QuerySet[C] | None = None,
+    lookup: Callable[[str], C | None] | None = None,
+) -> C:
     """The row whose stored digest matches, in constant time; Rejected otherwise.
 
     An unknown key id costs the same HMAC as a wrong secret, so timing does not tell them
-    apart, and both produce the same response.
+    apart, and both produce the same response. `lookup` replaces the default query when a
+    caller loads the row (and what it needs with it) more cheaply.
     """
-    rows = queryset if queryset is not None else model._default_manager.all()
-    row = rows.filter(key_id=parsed.key_id).first()
+    if lookup is not None:
+        row = lookup(parsed.key_id)
+    else:
+        rows = queryset if queryset is not None else model._default_manager.all()
+        row = rows.filter(key_id=parsed.key_id).first()
     known = row is not None and row.pepper_id in settings.PEPPERS
     pepper_id = row.pepper_id if (row is not None and known) else current_pepper_id()
     computed = digest(parsed.plaintext, pepper_id)
