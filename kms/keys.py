@@ -314,6 +314,7 @@ def do_validate_key(key: ProviderKey, *, actor: Actor, trigger: str = "manual") 
     with transaction.atomic(durable=True):
         locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
         result = _note_check(locked, version, check, trigger)
+        result.retry_after = check.retry_after  # type: ignore[attr-defined]  # for job retries
         previous = locked.status
         if locked.status != KeyStatus.REVOKED and locked.current_version == version:
             if check.outcome == Outcome.INVALID:

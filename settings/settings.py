@@ -291,6 +291,7 @@ if not CELERY_BROKER_URL:
         "control_folder": str(DATA_DIR / "broker-control"),
         "store_processed": False,
     }
+CELERY_TASK_DEFAULT_QUEUE = env.text("KEYWARD_CELERY_QUEUE", "keyward")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -299,6 +300,20 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+JOB_RETRY_BASE_SECONDS = env.number("KEYWARD_JOB_RETRY_BASE_SECONDS", 30, minimum=1)
+KEY_CHECK_INTERVAL = env.number("KEYWARD_KEY_CHECK_INTERVAL", 6 * 3600, minimum=60)
+_SCHEDULE = {
+    # task name: (environment variable, default seconds); 0 turns an entry off
+    "keyward.kms.schedule_key_checks": ("KEYWARD_SCHEDULE_KEY_CHECKS", KEY_CHECK_INTERVAL),
+    "keyward.kms.retire_versions": ("KEYWARD_SCHEDULE_RETIRE_VERSIONS", 300),
+    "keyward.kms.flag_rotation_due": ("KEYWARD_SCHEDULE_ROTATION_DUE", 3600),
+    "keyward.kms.purge_expired_tokens": ("KEYWARD_SCHEDULE_PURGE_TOKENS", 3600),
+}
+CELERY_BEAT_SCHEDULE = {
+    task: {"task": task, "schedule": float(seconds)}
+    for task, (variable, default) in _SCHEDULE.items()
+    if (seconds := env.number(variable, default, minimum=0))
+}
 
 PROVIDER_TIMEOUT_MS = env.number("KEYWARD_PROVIDER_TIMEOUT_MS", 5000, minimum=100, maximum=60000)
 _base_urls = env.text("KEYWARD_PROVIDER_BASE_URLS")

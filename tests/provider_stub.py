@@ -26,6 +26,7 @@ class Seen:
     query: str
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0
 
 
 class ProviderStub:
@@ -48,6 +49,7 @@ class ProviderStub:
                         parts.query,
                         {k.lower(): v for k, v in self.headers.items()},
                         body,
+                        time.monotonic(),
                     )
                 )
                 reply = stub.reply

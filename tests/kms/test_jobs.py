@@ -1,0 +1,104 @@
+"""Background jobs, called directly: idempotent, only `invalid` changes a status."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from kms import jobs, keys
+from kms.backends import get_store
+from kms.models import KeyVersion, ProviderKey, ScopedToken
+from tests import provider_stub as docs
+from tests.kms.helpers import openai_key
+from tests.kms.world import SYSTEM
+
+pytestmark = pytest.mark.django_db
+
+
+def _rotated(world, grace: int):
+    return keys.do_rotate_key(
+        world.key_a, secret=openai_key(), grace_period_seconds=grace, validate=False, actor=SYSTEM
+    )
+
+
+def test_retirement_destroys_previous_versions_after_the_grace_once(world):
+    key = _rotated(world, grace=0)
+    due = jobs.due_versions()
+    assert len(due) == 1
+    assert jobs.retire_version(due[0]) is True
+    assert jobs.retire_version(due[0]) is False, "a redelivered task does nothing"
+    old = KeyVersion.objects.get(pk=due[0])
+    assert old.stage == "destroyed" and old.destroyed_at is not None
+    assert [v.destroyed for v in get_store().versions(key.store_path)] == [True, False]
+    assert KeyVersion.objects.filter(key=key, stage="current").count() == 1
+    assert AuditEvent.objects.filter(action="key.version_retired").count() == 1
+
+
+def test_retirement_waits_for_the_grace_period(world):
+    _rotated(world, grace=3600)
+    assert jobs.due_versions() == []
+    previous = KeyVersion.objects.get(key=world.key_a, stage="previous")
+    assert jobs.retire_version(previous.pk) is False
+    assert jobs.due_versions(timezone.now() + timedelta(hours=2)) == [previous.pk]
+
+
+def test_rotation_due_is_flagged_once_per_period(world):
+    ProviderKey.objects.filter(pk=world.key_a.pk).update(
+        rotation_due_at=timezone.now() - timedelta(days=1)
+    )
+    assert jobs.flag_rotation_due() == 1
+    assert jobs.flag_rotation_due() == 0
+    event = AuditEvent.objects.get(action="key.rotation_due")
+    assert event.target == f"key:{world.key_a.id}"
+
+
+def test_expired_tokens_are_purged_and_audit_events_kept(world):
+    world.token()
+    world.token()
+    events = AuditEvent.objects.count()
+    first = ScopedToken.objects.order_by("created_at").first()
+    assert first is not None
+    ScopedToken.objects.filter(pk=first.pk).update(expires_at=timezone.now() - timedelta(hours=2))
+    assert jobs.purge_expired_tokens() == 1
+    assert ScopedToken.objects.count() == 1
+    assert AuditEvent.objects.count() == events
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "final"),
+    [
+        (401, docs.OPENAI_INVALID, "invalid"),
+        (429, docs.OPENAI_RATE, "active"),
+        (529, {}, "active"),
+        (500, {}, "active"),
+        (429, docs.OPENAI_QUOTA, "active"),
+    ],
+)
+def test_a_check_changes_the_status_only_for_an_invalid_key(
+    world, provider_stub, status, body, final
+):
+    provider_stub.answer(status, body)
+    result = jobs.check_key(world.key_a.id)
+    assert result is not None and result.trigger == "job"
+    world.key_a.refresh_from_db()
+    assert world.key_a.status == final
+
+
+def test_a_timeout_never_invalidates(world, provider_stub, settings):
+    settings.PROVIDER_TIMEOUT_MS = 200
+    provider_stub.answer(200, delay=1)
+    result = jobs.check_key(world.key_a.id)
+    assert result is not None and result.result == "provider_unavailable"
+    world.key_a.refresh_from_db()
+    assert world.key_a.status == "active"
+
+
+def test_backoff_honours_retry_after_and_grows(settings):
+    settings.JOB_RETRY_BASE_SECONDS = 1
+    assert all(jobs.backoff(0, 17) >= 17 for _ in range(50))
+    assert all(jobs.backoff(3, None) <= 8 for _ in range(50))
+    spread = jobs.spread(10, 600)
+    assert len(spread) == 10 and all(0 <= s <= 600 for s in spread)

@@ -1,0 +1,124 @@
+"""Jobs on a real Celery worker process over the real Redis broker and a real OpenBao."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from audit.models import AuditEvent
+from kms import keys, tasks
+from kms.models import KeyVersion, ProviderKey, ValidationResult
+from tests import provider_stub as docs
+from tests.celery_worker import Worker, wait_for
+from tests.factories import make_tenant
+from tests.kms.helpers import openai_key
+from tests.kms.world import SYSTEM
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture
+def worker(committed_db, provider_stub, store_config, default_store, tmp_path):
+    running = Worker(store_config, provider_stub.url, tmp_path / "worker.log")
+    yield running
+    running.stop()
+
+
+def _key():
+    return keys.do_onboard_key(
+        make_tenant(), keys.KeyInput("openai", "prod", openai_key()), validate=False, actor=SYSTEM
+    )
+
+
+@pytest.mark.parametrize("store_config", ["vault"], indirect=True)
+def test_a_key_the_provider_now_rejects_becomes_invalid(worker, provider_stub):
+    key = _key()
+    provider_stub.answer(401, docs.OPENAI_INVALID)
+    worker.send(tasks.check_key, str(key.id))
+    wait_for(
+        lambda: ProviderKey.objects.get(pk=key.pk).status == "invalid",
+        what="the key to turn invalid",
+    )
+    assert provider_stub.seen[-1].headers["authorization"].startswith("Bearer sk-proj-")
+    assert AuditEvent.objects.filter(action="key.validated", target=f"key:{key.id}").exists()
+
+
+@pytest.mark.parametrize("store_config", ["vault"], indirect=True)
+def test_a_rate_limit_is_retried_no_sooner_than_retry_after_and_never_invalidates(
+    worker, provider_stub
+):
+    key = _key()
+    provider_stub.answer(429, docs.OPENAI_RATE, headers={"retry-after": "2"})
+    worker.send(tasks.check_key, str(key.id))
+    wait_for(
+        lambda: ValidationResult.objects.filter(key=key).count() >= 2, timeout=40, what="a retry"
+    )
+    first, second = provider_stub.seen[0], provider_stub.seen[1]
+    assert second.at - first.at >= 2.0
+    assert ProviderKey.objects.get(pk=key.pk).status == "active"
+
+
+@pytest.mark.parametrize("store_config", ["vault"], indirect=True)
+def test_retirement_runs_on_the_worker_and_destroys_in_vault(worker, bao, store_config):
+    key = _key()
+    keys.do_rotate_key(
+        key, secret=openai_key(), grace_period_seconds=0, validate=False, actor=SYSTEM
+    )
+    time.sleep(0.01)
+    worker.send(tasks.retire_versions)
+    wait_for(
+        lambda: KeyVersion.objects.filter(key=key, stage="destroyed").count() == 1,
+        what="the retirement",
+    )
+    metadata = bao.client().secrets.kv.v2.read_secret_metadata(
+        path=f"{store_config['path_prefix']}/{key.store_path}", mount_point=bao.kv_mount
+    )
+    assert {v: d["destroyed"] for v, d in metadata["data"]["versions"].items()} == {
+        "1": True,
+        "2": False,
+    }
+    assert KeyVersion.objects.filter(key=key, stage="current").count() == 1
+
+
+def _redis_dump(url: str) -> str:
+    """Every key of the broker's database with its value, whatever its type."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    readers = {
+        b"string": lambda name: client.get(name),
+        b"list": lambda name: client.lrange(name, 0, -1),
+        b"hash": lambda name: client.hgetall(name),
+        b"set": lambda name: client.smembers(name),
+        b"zset": lambda name: client.zrange(name, 0, -1),
+        b"stream": lambda name: client.xrange(name),
+    }
+    parts = []
+    for name in client.scan_iter(count=1000):
+        kind = client.type(name)
+        value = readers.get(kind if isinstance(kind, bytes) else str(kind).encode(), lambda _: b"")(
+            name
+        )
+        parts.append(f"{name!r}={value!r}")
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("store_config", ["vault"], indirect=True)
+def test_no_key_or_token_reaches_redis_through_jobs(worker, provider_stub, settings):
+    from tests.kms.test_canary import assert_absent, canary
+
+    secret = canary()
+    key = keys.do_onboard_key(
+        make_tenant(), keys.KeyInput("openai", "prod", secret), validate=False, actor=SYSTEM
+    )
+    provider_stub.answer(429, docs.OPENAI_RATE, headers={"retry-after": "1"})
+    worker.send(tasks.check_key, str(key.id))
+    wait_for(lambda: ValidationResult.objects.filter(key=key).count() >= 1, what="a check")
+    in_flight = _redis_dump(settings.CELERY_BROKER_URL)  # the retry is waiting in the broker now
+    provider_stub.answer(401, docs.OPENAI_INVALID)
+    wait_for(
+        lambda: ProviderKey.objects.get(pk=key.pk).status == "invalid", timeout=40, what="the retry"
+    )
+    assert any(secret in s.headers.get("authorization", "") for s in provider_stub.seen)
+    assert_absent(secret, in_flight + _redis_dump(settings.CELERY_BROKER_URL), "Redis")
