@@ -55,3 +55,17 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain}#{self.seq} {self.action} {self.outcome}"
+
+
+class ChainCheck(models.Model):
+    """The last verification result of one chain (written by the periodic job)."""
+
+    chain = models.CharField(max_length=80, primary_key=True)
+    ok = models.BooleanField()
+    events_checked = models.BigIntegerField()
+    head = models.CharField(max_length=64)
+    first_bad = models.CharField(max_length=500, blank=True)
+    checked_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.chain}: {'ok' if self.ok else 'BROKEN'}"

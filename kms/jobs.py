@@ -19,6 +19,7 @@ from audit.recorder import record
 from kms.backends import get_store
 from kms.keys import do_validate_key
 from kms.models import KeyStatus, KeyVersion, ProviderKey, ScopedToken, Stage, ValidationResult
+from kms.webhooks import notify
 
 JOBS = Actor.system("jobs")
 
@@ -85,6 +86,15 @@ def retire_version(version_pk: int) -> bool:
         get_store(key.store).destroy(key.store_path, [version.version])
         version.stage, version.destroyed_at = Stage.DESTROYED, now
         version.save(update_fields=["stage", "destroyed_at"])
+        notify(
+            "key.version_retired",
+            {
+                "tenant": key.tenant.slug,
+                "key_id": str(key.id),
+                "provider": key.provider,
+                "version": version.version,
+            },
+        )
         record(
             "key.version_retired",
             actor=JOBS,
@@ -110,6 +120,16 @@ def flag_rotation_due(now: datetime | None = None) -> int:
                 or key.rotation_due_at > now
             ):
                 continue
+            notify(
+                "key.rotation_due",
+                {
+                    "tenant": key.tenant.slug,
+                    "key_id": str(key.id),
+                    "provider": key.provider,
+                    "label": key.label,
+                    "rotation_due_at": key.rotation_due_at.isoformat(),
+                },
+            )
             record(
                 "key.rotation_due",
                 actor=JOBS,

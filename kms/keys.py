@@ -44,6 +44,7 @@ from kms.providers import (
     check_secret_shape,
     get_adapter,
 )
+from kms.webhooks import notify
 from tenants.models import Tenant
 
 MAX_GRACE_SECONDS = 30 * 24 * 3600
@@ -266,6 +267,16 @@ def _note_check(
     return result
 
 
+def _key_payload(key: ProviderKey, **extra: Any) -> dict[str, Any]:
+    return {
+        "tenant": key.tenant.slug,
+        "key_id": str(key.id),
+        "provider": key.provider,
+        "label": key.label,
+        **extra,
+    }
+
+
 def _destroy_quietly(store_name: str, path: str, versions: list[int]) -> None:
     # An orphan left by a store outage is unreferenced, and `versions()` still finds it.
     with contextlib.suppress(StoreUnavailable):
@@ -318,6 +329,10 @@ def do_validate_key(key: ProviderKey, *, actor: Actor, trigger: str = "manual") 
         previous = locked.status
         if locked.status != KeyStatus.REVOKED and locked.current_version == version:
             if check.outcome == Outcome.INVALID:
+                if locked.status != KeyStatus.INVALID:
+                    notify(
+                        "key.invalid", _key_payload(locked, reason=check.reason, version=version)
+                    )
                 locked.status = KeyStatus.INVALID
             elif check.outcome == Outcome.VALID and locked.status == KeyStatus.INVALID:
                 locked.status = KeyStatus.ACTIVE

@@ -59,3 +59,40 @@ def flag_rotation_due() -> None:
 @shared_task(name="keyward.kms.purge_expired_tokens", acks_late=True)
 def purge_expired_tokens() -> None:
     jobs.purge_expired_tokens()
+
+
+@shared_task(name="keyward.kms.rewrap_local_store", acks_late=True)
+def rewrap_local_store() -> None:
+    """Re-wrap local-store data keys under the newest master key (no-op without one)."""
+    from kms.backends.local import rewrap_all
+
+    if settings.MASTER_KEYS:
+        rewrap_all()
+
+
+class WebhookNotDelivered(Exception):
+    """The receiver did not answer 2xx; the task retries with backoff."""
+
+
+@shared_task(
+    name="keyward.kms.deliver_webhook",
+    acks_late=True,
+    max_retries=8,
+    autoretry_for=(WebhookNotDelivered,),
+    retry_backoff=5,
+    retry_backoff_max=3600,
+    retry_jitter=True,
+)
+def deliver_webhook(delivery_id: str) -> None:
+    from kms import webhooks
+
+    if not webhooks.deliver(delivery_id):
+        raise WebhookNotDelivered()
+
+
+@shared_task(name="keyward.kms.deliver_pending_webhooks", acks_late=True)
+def deliver_pending_webhooks() -> None:
+    from kms import webhooks
+
+    for delivery_id in webhooks.pending():
+        deliver_webhook.delay(delivery_id)

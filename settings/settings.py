@@ -291,6 +291,11 @@ if not CELERY_BROKER_URL:
         "control_folder": str(DATA_DIR / "broker-control"),
         "store_processed": False,
     }
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # An unacknowledged task (its worker died) is handed out again after this many seconds.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.number("KEYWARD_BROKER_VISIBILITY_TIMEOUT", 3600, minimum=1)
+    }
 CELERY_TASK_DEFAULT_QUEUE = env.text("KEYWARD_CELERY_QUEUE", "keyward")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -300,6 +305,20 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+_webhooks = env.secret("KEYWARD_WEBHOOKS")
+try:
+    WEBHOOKS: list[dict[str, Any]] = json.loads(_webhooks) if _webhooks else []
+except ValueError:
+    raise ImproperlyConfigured("KEYWARD_WEBHOOKS: not valid JSON") from None
+if not isinstance(WEBHOOKS, list) or not all(
+    isinstance(h, dict) and isinstance(h.get("url"), str) and len(str(h.get("secret", ""))) >= 16
+    for h in WEBHOOKS
+):
+    raise ImproperlyConfigured(
+        'KEYWARD_WEBHOOKS: expected [{"url": "https://...", "secret": "<16+ chars>", '
+        '"events": [...]}]'
+    )
+WEBHOOK_MAX_ATTEMPTS = env.number("KEYWARD_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
 JOB_RETRY_BASE_SECONDS = env.number("KEYWARD_JOB_RETRY_BASE_SECONDS", 30, minimum=1)
 KEY_CHECK_INTERVAL = env.number("KEYWARD_KEY_CHECK_INTERVAL", 6 * 3600, minimum=60)
 _SCHEDULE = {
@@ -308,6 +327,9 @@ _SCHEDULE = {
     "keyward.kms.retire_versions": ("KEYWARD_SCHEDULE_RETIRE_VERSIONS", 300),
     "keyward.kms.flag_rotation_due": ("KEYWARD_SCHEDULE_ROTATION_DUE", 3600),
     "keyward.kms.purge_expired_tokens": ("KEYWARD_SCHEDULE_PURGE_TOKENS", 3600),
+    "keyward.kms.rewrap_local_store": ("KEYWARD_SCHEDULE_REWRAP", 24 * 3600),
+    "keyward.audit.verify_chains": ("KEYWARD_SCHEDULE_VERIFY_AUDIT", 3600),
+    "keyward.kms.deliver_pending_webhooks": ("KEYWARD_SCHEDULE_WEBHOOK_SWEEP", 120),
 }
 CELERY_BEAT_SCHEDULE = {
     task: {"task": task, "schedule": float(seconds)}

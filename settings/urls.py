@@ -1,7 +1,7 @@
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from settings import ops
+from settings import metrics, ops
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("tenants.urls")),
@@ -23,6 +23,7 @@ api_v1: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("api/v1/", include(api_v1)),
 ]
 

@@ -19,8 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Worker:
-    def __init__(self, store: dict[str, Any], provider_url: str, log: Path) -> None:
-        self.queue = f"keyward-test-{uuid.uuid4().hex[:10]}"
+    def __init__(
+        self,
+        store: dict[str, Any],
+        provider_url: str,
+        log: Path,
+        webhooks: str = "",
+        queue: str | None = None,
+        visibility_timeout: int = 3600,
+    ) -> None:
+        self.queue = queue or f"keyward-test-{uuid.uuid4().hex[:10]}"
         db = connection.settings_dict
         env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
         env.update(
@@ -32,7 +40,10 @@ class Worker:
             KEYWARD_PROVIDER_BASE_URLS=json.dumps({"openai": provider_url}),
             KEYWARD_JOB_RETRY_BASE_SECONDS="1",
             KEYWARD_PROVIDER_TIMEOUT_MS="1000",
+            KEYWARD_BROKER_VISIBILITY_TIMEOUT=str(visibility_timeout),
         )
+        if webhooks:
+            env["KEYWARD_WEBHOOKS"] = webhooks
         if store["backend"] == "vault":
             env.update(
                 KEYWARD_SECRET_STORE="vault",
@@ -78,6 +89,11 @@ class Worker:
 
     def send(self, task: Any, *args: Any) -> None:
         task.apply_async(args, queue=self.queue)
+
+    def kill(self) -> None:
+        """SIGKILL: no warm shutdown, the task in hand stays unacknowledged."""
+        self.proc.kill()
+        self.proc.wait(timeout=15)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -36,3 +36,16 @@ def test_readyz_names_a_secret_store_without_keys(client):
         response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["down"] == ["secret_store"]
+
+
+@pytest.mark.django_db
+def test_metrics_are_prometheus_text_without_names_or_secrets(client, world):
+    token = world.token()
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    text = response.content.decode()
+    assert 'keyward_provider_keys{status="active"} 2' in text
+    assert "keyward_tokens_live 1" in text
+    for value in (token, world.secret_a, world.actors.tenant_a.slug, world.principal.name):
+        assert value not in text

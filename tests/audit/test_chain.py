@@ -127,3 +127,21 @@ def test_audit_verify_passes_on_intact_chains(chain_of_five, capsys):
     call_command("audit_verify")
     out = capsys.readouterr().out
     assert "ok: 2 chains, 6 events" in out
+
+
+def test_the_periodic_verification_alerts_once_and_exposes_a_metric(chain_of_five, client):
+    from audit.jobs import verify_chains
+
+    assert verify_chains() == []
+    assert "keyward_audit_chains_broken 0" in client.get("/metrics").content.decode()
+    victim = chain_of_five[3]
+    tamper(["UPDATE audit_event SET target = 'forged' WHERE id = %s"], [victim.id])
+    broken = verify_chains()
+    assert broken == [victim.chain]
+    assert verify_chains() == broken
+    alerts = AuditEvent.objects.filter(action="audit.chain_broken")
+    assert alerts.count() == 1, "one alert per breakage, not one per run"
+    assert str(victim.id) in alerts.get().details["first_bad"]
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert "keyward_audit_chains_broken 1" in metrics.content.decode()

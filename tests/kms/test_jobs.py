@@ -102,3 +102,51 @@ def test_backoff_honours_retry_after_and_grows(settings):
     assert all(jobs.backoff(3, None) <= 8 for _ in range(50))
     spread = jobs.spread(10, 600)
     assert len(spread) == 10 and all(0 <= s <= 600 for s in spread)
+
+
+def test_each_notifying_job_queues_one_delivery_per_webhook(world, settings, provider_stub):
+    from kms.models import WebhookDelivery
+
+    settings.WEBHOOKS = [
+        {"url": "https://hooks.example/a", "secret": "x" * 20},
+        {"url": "https://hooks.example/b", "secret": "y" * 20, "events": ["key.invalid"]},
+    ]
+    ProviderKey.objects.filter(pk=world.key_a.pk).update(
+        rotation_due_at=timezone.now() - timedelta(days=1)
+    )
+    jobs.flag_rotation_due()
+    _rotated(world, grace=0)
+    jobs.retire_version(jobs.due_versions()[0])
+    provider_stub.answer(401, docs.OPENAI_INVALID)
+    jobs.check_key(world.key_a.id)
+    jobs.check_key(world.key_a.id)  # already invalid: no second notification
+    sent = sorted(WebhookDelivery.objects.values_list("event", "url"))
+    assert sent == [
+        ("key.invalid", "https://hooks.example/a"),
+        ("key.invalid", "https://hooks.example/b"),
+        ("key.rotation_due", "https://hooks.example/a"),
+        ("key.version_retired", "https://hooks.example/a"),
+    ]
+    for delivery in WebhookDelivery.objects.all():
+        assert "sk-proj-" not in repr(delivery.payload)
+
+
+def test_a_failing_receiver_is_retried_and_every_attempt_recorded(world, settings):
+    from kms import webhooks
+    from tests.provider_stub import ProviderStub
+
+    receiver = ProviderStub()
+    try:
+        settings.WEBHOOKS = [{"url": receiver.url + "/h", "secret": "z" * 20}]
+        settings.WEBHOOK_MAX_ATTEMPTS = 3
+        (delivery,) = webhooks.notify("key.invalid", {"key_id": str(world.key_a.id)})
+        receiver.answer(500, {})
+        assert webhooks.deliver(delivery.pk) is False
+        receiver.answer(200, {})
+        assert webhooks.deliver(delivery.pk) is True
+        assert webhooks.deliver(delivery.pk) is True, "a redelivered task sends nothing twice"
+    finally:
+        receiver.close()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 2, 200)
+    assert len(receiver.seen) == 2

@@ -122,3 +122,100 @@ def test_no_key_or_token_reaches_redis_through_jobs(worker, provider_stub, setti
     )
     assert any(secret in s.headers.get("authorization", "") for s in provider_stub.seen)
     assert_absent(secret, in_flight + _redis_dump(settings.CELERY_BROKER_URL), "Redis")
+
+
+@pytest.mark.parametrize("store_config", ["vault"], indirect=True)
+def test_an_invalid_key_sends_a_signed_webhook(
+    committed_db, provider_stub, store_config, default_store, tmp_path, settings
+):
+    import hashlib
+    import hmac
+    import json
+
+    from kms.models import WebhookDelivery
+    from tests.provider_stub import ProviderStub
+
+    receiver = ProviderStub()
+    settings.WEBHOOKS = [{"url": receiver.url + "/hooks/keyward", "secret": "whsec-" + "s" * 24}]
+    worker = Worker(
+        store_config,
+        provider_stub.url,
+        tmp_path / "worker.log",
+        webhooks=json.dumps(settings.WEBHOOKS),
+    )
+    try:
+        key = _key()
+        provider_stub.answer(401, docs.OPENAI_INVALID)
+        worker.send(tasks.check_key, str(key.id))
+        wait_for(
+            lambda: WebhookDelivery.objects.filter(status="delivered").exists(), what="the webhook"
+        )
+        # the worker enqueued the delivery on its own default queue: nothing reaches it from here
+    finally:
+        worker.stop()
+        receiver.close()
+    seen = receiver.seen[-1]
+    assert seen.path == "/hooks/keyward" and seen.headers["x-keyward-event"] == "key.invalid"
+    stamp, mac = (part.split("=", 1)[1] for part in seen.headers["x-keyward-signature"].split(","))
+    expected = hmac.new(
+        b"whsec-" + b"s" * 24, stamp.encode() + b"." + seen.body, hashlib.sha256
+    ).hexdigest()
+    assert hmac.compare_digest(mac, expected)
+    body = json.loads(seen.body)
+    assert (body["event"], body["key_id"]) == ("key.invalid", str(key.id))
+    assert "sk-proj-" not in seen.body.decode()
+    delivery = WebhookDelivery.objects.get()
+    assert (delivery.attempts, delivery.last_status_code) == (1, 200)
+
+
+@pytest.mark.parametrize("store_config", ["vault"], indirect=True)
+def test_a_worker_killed_mid_retirement_leaves_exactly_one_retirement(
+    committed_db, provider_stub, store_config, default_store, bao, tmp_path
+):
+    from audit.verify import verify_all
+    from tests import pg
+
+    key = _key()
+    keys.do_rotate_key(
+        key, secret=openai_key(), grace_period_seconds=0, validate=False, actor=SYSTEM
+    )
+    previous = KeyVersion.objects.get(key=key, stage="previous")
+    first = Worker(store_config, provider_stub.url, tmp_path / "first.log", visibility_timeout=2)
+    with pg.connect(pg.APP_ROLE) as holder:  # hold the version's row lock: the task blocks mid-way
+        holder.execute("SELECT id FROM kms_keyversion WHERE id = %s FOR UPDATE", [previous.pk])
+        first.send(tasks.retire_version, previous.pk)
+        wait_for(
+            lambda: "keyward.kms.retire_version" in first.log.read_text(), what="the task to start"
+        )
+        time.sleep(0.5)
+        first.kill()
+        holder.rollback()
+    assert KeyVersion.objects.get(pk=previous.pk).stage == "previous", "nothing happened yet"
+    time.sleep(2.5)  # past the visibility timeout: the broker hands the task out again
+    second = Worker(
+        store_config,
+        provider_stub.url,
+        tmp_path / "second.log",
+        queue=first.queue,
+        visibility_timeout=2,
+    )
+    try:
+        wait_for(
+            lambda: KeyVersion.objects.get(pk=previous.pk).stage == "destroyed",
+            timeout=40,
+            what="the redelivered retirement",
+        )
+    finally:
+        second.stop()
+    assert (
+        AuditEvent.objects.filter(action="key.version_retired", target=f"key:{key.id}").count() == 1
+    )
+    assert KeyVersion.objects.filter(key=key, stage="current").count() == 1
+    metadata = bao.client().secrets.kv.v2.read_secret_metadata(
+        path=f"{store_config['path_prefix']}/{key.store_path}", mount_point=bao.kv_mount
+    )
+    assert {v: d["destroyed"] for v, d in metadata["data"]["versions"].items()} == {
+        "1": True,
+        "2": False,
+    }
+    assert all(result.ok for result in verify_all())
