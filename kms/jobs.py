@@ -32,19 +32,35 @@ def check_key(key_id: UUID | str) -> ValidationResult | None:
     return do_validate_key(key, actor=JOBS, trigger="job")
 
 
-def keys_to_check() -> list[str]:
-    return [
-        str(k)
-        for k in ProviderKey.objects.filter(status=KeyStatus.ACTIVE).values_list("id", flat=True)
-    ]
+def keys_to_check() -> list[tuple[str, str]]:
+    """(key id, provider) of every active key."""
+    rows = ProviderKey.objects.filter(status=KeyStatus.ACTIVE).values_list("id", "provider")
+    return [(str(key_id), provider) for key_id, provider in rows]
 
 
-def spread(count: int, interval_seconds: int) -> list[float]:
-    """Start offsets that spread `count` checks over the interval, with jitter."""
+def spread(count: int, interval_seconds: int, per_minute: int | None = None) -> list[float]:
+    """Start offsets that spread `count` checks over the interval, with jitter, and never
+    closer together than `per_minute` allows (the cap wins over the interval)."""
     if count == 0:
         return []
     step = interval_seconds / count
+    if per_minute:
+        step = max(step, 60 / per_minute)
     return [i * step + random.uniform(0, step) for i in range(count)]  # noqa: S311 - scheduling jitter
+
+
+def schedule(keys: list[tuple[str, str]]) -> list[tuple[str, float]]:
+    """When to check each key: spread over the interval, capped per provider."""
+    by_provider: dict[str, list[str]] = {}
+    for key_id, provider in keys:
+        by_provider.setdefault(provider, []).append(key_id)
+    plan: list[tuple[str, float]] = []
+    for ids in by_provider.values():
+        offsets = spread(
+            len(ids), settings.KEY_CHECK_INTERVAL, settings.KEY_CHECKS_PER_PROVIDER_PER_MINUTE
+        )
+        plan.extend(zip(ids, offsets, strict=True))
+    return sorted(plan, key=lambda item: item[1])
 
 
 def backoff(retries: int, retry_after: float | None, cap: float = 3600) -> float:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -267,6 +268,17 @@ def _note_check(
     return result
 
 
+def _permission_failures_exhausted(key: ProviderKey) -> bool:
+    """True when the configured number of latest checks all said insufficient_permissions."""
+    threshold = settings.INVALID_AFTER_PERMISSION_FAILURES
+    if threshold <= 0:
+        return False
+    latest = list(
+        key.validations.order_by("-checked_at", "-id").values_list("result", flat=True)[:threshold]
+    )
+    return len(latest) == threshold and all(r == Outcome.INSUFFICIENT_PERMISSIONS for r in latest)
+
+
 def _key_payload(key: ProviderKey, **extra: Any) -> dict[str, Any]:
     return {
         "tenant": key.tenant.slug,
@@ -328,7 +340,7 @@ def do_validate_key(key: ProviderKey, *, actor: Actor, trigger: str = "manual") 
         result.retry_after = check.retry_after  # type: ignore[attr-defined]  # for job retries
         previous = locked.status
         if locked.status != KeyStatus.REVOKED and locked.current_version == version:
-            if check.outcome == Outcome.INVALID:
+            if check.outcome == Outcome.INVALID or _permission_failures_exhausted(locked):
                 if locked.status != KeyStatus.INVALID:
                     notify(
                         "key.invalid", _key_payload(locked, reason=check.reason, version=version)

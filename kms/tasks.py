@@ -24,11 +24,8 @@ def check_key(self: Any, key_id: str) -> None:
 
 @shared_task(name="keyward.kms.schedule_key_checks", acks_late=True)
 def schedule_key_checks() -> None:
-    """Spread a check of every active key over the check interval."""
-    key_ids = jobs.keys_to_check()
-    for key_id, offset in zip(
-        key_ids, jobs.spread(len(key_ids), settings.KEY_CHECK_INTERVAL), strict=True
-    ):
+    """Spread a check of every active key over the check interval, capped per provider."""
+    for key_id, offset in jobs.schedule(jobs.keys_to_check()):
         check_key.apply_async((key_id,), countdown=offset)
 
 

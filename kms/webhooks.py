@@ -14,8 +14,8 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -48,14 +48,20 @@ def notify(event: str, payload: dict[str, Any]) -> list[WebhookDelivery]:
         for hook in _targets(event)
     ]
     for delivery in deliveries:
-        transaction.on_commit(partial(_enqueue, delivery.pk), robust=True)
+        transaction.on_commit(_sender(delivery.pk), robust=True)
     return deliveries
 
 
-def _enqueue(delivery_id: UUID) -> None:
-    from kms.tasks import deliver_webhook
+def _sender(delivery_id: UUID) -> Callable[[], None]:
+    """A named callback (robust on_commit logs its name if the broker refuses it; the row
+    stays pending and the sweep sends it later)."""
 
-    deliver_webhook.delay(str(delivery_id))
+    def send_webhook() -> None:
+        from kms.tasks import deliver_webhook
+
+        deliver_webhook.delay(str(delivery_id))
+
+    return send_webhook
 
 
 def deliver(delivery_id: UUID | str) -> bool:
@@ -106,9 +112,9 @@ def deliver(delivery_id: UUID | str) -> bool:
     return ok or delivery.status == WebhookDelivery.Status.FAILED
 
 
-def pending(older_than: timedelta = timedelta(minutes=1)) -> list[str]:
+def pending() -> list[str]:
     """Deliveries still waiting a while after they were written (e.g. the broker was down)."""
-    cutoff = timezone.now() - older_than
+    cutoff = timezone.now() - timedelta(seconds=settings.WEBHOOK_SWEEP_AFTER_SECONDS)
     return [
         str(pk)
         for pk in WebhookDelivery.objects.filter(

@@ -297,6 +297,15 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "visibility_timeout": env.number("KEYWARD_BROKER_VISIBILITY_TIMEOUT", 3600, minimum=1)
     }
 CELERY_TASK_DEFAULT_QUEUE = env.text("KEYWARD_CELERY_QUEUE", "keyward")
+# Publishing must not hang a request when the broker is down: webhook deliveries are kept
+# in the database and re-sent by a periodic sweep, so a failed publish loses nothing.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -318,9 +327,15 @@ if not isinstance(WEBHOOKS, list) or not all(
         'KEYWARD_WEBHOOKS: expected [{"url": "https://...", "secret": "<16+ chars>", '
         '"events": [...]}]'
     )
+WEBHOOK_SWEEP_AFTER_SECONDS = env.number("KEYWARD_WEBHOOK_SWEEP_AFTER_SECONDS", 60)
 WEBHOOK_MAX_ATTEMPTS = env.number("KEYWARD_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
 JOB_RETRY_BASE_SECONDS = env.number("KEYWARD_JOB_RETRY_BASE_SECONDS", 30, minimum=1)
-KEY_CHECK_INTERVAL = env.number("KEYWARD_KEY_CHECK_INTERVAL", 6 * 3600, minimum=60)
+KEY_CHECKS_PER_PROVIDER_PER_MINUTE = env.number(
+    "KEYWARD_KEY_CHECKS_PER_PROVIDER_PER_MINUTE", 60, minimum=1
+)
+# 0: insufficient_permissions never changes a key's status; N: N in a row mark it invalid.
+INVALID_AFTER_PERMISSION_FAILURES = env.number("KEYWARD_INVALID_AFTER_PERMISSION_FAILURES", 0)
+KEY_CHECK_INTERVAL = env.number("KEYWARD_KEY_CHECK_INTERVAL", 6 * 3600, minimum=1)
 _SCHEDULE = {
     # task name: (environment variable, default seconds); 0 turns an entry off
     "keyward.kms.schedule_key_checks": ("KEYWARD_SCHEDULE_KEY_CHECKS", KEY_CHECK_INTERVAL),

@@ -27,6 +27,8 @@ class Worker:
         webhooks: str = "",
         queue: str | None = None,
         visibility_timeout: int = 3600,
+        broker: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.queue = queue or f"keyward-test-{uuid.uuid4().hex[:10]}"
         db = connection.settings_dict
@@ -35,15 +37,18 @@ class Worker:
             KEYWARD_DATA_DIR=str(settings.DATA_DIR),
             KEYWARD_QUIET_EMBEDDED="1",
             KEYWARD_DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            KEYWARD_BROKER_URL=settings.CELERY_BROKER_URL,
+            KEYWARD_BROKER_URL=broker or settings.CELERY_BROKER_URL,
             KEYWARD_CELERY_QUEUE=self.queue,
             KEYWARD_PROVIDER_BASE_URLS=json.dumps({"openai": provider_url}),
             KEYWARD_JOB_RETRY_BASE_SECONDS="1",
             KEYWARD_PROVIDER_TIMEOUT_MS="1000",
             KEYWARD_BROKER_VISIBILITY_TIMEOUT=str(visibility_timeout),
+            KEYWARD_KEY_CHECK_INTERVAL="2",
+            KEYWARD_KEY_CHECKS_PER_PROVIDER_PER_MINUTE="600",
         )
         if webhooks:
             env["KEYWARD_WEBHOOKS"] = webhooks
+        env.update(extra_env or {})
         if store["backend"] == "vault":
             env.update(
                 KEYWARD_SECRET_STORE="vault",

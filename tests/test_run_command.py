@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ def test_scripts_run_serves_healthz_and_the_openapi_document(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
     env["KEYWARD_DATA_DIR"] = str(tmp_path / "data")
+    env["KEYWARD_SCHEDULE_VERIFY_AUDIT"] = "1"  # beat sends the audit verification every second
     log = (tmp_path / "run.log").open("w")
     proc = subprocess.Popen(
         ["bash", "scripts/run", "--port", str(port)],
@@ -58,7 +60,30 @@ def test_scripts_run_serves_healthz_and_the_openapi_document(tmp_path):
         assert ready.json()["checks"] == {"database": "ok", "secret_store": "ok", "broker": "ok"}
         output = (tmp_path / "run.log").read_text()
         assert "create_admin" in output and f":{port}" in output
-        assert (tmp_path / "data" / "keyward.sqlite3").exists()
+        database = tmp_path / "data" / "keyward.sqlite3"
+        assert database.exists()
+        created = subprocess.run(
+            ["bash", "-c", ".venv/bin/python manage.py create_admin first --role security_admin"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert created.returncode == 0, created.stderr
+        token = created.stdout.strip()
+        tenants = requests.get(
+            f"{base}/api/v1/tenants", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        assert tenants.status_code == 200
+        # The worker and beat, on the file broker, verify the chain that event started.
+        deadline = time.monotonic() + 60
+        checked: list[tuple[str, int]] = []
+        while time.monotonic() < deadline and not checked:
+            with sqlite3.connect(database) as db:
+                checked = db.execute("SELECT chain, ok FROM audit_chaincheck").fetchall()
+            time.sleep(0.5)
+        assert checked == [("global", 1)], (tmp_path / "run.log").read_text()[-3000:]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

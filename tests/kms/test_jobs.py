@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -150,3 +151,29 @@ def test_a_failing_receiver_is_retried_and_every_attempt_recorded(world, setting
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 2, 200)
     assert len(receiver.seen) == 2
+
+
+def test_checks_are_capped_per_provider(settings):
+    settings.KEY_CHECK_INTERVAL = 60
+    settings.KEY_CHECKS_PER_PROVIDER_PER_MINUTE = 10
+    keys_ = [(f"o{i}", "openai") for i in range(20)] + [(f"a{i}", "anthropic") for i in range(2)]
+    plan = dict(jobs.schedule(keys_))
+    openai = sorted(plan[f"o{i}"] for i in range(20))
+    assert all(later - earlier > 0 for earlier, later in itertools.pairwise(openai))
+    assert openai[-1] >= 19 * 6, "20 openai checks at 10 a minute take at least 114 seconds"
+    assert max(plan["a0"], plan["a1"]) <= 60, "another provider is not held back"
+
+
+@pytest.mark.parametrize(("threshold", "final"), [(0, "active"), (3, "invalid")])
+def test_consecutive_permission_failures_mark_a_key_invalid_only_when_configured(
+    world, provider_stub, settings, threshold, final
+):
+    settings.INVALID_AFTER_PERMISSION_FAILURES = threshold
+    provider_stub.answer(403, docs.OPENAI_FORBIDDEN)
+    for _ in range(2):
+        jobs.check_key(world.key_a.id)
+        world.key_a.refresh_from_db()
+        assert world.key_a.status == "active"
+    jobs.check_key(world.key_a.id)
+    world.key_a.refresh_from_db()
+    assert world.key_a.status == final

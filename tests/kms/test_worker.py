@@ -219,3 +219,17 @@ def test_a_worker_killed_mid_retirement_leaves_exactly_one_retirement(
         "2": False,
     }
     assert all(result.ok for result in verify_all())
+
+
+@pytest.mark.parametrize("store_config", ["vault"], indirect=True)
+def test_the_scheduled_sweep_checks_every_active_key_on_the_worker(worker, provider_stub, settings):
+    first, second = _key(), _key()
+    provider_stub.answer(200)
+    worker.send(tasks.schedule_key_checks)  # interval from the worker's settings: spread, then run
+    wait_for(
+        lambda: (
+            ValidationResult.objects.filter(key__in=[first, second], trigger="job").count() == 2
+        ),
+        timeout=60,
+        what="both scheduled checks",
+    )
