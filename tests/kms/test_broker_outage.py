@@ -61,14 +61,25 @@ def _answers(port: int) -> bool:
         return False
 
 
+def _reset_broker_pools() -> None:
+    """Drop the app's connection and producer pools so the next publish uses conf again."""
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
+
+
 @pytest.fixture
 def private_broker(monkeypatch):
     broker = PrivateRedis()
     monkeypatch.setattr(app.conf, "broker_url", broker.url)
-    app.close()
+    _reset_broker_pools()
     yield broker
     broker.stop()
-    app.close()
+    monkeypatch.undo()
+    _reset_broker_pools()
 
 
 def test_a_broker_outage_loses_no_notification(
