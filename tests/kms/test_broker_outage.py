@@ -63,9 +63,10 @@ def _answers(port: int) -> bool:
 
 def _reset_broker_pools() -> None:
     """Drop the app's connection and producer pools so the next publish uses conf again."""
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    pool = getattr(app, "_pool", None)
+    if pool is not None:
+        pool.force_close_all()
+        setattr(app, "_pool", None)  # noqa: B010 - the attribute is private to Celery
     amqp = app.__dict__.get("amqp")
     if amqp is not None:
         amqp._producer_pool = None
