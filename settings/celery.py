@@ -15,7 +15,10 @@ app.autodiscover_tasks()
 @task_prerun.connect
 @task_postrun.connect
 def _fresh_connections(**kwargs: object) -> None:
-    """Drop database connections that broke or aged out, before and after every task."""
-    from django.db import close_old_connections
+    """Drop database connections that broke or aged out, before and after every task (never
+    one inside a transaction, as when a task runs eagerly within a caller's)."""
+    from django.db import connections
 
-    close_old_connections()
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()

@@ -6,6 +6,7 @@ from settings import metrics, ops
 api_v1: list[URLPattern | URLResolver] = [
     path("", include("tenants.urls")),
     path("", include("kms.urls")),
+    path("", include("audit.urls")),
     path(
         "schema/",
         SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),

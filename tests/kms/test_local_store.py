@@ -141,3 +141,16 @@ def test_the_rewrap_command_reports_and_audits(settings):
         assert get_store().get(path, 1) == "sk-cmd"
     event = AuditEvent.objects.get(action="store.master_key_rewrapped")
     assert event.details["rewrapped"] == 1
+
+
+@pytest.mark.django_db
+def test_the_rewrap_job_runs_as_a_task(settings):
+    from kms import tasks
+
+    path = f"t/{rand()}"
+    get_store().put(path, "sk-task", expected_version=0)
+    newest = max(settings.MASTER_KEYS) + 1
+    with override_settings(MASTER_KEYS={**settings.MASTER_KEYS, newest: b"\x0b" * 32}):
+        tasks.rewrap_local_store.apply()
+        assert LocalSecret.objects.get(path=path).master_key_id == newest
+        assert get_store().get(path, 1) == "sk-task"
