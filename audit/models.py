@@ -69,3 +69,18 @@ class ChainCheck(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain}: {'ok' if self.ok else 'BROKEN'}"
+
+
+class Checkpoint(models.Model):
+    """A signed export's manifest digest; each manifest names the one before it."""
+
+    manifest_sha256 = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    count = models.BigIntegerField()
+    chains = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+
+    def __str__(self) -> str:
+        return self.manifest_sha256

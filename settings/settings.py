@@ -67,6 +67,7 @@ def _vault_store() -> dict[str, Any]:
         "namespace": env.text("KEYWARD_VAULT_NAMESPACE"),
         "ca_cert": env.text("KEYWARD_VAULT_CACERT"),
         "kv_mount": env.text("KEYWARD_VAULT_KV_MOUNT", "secret"),
+        "transit_mount": env.text("KEYWARD_VAULT_TRANSIT_MOUNT", "transit"),
         "path_prefix": env.text("KEYWARD_VAULT_PATH_PREFIX", "keyward"),
         "timeout": env.number("KEYWARD_VAULT_TIMEOUT_MS", 5000, minimum=100) / 1000,
     }

@@ -10,6 +10,7 @@ from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -152,3 +153,69 @@ class HmacView(KeywardView):
         with transaction.atomic():
             record("audit.hmac_lookup", actor=self.actor, details={})
         return Response({"hmac": digest}, headers={"Cache-Control": "no-store"})
+
+
+class _StreamNegotiation(DefaultContentNegotiation):
+    """The export streams its own bytes; `format=` names the export format, not a renderer."""
+
+    def select_renderer(self, request: Any, renderers: Any, format_suffix: Any = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+class ExportView(EventListView):
+    """Stream a signed export (`format=jsonl|csv`); the manifest is the last line."""
+
+    permissions_by_method = {"GET": (Auditor,)}
+    content_negotiation_class = _StreamNegotiation
+
+    @extend_schema(responses={(200, "application/x-ndjson"): str})
+    def get(self, request: Request) -> Any:
+        from django.http import StreamingHttpResponse
+
+        from audit.export import Export, Scope
+
+        params = request.query_params
+        fmt = params.get("format", "jsonl")
+        if fmt not in ("jsonl", "csv"):
+            raise BadFilter(fields={"format": ["jsonl or csv."]})
+        unknown = sorted(set(params) - {"format", "since", "until", "tenant"})
+        if unknown:
+            raise BadFilter(
+                "Unknown filter.", fields={name: ["Unknown filter."] for name in unknown}
+            )
+        tenants = (
+            None
+            if self.access.all_tenants
+            else tuple(self.access.tenants().values_list("slug", flat=True))
+        )
+        scope = Scope(
+            since=_moment("since", params["since"]) if params.get("since") else None,
+            until=_moment("until", params["until"]) if params.get("until") else None,
+            tenant=params.get("tenant") or None,
+            tenants=tenants,
+        )
+        content_type = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
+        response = StreamingHttpResponse(
+            Export(scope, fmt, actor=self.actor).lines(), content_type=content_type
+        )
+        response["Content-Disposition"] = f'attachment; filename="keyward-audit.{fmt}"'
+        return response
+
+
+class PublicKeyView(KeywardView):
+    """The public half of the export-signing key, and its fingerprint."""
+
+    permissions_by_method = {"GET": (Auditor,)}
+
+    @extend_schema(responses=dict)
+    def get(self, request: Request) -> Response:
+        from audit import signing
+
+        public = signing.signer().public_pem()
+        return Response(
+            {
+                "algorithm": "ed25519",
+                "public_key_pem": public.decode(),
+                "fingerprint": signing.fingerprint(public),
+            }
+        )

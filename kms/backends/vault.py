@@ -9,6 +9,7 @@ StoreUnavailable: the caller fails closed and nothing falls back anywhere.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -43,6 +44,7 @@ class VaultOptions:
     namespace: str = ""
     ca_cert: str = ""
     kv_mount: str = "secret"
+    transit_mount: str = "transit"
     path_prefix: str = "keyward"
     timeout: float = 5.0
 
@@ -116,6 +118,39 @@ class VaultStore(SecretStore):
             )
 
         self._call(destroy)
+
+    def transit_sign(self, key_name: str, data: bytes) -> bytes:
+        """An Ed25519 signature by a Transit key (created on first use); the key never leaves."""
+
+        def sign(client: hvac.Client) -> bytes:
+            self._ensure_transit_key(client, key_name)
+            response = client.secrets.transit.sign_data(
+                name=key_name,
+                hash_input=base64.b64encode(data).decode(),
+                mount_point=self.options.transit_mount,
+            )
+            return base64.b64decode(response["data"]["signature"].split(":")[-1])
+
+        return self._call(sign)
+
+    def transit_public_key(self, key_name: str) -> bytes:
+        def read(client: hvac.Client) -> bytes:
+            self._ensure_transit_key(client, key_name)
+            keys = client.secrets.transit.read_key(
+                name=key_name, mount_point=self.options.transit_mount
+            )["data"]
+            latest = keys["keys"][str(keys["latest_version"])]
+            return base64.b64decode(latest["public_key"])
+
+        return self._call(read)
+
+    def _ensure_transit_key(self, client: hvac.Client, key_name: str) -> None:
+        try:
+            client.secrets.transit.read_key(name=key_name, mount_point=self.options.transit_mount)
+        except hvac.exceptions.InvalidPath:
+            client.secrets.transit.create_key(
+                name=key_name, key_type="ed25519", mount_point=self.options.transit_mount
+            )
 
     def health(self) -> bool:
         try:
