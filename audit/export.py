@@ -66,7 +66,9 @@ def _neutral(value: Any) -> str:
     text = (
         value if isinstance(value, str) else canonical(value).decode() if value is not None else ""
     )
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    # An apostrophe is added before formula characters, and before a leading apostrophe, so
+    # the offline verifier can take exactly one off again.
+    return "'" + text if text.startswith((*_FORMULA_STARTS, "'")) else text
 
 
 class Export:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import hashlib
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,46 +58,95 @@ class _Chain:
     head: str = ""
 
 
-def verify_file(path: Path, public_pem: bytes, previous: Path | None = None) -> Report:
-    report = Report()
-    lines = path.read_bytes().split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    if not lines:
-        return report.fail("the file is empty")
-    *event_lines, last = lines
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any, bytes | None]]:
+    """(line number, event or None, trailer bytes): the last line is the trailer."""
+    held: tuple[int, bytes] | None = None
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            if held is not None:
+                yield held[0], _parse(held[1]), None
+            held = (number, raw.rstrip(b"\n"))
+    if held is not None:
+        yield held[0], None, held[1]
+
+
+def _parse(raw: bytes) -> Any:
     try:
-        trailer = json.loads(last)
-        manifest, signature = trailer["manifest"], base64.b64decode(trailer["signature"])
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, Any, bytes | None]]:
+    """The same for a CSV export: a header row, event rows, a final `#manifest` row."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = csv.reader(handle)
+        header = next(rows)
+        for number, cells in enumerate(rows, start=2):
+            if cells and cells[0] == "#manifest":
+                yield number, None, cells[1].encode() if len(cells) > 1 else b""
+                return
+            yield number, _from_cells(header, cells), None
+
+
+def _from_cells(header: list[str], cells: list[str]) -> dict[str, Any] | None:
+    if len(cells) != len(header):
+        return None
+    event: dict[str, Any] = {
+        name: unneutral(value) for name, value in zip(header, cells, strict=True)
+    }
+    try:
+        event["seq"] = int(event["seq"])
+        event["details"] = json.loads(event["details"])
+    except (KeyError, ValueError):
+        return None
+    event["source_ip"] = event.get("source_ip") or None
+    return event
+
+
+def unneutral(cell: str) -> str:
+    """Undo the export's spreadsheet-formula guard (a leading apostrophe)."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
+def verify_file(path: Path, public_pem: bytes, previous: Path | None = None) -> Report:
+    """Verify a JSON Lines or CSV export, line by line (memory does not grow with its size)."""
+    report = Report()
+    chains: dict[str, _Chain] = {}
+    digest = hashlib.sha256()
+    with path.open("rb") as probe:
+        is_csv = probe.readline().startswith(b"id,")
+    count, trailer, last = 0, None, 0
+    for number, event, raw_trailer in _csv_rows(path) if is_csv else _jsonl_rows(path):
+        last = number
+        if raw_trailer is not None:
+            trailer = raw_trailer
+            break
+        count += 1
+        problem = (
+            "not an audit event" if not isinstance(event, dict) else _line_problem(event, chains)
+        )
+        if problem:
+            return report.fail(f"line {number}: {problem}")
+        digest.update(canonical(event) + b"\n")
+        report.events += 1
+    if trailer is None and count == 0:
+        return report.fail("the file is empty")
+    try:
+        parsed = json.loads(trailer or b"")
+        manifest, signature = parsed["manifest"], base64.b64decode(parsed["signature"])
     except (ValueError, KeyError, TypeError):
-        return report.fail(f"line {len(lines)}: no manifest (the export is truncated)")
+        return report.fail(f"line {last}: no manifest (the export is truncated)")
     report.manifest = manifest
-    chains, digest = _check_lines(event_lines, report)
-    if not report.ok:
-        return report
-    _check_manifest(manifest, chains, digest.hexdigest(), len(event_lines), report)
-    _check_signature(manifest, signature, public_pem, len(lines), report)
+    _check_manifest(manifest, chains, digest.hexdigest(), count, report)
+    _check_signature(manifest, signature, public_pem, last, report)
     if report.ok and previous is not None:
         _check_extends(previous, public_pem, manifest, report)
     return report
 
 
-def _check_lines(event_lines: list[bytes], report: Report) -> tuple[dict[str, _Chain], Any]:
-    chains: dict[str, _Chain] = {}
-    digest = hashlib.sha256()
-    for number, raw in enumerate(event_lines, start=1):
-        digest.update(raw + b"\n")
-        problem = _line_problem(raw, chains)
-        if problem:
-            report.fail(f"line {number}: {problem}")
-            break
-        report.events += 1
-    return chains, digest
-
-
-def _line_problem(raw: bytes, chains: dict[str, _Chain]) -> str | None:
+def _line_problem(event: dict[str, Any], chains: dict[str, _Chain]) -> str | None:
     try:
-        event = json.loads(raw)
         expected = link_hash(event["prev_hash"], canonical_bytes(event))
     except (ValueError, KeyError, TypeError):
         return "not an audit event"

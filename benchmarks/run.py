@@ -12,7 +12,11 @@ from typing import Any
 
 from benchmarks.common import ROOT, fresh_database, machine, now_iso, versions
 
-WORKLOADS = {"W5": "benchmarks.w5_audit_append", "W1-W3": "benchmarks.w123_tokens"}
+WORKLOADS = {
+    "W5": "benchmarks.w5_audit_append",
+    "W1-W3": "benchmarks.w123_tokens",
+    "W6": "benchmarks.w6_audit_bulk",
+}
 
 
 def _run_workload(name: str, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
@@ -87,6 +91,11 @@ def main() -> None:
     report.update(date=now_iso(), machine=machine(), versions=versions())
     for name in args.workloads:
         env = fresh_database()
+        if name == "W6":
+            extra = ["--events", "20000"] if args.quick else []
+            report["workloads"][name] = _run_workload(name, env, extra)
+            print(json.dumps(report["workloads"][name], indent=2))
+            continue
         if name == "W5":
             extra = ["--events", "50", "--runs", "1"] if args.quick else []
             report["workloads"][name] = _run_workload(name, env, extra)

@@ -214,3 +214,32 @@ def test_the_commands_export_and_verify_offline(actors, tmp_path, settings):
         timeout=60,
     )
     assert standalone.returncode == 1 and "line 3" in standalone.stderr
+
+
+def test_a_csv_export_verifies_offline_and_manipulations_are_named(actors, tmp_path, settings):
+    settings.SECRET_STORES = {"default": {"backend": "local"}}
+    signing.reset()
+    record(
+        "test.csv",
+        actor=Actor.system(),
+        tenant=actors.tenant_a.slug,
+        target="'=quoted already",
+        details={"label": "-1", "note": '@x, "quoted"'},
+    )
+    api = actors.as_("carol")
+    response = api.get("/api/v1/audit/export", {"format": "csv"})
+    path = tmp_path / "export.csv"
+    path.write_bytes(b"".join(response.streaming_content))
+    public = api.get("/api/v1/audit/public-key").json()["public_key_pem"].encode()
+    report = verify_file(path, public)
+    assert report.ok, report.problems
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(path.read_text())))
+    rows[3][rows[0].index("action")] = "forged.action"
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    edited = tmp_path / "edited.csv"
+    edited.write_text(buffer.getvalue())
+    assert "line 4:" in verify_file(edited, public).problems[0]

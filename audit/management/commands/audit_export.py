@@ -46,8 +46,10 @@ class Command(BaseCommand):
                     sys.stderr.write(
                         f"\r{export.count} events, {rate:,.0f} events/s, {now - started:.1f}s"
                     )
-        if show:
-            sys.stderr.write("\n")
+        if show:  # the final figures, whatever the size of the export
+            elapsed = time.monotonic() - started
+            rate = export.count / max(elapsed, 1e-9)
+            sys.stderr.write(f"\r{export.count} events, {rate:,.0f} events/s, {elapsed:.1f}s\n")
         if options["public_key_out"]:
             from audit import signing
 
