@@ -106,3 +106,51 @@ def test_approle_login_works_and_is_renewed(bao, settings):
     store._renew_at = 0  # the renewal point has passed
     assert store.get(path, 1) == "sk-approle"
     assert store._renew_at > 0
+
+
+def test_kubernetes_login_works_and_a_removed_service_account_fails_closed(bao, settings, tmp_path):
+    from tests.kube_stub import KubeStub, ca_certificate_pem, service_account_jwt
+
+    client, kube = bao.client(), KubeStub()
+    try:
+        if "kubernetes/" not in client.sys.list_auth_methods():
+            client.sys.enable_auth_method("kubernetes")
+        client.write_data(
+            "auth/kubernetes/config",
+            data={
+                "kubernetes_host": kube.url,
+                "disable_local_ca_jwt": True,
+                "kubernetes_ca_cert": ca_certificate_pem(),
+            },
+        )
+        policy = (
+            f'path "{bao.kv_mount}/*" {{ capabilities = ["create", "read", "update", "list"] }}'
+        )
+        client.sys.create_or_update_policy("keyward-k8s", policy)
+        client.write_data(
+            "auth/kubernetes/role/keyward",
+            data={
+                "bound_service_account_names": ["keyward"],
+                "bound_service_account_namespaces": ["keyward"],
+                "token_policies": ["keyward-k8s"],
+                "token_ttl": "1h",
+            },
+        )
+        jwt = service_account_jwt("keyward", "keyward")
+        kube.valid[jwt] = ("keyward", "keyward")
+        jwt_file = tmp_path / "token"
+        jwt_file.write_text(jwt)
+        config = bao.store_config(
+            auth="kubernetes", token="", k8s_role="keyward", k8s_jwt_path=str(jwt_file)
+        )
+        settings.SECRET_STORES = {"default": config}
+        path = f"{rand()}/{rand()}"
+        assert get_store().put(path, "sk-k8s", expected_version=0) == 1
+        assert get_store().get(path, 1) == "sk-k8s"
+        assert kube.reviews >= 1
+        kube.valid.clear()  # the service account is gone: a new login is refused
+        settings.SECRET_STORES = {"default": {**config, "timeout": 2.0}}
+        with pytest.raises(StoreUnavailable):
+            get_store().get(path, 1)
+    finally:
+        kube.close()
