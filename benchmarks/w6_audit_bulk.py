@@ -29,27 +29,10 @@ django.setup()
 from django.db import connection  # noqa: E402
 
 from audit.chain import GENESIS, canonical_bytes, link_hash  # noqa: E402
+from audit.export import COLUMNS  # noqa: E402
 from audit.offline import verify_file  # noqa: E402
 from audit.verify import verify_all  # noqa: E402
 from benchmarks.common import ROOT  # noqa: E402
-
-COLUMNS = (
-    "id",
-    "chain",
-    "seq",
-    "occurred_at",
-    "actor_type",
-    "actor_id",
-    "action",
-    "tenant",
-    "target",
-    "outcome",
-    "request_id",
-    "source_ip",
-    "details",
-    "prev_hash",
-    "hash",
-)
 
 
 def load(events: int, tenants: int) -> float:
