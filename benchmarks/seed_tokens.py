@@ -1,10 +1,12 @@
 """Seed the benchmark database: a tenant, a key in Vault, a principal with a grant, and a
-long-lived token. Prints the credentials the load generator needs as one JSON line."""
+long-lived token. Writes the credentials the load generator needs to the file named as the
+only argument (created with mode 0600), never to standard output."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 
 import django
 
@@ -33,7 +35,9 @@ def main() -> None:
             tenant="bench", provider="openai", scopes=["release", "proxy"], ttl_seconds=3600
         ),
     )
-    print(json.dumps({"principal_secret": principal_secret, "token": token, "tenant": "bench"}))
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump({"principal_secret": principal_secret, "token": token, "tenant": "bench"}, out)
 
 
 if __name__ == "__main__":

@@ -155,15 +155,15 @@ def run(
     workdir = Path(tempfile.mkdtemp(prefix="keyward-bench-"))
     bao = start_dev_server(workdir)
     env = _production_env(base_env, bao)
-    seeded = subprocess.run(
-        [sys.executable, "-m", "benchmarks.seed_tokens"],
+    seed_file = workdir / "credentials.json"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.seed_tokens", str(seed_file)],
         cwd=ROOT,
         env=env,
-        capture_output=True,
-        text=True,
         check=True,
+        stdout=subprocess.DEVNULL,
     )
-    creds = json.loads(seeded.stdout.strip().splitlines()[-1])
+    creds = json.loads(seed_file.read_text())
     port = free_port()
     server = _start_server(env, port, workers, threads)
     base = f"http://127.0.0.1:{port}"
