@@ -19,6 +19,7 @@ from audit.recorder import record
 from kms.backends import get_store
 from kms.keys import do_validate_key
 from kms.models import KeyStatus, KeyVersion, ProviderKey, ScopedToken, Stage, ValidationResult
+from kms.ratelimit import purge_expired_counters
 from kms.webhooks import notify
 
 JOBS = Actor.system("jobs")
@@ -164,9 +165,10 @@ def flag_rotation_due(now: datetime | None = None) -> int:
 
 
 def purge_expired_tokens(older_than: timedelta = timedelta(hours=1)) -> int:
-    """Delete token rows that expired (or were revoked) more than `older_than` ago. Audit
-    events are never touched."""
+    """Delete token rows that expired (or were revoked) more than `older_than` ago, and
+    database rate-limit counters whose window has passed. Audit events are never touched."""
     cutoff = timezone.now() - older_than
     deleted, _ = ScopedToken.objects.filter(expires_at__lt=cutoff).delete()
     revoked, _ = ScopedToken.objects.filter(revoked_at__lt=cutoff).delete()
+    purge_expired_counters()
     return deleted + revoked

@@ -60,3 +60,22 @@ def test_zero_turns_the_limit_off(world, settings):
     settings.RATE_LIMIT = (0, 60)
     assert all(world.issue().status_code == 201 for _ in range(5))
     assert not RateCounter.objects.exists()
+
+
+def test_the_token_purge_also_removes_spent_database_counters(world, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from kms import jobs
+
+    settings.REDIS_URL = ""
+    settings.RATE_LIMIT = (100, 60)
+    assert world.issue().status_code == 201
+    live = RateCounter.objects.get()
+    spent = RateCounter.objects.create(
+        bucket="keyward:rate:old:60:1", count=5, expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    jobs.purge_expired_tokens()
+    assert list(RateCounter.objects.values_list("bucket", flat=True)) == [live.bucket]
+    assert not RateCounter.objects.filter(pk=spent.pk).exists()
