@@ -61,32 +61,12 @@ def _append(
     details: dict[str, Any],
 ) -> AuditEvent:
     chain = chain_for(tenant)
-    if connection.vendor == "postgresql":
-        return _append_postgresql(chain, action, actor, outcome, tenant, target, details)
-    head = (
-        AuditEvent.objects.filter(chain=chain).order_by("-seq").values_list("seq", "hash").first()
-    )
-    event = _event(chain, head, action, actor, outcome, tenant, target, details)
-    event.save(force_insert=True)
-    return event
-
-
-def _event(
-    chain: str,
-    head: tuple[int, str] | None,
-    action: str,
-    actor: Actor,
-    outcome: str,
-    tenant: str | None,
-    target: str,
-    details: dict[str, Any],
-) -> AuditEvent:
-    seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
+    seq, prev_hash = _head(chain) or (0, GENESIS)
     origin = current_origin()
     event = AuditEvent(
         id=uuid.uuid4(),
         chain=chain,
-        seq=seq,
+        seq=seq + 1,
         occurred_at=timezone.now(),
         actor_type=actor.type,
         actor_id=clean_text(actor.id, 128),
@@ -100,56 +80,63 @@ def _event(
         prev_hash=prev_hash,
     )
     event.hash = link_hash(prev_hash, canonical_bytes(event.__dict__))
+    _insert(event)
     return event
 
 
-_INSERT = (
-    "INSERT INTO audit_event (id, chain, seq, occurred_at, actor_type, actor_id, action, tenant,"
-    " target, outcome, request_id, source_ip, details, prev_hash, hash)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
+def _head(chain: str) -> tuple[int, str] | None:
+    """The chain's last (seq, hash), read after taking the chain's lock.
 
-
-def _append_postgresql(
-    chain: str,
-    action: str,
-    actor: Actor,
-    outcome: str,
-    tenant: str | None,
-    target: str,
-    details: dict[str, Any],
-) -> AuditEvent:
-    """The same append in three plain statements: this runs on every audited request,
-    and the ORM's per-query cost is larger than the database's here."""
+    On PostgreSQL these are plain statements (this runs on every audited request, and the
+    ORM's per-query cost exceeds the database's), and the lock and the read are separate
+    statements on purpose: under READ COMMITTED each statement takes its own snapshot, so
+    the read sees the previous lock holder's committed event. SQLite's IMMEDIATE
+    transactions already serialise writers."""
+    if connection.vendor != "postgresql":
+        return (
+            AuditEvent.objects.filter(chain=chain)
+            .order_by("-seq")
+            .values_list("seq", "hash")
+            .first()
+        )
     with connection.cursor() as cursor:
-        # The lock and the head read are separate statements on purpose: under READ
-        # COMMITTED each statement takes its own snapshot, so the head is read after the
-        # lock is held and sees the previous holder's committed event.
         cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [chain])
         cursor.execute(
             "SELECT seq, hash FROM audit_event WHERE chain = %s ORDER BY seq DESC LIMIT 1", [chain]
         )
         row = cursor.fetchone()
-        event = _event(chain, row, action, actor, outcome, tenant, target, details)
-        cursor.execute(
-            _INSERT,
-            [
-                event.id,
-                event.chain,
-                event.seq,
-                event.occurred_at,
-                event.actor_type,
-                event.actor_id,
-                event.action,
-                event.tenant,
-                event.target,
-                event.outcome,
-                event.request_id,
-                event.source_ip,
-                json.dumps(event.details),
-                event.prev_hash,
-                event.hash,
-            ],
-        )
+    return (int(row[0]), str(row[1])) if row else None
+
+
+_COLUMNS = (
+    "id",
+    "chain",
+    "seq",
+    "occurred_at",
+    "actor_type",
+    "actor_id",
+    "action",
+    "tenant",
+    "target",
+    "outcome",
+    "request_id",
+    "source_ip",
+    "details",
+    "prev_hash",
+    "hash",
+)
+_INSERT = (
+    f"INSERT INTO audit_event ({', '.join(_COLUMNS)})"  # noqa: S608 - constant column names
+    f" VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
+)
+
+
+def _insert(event: AuditEvent) -> None:
+    if connection.vendor != "postgresql":
+        event.save(force_insert=True)
+        return
+    values = [getattr(event, c) for c in _COLUMNS]
+    values[_COLUMNS.index("details")] = json.dumps(event.details)
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT, values)
     event._state.adding = False
-    return event

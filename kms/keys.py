@@ -138,21 +138,26 @@ def _checked_base_url(provider: str, base_url: str) -> str:
 
 
 def _refuse_duplicates(tenant: Tenant, data: KeyInput, fingerprint: str) -> None:
+    _refuse_known_secret(tenant, fingerprint)
     live = ProviderKey.objects.filter(tenant=tenant).exclude(status=KeyStatus.REVOKED)
-    existing = live.filter(fingerprint=fingerprint).first() or _version_owner(live, fingerprint)
-    if existing is not None:
-        raise DuplicateKey(existing_key=str(existing.id))
     if live.filter(provider=data.provider, label=data.label).exists():
         raise LabelTaken()
 
 
-def _version_owner(live: Any, fingerprint: str) -> ProviderKey | None:
-    version = (
-        KeyVersion.objects.filter(key__in=live, fingerprint=fingerprint, destroyed_at=None)
-        .select_related("key")
-        .first()
-    )
-    return version.key if version is not None else None
+def _refuse_known_secret(tenant: Tenant, fingerprint: str) -> None:
+    """409 naming the live key that already holds this secret, as its current version or
+    as a version not yet destroyed."""
+    live = ProviderKey.objects.filter(tenant=tenant).exclude(status=KeyStatus.REVOKED)
+    existing = live.filter(fingerprint=fingerprint).first()
+    if existing is None:
+        version = (
+            KeyVersion.objects.filter(key__in=live, fingerprint=fingerprint, destroyed_at=None)
+            .select_related("key")
+            .first()
+        )
+        existing = version.key if version is not None else None
+    if existing is not None:
+        raise DuplicateKey(existing_key=str(existing.id))
 
 
 def _refuse_on_check(
@@ -376,10 +381,7 @@ def do_rotate_key(
         raise KeyNotActive("The key is revoked.")
     check_secret_shape(key.provider, secret)
     fingerprint = audit_hmac(secret)
-    live = ProviderKey.objects.filter(tenant=key.tenant).exclude(status=KeyStatus.REVOKED)
-    existing = live.filter(fingerprint=fingerprint).first() or _version_owner(live, fingerprint)
-    if existing is not None:
-        raise DuplicateKey(existing_key=str(existing.id))
+    _refuse_known_secret(key.tenant, fingerprint)
     facts = {
         "provider": key.provider,
         "label": key.label,

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.utils import timezone
 
 from tenants.models import HashedCredential
@@ -108,12 +108,7 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def verify(
-    model: type[C],
-    parsed: Parsed,
-    queryset: QuerySet[C] | None = None,
-    lookup: Callable[[str], C | None] | None = None,
-) -> C:
+def verify(model: type[C], parsed: Parsed, lookup: Callable[[str], C | None] | None = None) -> C:
     """The row whose stored digest matches, in constant time; Rejected otherwise.
 
     An unknown key id costs the same HMAC as a wrong secret, so timing does not tell them
@@ -123,8 +118,7 @@ def verify(
     if lookup is not None:
         row = lookup(parsed.key_id)
     else:
-        rows = queryset if queryset is not None else model._default_manager.all()
-        row = rows.filter(key_id=parsed.key_id).first()
+        row = model._default_manager.filter(key_id=parsed.key_id).first()
     known = row is not None and row.pepper_id in settings.PEPPERS
     pepper_id = row.pepper_id if (row is not None and known) else current_pepper_id()
     computed = digest(parsed.plaintext, pepper_id)

@@ -15,7 +15,7 @@ from django.utils import timezone
 from audit.actors import Actor
 from audit.recorder import record
 from tenants import credentials
-from tenants.exceptions import PrincipalExists, PrincipalNotFound, TenantExists
+from tenants.exceptions import PrincipalExists, PrincipalNotFound, TenantExists, TenantNotFound
 from tenants.models import AdminToken, Role, ServicePrincipal, StaffRole, Tenant, TenantStatus
 
 
@@ -136,7 +136,7 @@ def do_set_admin_role(
         tenants = list(Tenant.objects.filter(slug__in=slugs))
         missing = set(slugs) - {t.slug for t in tenants}
         if missing:
-            raise TenantNotFoundError(sorted(missing))
+            raise TenantNotFound(f"No such tenant: {', '.join(sorted(missing))}.")
         user_model = get_user_model()
         user, created = user_model.objects.get_or_create(username=username)
         if created:
@@ -156,8 +156,3 @@ def do_set_admin_role(
             details={"role": role, "tenants": slugs or "*", "token": f"kwa_{token.key_id}"},
         )
     return user, token.plaintext
-
-
-class TenantNotFoundError(ValueError):
-    def __init__(self, slugs: list[str]) -> None:
-        super().__init__(f"no such tenant: {', '.join(slugs)}")

@@ -162,7 +162,7 @@ class _StreamNegotiation(DefaultContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-class ExportView(EventListView):
+class ExportView(KeywardView):
     """Stream a signed export (`format=jsonl|csv`); the manifest is the last line."""
 
     permissions_by_method = {"GET": (Auditor,)}

@@ -9,8 +9,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.actors import Actor
+from tenants.exceptions import TenantNotFound
 from tenants.models import Role
-from tenants.services import TenantNotFoundError, do_set_admin_role
+from tenants.services import do_set_admin_role
 
 
 class Command(BaseCommand):
@@ -39,8 +40,8 @@ class Command(BaseCommand):
             _, token = do_set_admin_role(
                 username, options["role"], options["tenant"], actor=Actor.system("create_admin")
             )
-        except TenantNotFoundError as exc:
-            raise CommandError(str(exc)) from None
+        except TenantNotFound as exc:
+            raise CommandError(exc.message) from None
         scope = ", ".join(options["tenant"]) or "every tenant"
         self.stderr.write(f"{username}: {options['role']} for {scope}. API token (shown once):")
         self.stdout.write(token)
