@@ -18,10 +18,10 @@ from django.utils import timezone
 
 from audit.actors import Actor
 from audit.chain import GENESIS, canonical_bytes, link_hash
-from audit.context import current_origin
 from audit.models import AuditEvent, Outcome
 from audit.sanitize import clean_text, clean_value
-from settings.errors import ServiceUnavailable
+from core.context import current_origin
+from core.errors import DomainError, ServiceUnavailable
 
 GLOBAL_CHAIN = "global"
 
@@ -50,6 +50,25 @@ def record(
             return _append(action, actor, outcome, tenant, target, details or {})
     except DatabaseError as exc:
         raise AuditUnavailable() from exc
+
+
+def record_refusal(
+    action: str,
+    *,
+    actor: Actor,
+    outcome: str = Outcome.DENIED,
+    tenant: str | None = None,
+    target: str = "",
+    details: dict[str, Any] | None = None,
+    refusal: DomainError | None = None,
+) -> None:
+    """Audit a refused or failed request in a transaction of its own: the action it
+    describes did not happen, so the event must commit without it. `refusal`, the error
+    about to be raised, is marked as audited so that it is not recorded twice."""
+    with transaction.atomic():
+        record(action, actor=actor, outcome=outcome, tenant=tenant, target=target, details=details)
+    if refusal is not None:
+        refusal.audited = True
 
 
 def _append(

@@ -14,9 +14,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.settings")
 django.setup()
 
 from audit.actors import Actor  # noqa: E402
-from kms import keys, tokens  # noqa: E402
-from tenants.grants import do_create_grant  # noqa: E402
-from tenants.services import do_create_principal, do_create_tenant  # noqa: E402
+from kms.actions import keys, tokens  # noqa: E402
+from tenants.actions import (  # noqa: E402
+    do_create_grant,
+    do_create_principal,
+    do_create_tenant,
+)
 
 SYSTEM = Actor.system("benchmark")
 
@@ -34,6 +37,7 @@ def main() -> None:
         tokens.TokenRequest(
             tenant="bench", provider="openai", scopes=["release", "proxy"], ttl_seconds=3600
         ),
+        actor=Actor("principal", str(principal.id)),
     )
     fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:

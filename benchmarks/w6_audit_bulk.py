@@ -29,9 +29,9 @@ django.setup()
 from django.db import connection  # noqa: E402
 
 from audit.chain import GENESIS, canonical_bytes, link_hash  # noqa: E402
-from audit.export import COLUMNS  # noqa: E402
 from audit.offline import verify_file  # noqa: E402
 from audit.verify import verify_all  # noqa: E402
+from auditor.export import COLUMNS  # noqa: E402
 from benchmarks.common import ROOT  # noqa: E402
 
 

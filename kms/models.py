@@ -19,9 +19,9 @@ class KeyStatus(models.TextChoices):
 
 
 class Stage(models.TextChoices):
-    """The staged model of AWS Secrets Manager: pending -> current -> previous -> destroyed."""
+    """The staged model of AWS Secrets Manager: current -> previous -> destroyed. A new
+    secret is checked before it is stored, so no version waits in a pending stage."""
 
-    PENDING = "pending"
     CURRENT = "current"
     PREVIOUS = "previous"
     DESTROYED = "destroyed"
@@ -125,28 +125,6 @@ class ValidationResult(models.Model):
         return f"{self.key_id} v{self.version} {self.result}"
 
 
-class LocalSecret(models.Model):
-    """Ciphertext of one secret version under the `local` store (envelope encryption)."""
-
-    path = models.CharField(max_length=255)
-    version = models.PositiveIntegerField()
-    master_key_id = models.PositiveIntegerField()
-    wrapped_key = models.BinaryField()
-    key_nonce = models.BinaryField()
-    nonce = models.BinaryField()
-    ciphertext = models.BinaryField(null=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    destroyed_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=("path", "version"), name="kms_local_secret_unique")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.path} v{self.version}"
-
-
 class ScopedToken(HashedCredential):
     """A short-lived `kwt_` token: a lookup id and a keyed hash, bound to one principal,
     grant, tenant, key version and scope set. Opaque, so it can be listed and revoked."""
@@ -185,31 +163,3 @@ class RateCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bucket}={self.count}"
-
-
-class WebhookDelivery(models.Model):
-    """One notification to one configured URL; written in the transaction of the event it
-    reports, so it cannot be lost, and sent (and re-sent) by a job."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        DELIVERED = "delivered"
-        FAILED = "failed"
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    event = models.CharField(max_length=64)
-    url = models.CharField(max_length=2048)
-    payload = models.JSONField()
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    last_error = models.CharField(max_length=200, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_attempt_at = models.DateTimeField(null=True, blank=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        indexes = [models.Index(fields=("status", "created_at"), name="kms_webhook_pending")]
-
-    def __str__(self) -> str:
-        return f"{self.event} -> {self.url} ({self.status})"

@@ -20,6 +20,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from kms.exceptions import RateLimited
+from kms.models import RateCounter
 
 logger = logging.getLogger("keyward.ratelimit")
 
@@ -72,7 +73,5 @@ def check_rate(principal_id: str) -> None:
 
 def purge_expired_counters() -> int:
     """Delete database counters whose window has passed."""
-    from kms.models import RateCounter
-
     deleted, _ = RateCounter.objects.filter(expires_at__lt=timezone.now()).delete()
     return deleted

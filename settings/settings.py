@@ -144,16 +144,21 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "tenants",
     "audit",
+    "stores",
+    "notify",
+    "tenants",
     "kms",
+    "auditor",
+    "api",
+    "ops",
 ]
 
 MIDDLEWARE = [
-    "settings.http.RequestContextMiddleware",
+    "api.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "settings.http.BodySizeLimitMiddleware",
+    "api.middleware.BodySizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -253,11 +258,11 @@ TRUSTED_PROXY_COUNT = env.number("KEYWARD_TRUSTED_PROXY_COUNT", 0, maximum=10)
 CREDENTIAL_LAST_USED_INTERVAL = 60
 
 REST_FRAMEWORK: dict[str, Any] = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.BearerAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.BearerAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "settings.errors.exception_handler",
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -330,6 +335,7 @@ if not isinstance(WEBHOOKS, list) or not all(
     )
 WEBHOOK_SWEEP_AFTER_SECONDS = env.number("KEYWARD_WEBHOOK_SWEEP_AFTER_SECONDS", 60)
 WEBHOOK_MAX_ATTEMPTS = env.number("KEYWARD_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+WEBHOOK_TIMEOUT_SECONDS = env.number("KEYWARD_WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1, maximum=60)
 JOB_RETRY_BASE_SECONDS = env.number("KEYWARD_JOB_RETRY_BASE_SECONDS", 30, minimum=1)
 KEY_CHECKS_PER_PROVIDER_PER_MINUTE = env.number(
     "KEYWARD_KEY_CHECKS_PER_PROVIDER_PER_MINUTE", 60, minimum=1
@@ -389,8 +395,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "request": {"()": "settings.http.RequestContextLogFilter"},
-        "no_exception_text": {"()": "settings.errors.ExceptionTextFilter"},
+        "request": {"()": "core.logging.RequestContextLogFilter"},
+        "no_exception_text": {"()": "core.logging.ExceptionTextFilter"},
     },
     "formatters": {
         "line": {

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
 from tenants.models import Role, StaffRole, Tenant
 
 SUPERUSER = "superuser"
+M = TypeVar("M", bound=Model)
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,27 @@ class Access:
     def covers(self, tenant: Tenant) -> bool:
         return self.all_tenants or tenant.id in self.tenant_ids
 
-    def tenants(self) -> QuerySet[Tenant]:
+    def covers_scope(self, tenant: Tenant | None) -> bool:
+        """Covers an object of `tenant`; an object of no tenant (a grant over every
+        tenant) only when this access covers them all."""
+        return self.all_tenants if tenant is None else self.covers(tenant)
+
+    def restrict(self, queryset: QuerySet[M], path: str = "tenant") -> QuerySet[M]:
+        """Only the rows of covered tenants; `path` leads from a row to its tenant's id."""
         if self.role is None:
-            return Tenant.objects.none()
+            return queryset.none()
         if self.all_tenants:
-            return Tenant.objects.all()
-        return Tenant.objects.filter(id__in=self.tenant_ids)
+            return queryset
+        return queryset.filter(**{f"{path}__in": self.tenant_ids})
+
+    def slugs(self) -> list[str] | None:
+        """The covered tenants' slugs, or None when every tenant is covered."""
+        if self.all_tenants:
+            return None
+        return list(Tenant.objects.filter(id__in=self.tenant_ids).values_list("slug", flat=True))
+
+    def tenants(self) -> QuerySet[Tenant]:
+        return self.restrict(Tenant.objects.all(), "pk")
 
 
 NO_ACCESS = Access(role=None)

@@ -14,10 +14,3 @@ def actor_for(identity: Any) -> Actor:
     if identity is not None and getattr(identity, "is_authenticated", False):
         return Actor("user", str(identity.get_username()))
     return Actor.anonymous()
-
-
-def actor_of(request: Any) -> Actor:
-    """The actor behind a DRF request (anonymous when unauthenticated or None)."""
-    if request is None:
-        return Actor.anonymous()
-    return actor_for(getattr(request, "user", None))

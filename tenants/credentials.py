@@ -78,7 +78,8 @@ def digest(plaintext: str, pepper_id: int) -> str:
 
 def mint(prefix: str) -> NewCredential:
     """A new credential with `prefix`, hashed under the current pepper."""
-    assert prefix in PREFIXES
+    if prefix not in PREFIXES:
+        raise ValueError(f"unknown credential prefix {prefix!r}")
     key_id = "".join(secrets.choice(ALPHABET) for _ in range(KEY_ID_LEN))
     secret = _base62(secrets.randbits(256), SECRET_LEN)
     body = prefix + key_id + secret

@@ -1,6 +1,6 @@
 """Refusals raised by the tenants services."""
 
-from settings.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound
 
 
 class TenantExists(Conflict):

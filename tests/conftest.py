@@ -126,7 +126,7 @@ def store_config(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 @pytest.fixture
 def default_store(store_config: dict[str, Any], settings: Any) -> Any:
-    from kms.backends import get_store
+    from stores.registry import get_store
 
     settings.SECRET_STORES = {"default": store_config}
     return get_store("default")

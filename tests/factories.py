@@ -18,8 +18,8 @@ from rest_framework.test import APIClient
 
 from audit.actors import Actor
 from tenants import credentials
+from tenants.actions import do_create_principal, do_create_tenant, do_set_admin_role
 from tenants.models import AdminToken, Tenant
-from tenants.services import do_create_principal, do_create_tenant, do_set_admin_role
 
 SYSTEM = Actor.system("tests")
 

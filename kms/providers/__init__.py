@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from kms.exceptions import InvalidSecret
 from kms.providers.adapters import ADAPTERS
-from kms.providers.base import AUTHENTIC, TRANSIENT, Adapter, CheckResult, Outcome
+from kms.providers.base import AUTHENTIC, TRANSIENT, Adapter, CheckOutcome, CheckResult
 
 __all__ = [
     "ADAPTERS",
     "AUTHENTIC",
     "TRANSIENT",
     "Adapter",
+    "CheckOutcome",
     "CheckResult",
-    "Outcome",
     "check_secret_shape",
     "get_adapter",
 ]

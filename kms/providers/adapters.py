@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kms.providers.base import Adapter, ErrorInfo, Outcome
+from kms.providers.base import Adapter, CheckOutcome, ErrorInfo
 
 
 class OpenAI(Adapter):
@@ -14,12 +14,12 @@ class OpenAI(Adapter):
     key_pattern: re.Pattern[str] | None = re.compile(r"sk-(?!ant-)[A-Za-z0-9_\-]{16,400}")
     distinctive: re.Pattern[str] | None = re.compile(r"sk-(?!ant-).*")
 
-    def classify_error(self, status: int, info: ErrorInfo) -> Outcome:
+    def classify_error(self, status: int, info: ErrorInfo) -> CheckOutcome:
         if status == 403 and "unsupported_country" in info.words():
-            return Outcome.REGION_BLOCKED
+            return CheckOutcome.REGION_BLOCKED
         # "insufficient_quota" arrives as a 429 but is not a rate limit.
         if status == 429 and "insufficient_quota" in (info.code + info.type):
-            return Outcome.QUOTA_EXHAUSTED
+            return CheckOutcome.QUOTA_EXHAUSTED
         return super().classify_error(status, info)
 
 
@@ -33,18 +33,18 @@ class Anthropic(Adapter):
     def auth_headers(self, secret: str) -> dict[str, str]:
         return {"x-api-key": secret, "anthropic-version": self.API_VERSION}
 
-    def classify_error(self, status: int, info: ErrorInfo) -> Outcome:
+    def classify_error(self, status: int, info: ErrorInfo) -> CheckOutcome:
         by_type = {
-            "authentication_error": Outcome.INVALID,
-            "permission_error": Outcome.INSUFFICIENT_PERMISSIONS,
-            "billing_error": Outcome.QUOTA_EXHAUSTED,
-            "rate_limit_error": Outcome.RATE_LIMITED,
-            "overloaded_error": Outcome.PROVIDER_UNAVAILABLE,
-            "api_error": Outcome.PROVIDER_UNAVAILABLE,
+            "authentication_error": CheckOutcome.INVALID,
+            "permission_error": CheckOutcome.INSUFFICIENT_PERMISSIONS,
+            "billing_error": CheckOutcome.QUOTA_EXHAUSTED,
+            "rate_limit_error": CheckOutcome.RATE_LIMITED,
+            "overloaded_error": CheckOutcome.PROVIDER_UNAVAILABLE,
+            "api_error": CheckOutcome.PROVIDER_UNAVAILABLE,
         }
         if info.type in by_type:
             if info.type == "permission_error" and "region" in info.words():
-                return Outcome.REGION_BLOCKED
+                return CheckOutcome.REGION_BLOCKED
             return by_type[info.type]
         return super().classify_error(status, info)
 
@@ -60,14 +60,14 @@ class Google(Adapter):
     def auth_headers(self, secret: str) -> dict[str, str]:
         return {"x-goog-api-key": secret}
 
-    def classify_error(self, status: int, info: ErrorInfo) -> Outcome:
+    def classify_error(self, status: int, info: ErrorInfo) -> CheckOutcome:
         words = info.words()
         if "api_key_invalid" in words or "api_key_expired" in words:
-            return Outcome.INVALID
+            return CheckOutcome.INVALID
         if status == 400 and info.status == "FAILED_PRECONDITION" and "location" in words:
-            return Outcome.REGION_BLOCKED
+            return CheckOutcome.REGION_BLOCKED
         if status == 400:
-            return Outcome.PROVIDER_UNAVAILABLE
+            return CheckOutcome.PROVIDER_UNAVAILABLE
         return super().classify_error(status, info)
 
 
@@ -107,13 +107,13 @@ class Cohere(Adapter):
     check_method = "POST"
     check_path = "/v1/check-api-key"
 
-    def classify_success(self, body: Any) -> tuple[Outcome, str]:
+    def classify_success(self, body: Any) -> tuple[CheckOutcome, str]:
         if not isinstance(body, dict) or not isinstance(body.get("valid"), bool):
-            return Outcome.PROVIDER_UNAVAILABLE, "unreadable answer from check-api-key"
+            return CheckOutcome.PROVIDER_UNAVAILABLE, "unreadable answer from check-api-key"
         return (
-            (Outcome.VALID, "ok")
+            (CheckOutcome.VALID, "ok")
             if body["valid"]
-            else (Outcome.INVALID, "check-api-key: valid=false")
+            else (CheckOutcome.INVALID, "check-api-key: valid=false")
         )
 
 

@@ -21,7 +21,7 @@ import httpx
 from django.conf import settings
 
 
-class Outcome(StrEnum):
+class CheckOutcome(StrEnum):
     VALID = "valid"
     INVALID = "invalid"
     INSUFFICIENT_PERMISSIONS = "insufficient_permissions"
@@ -31,21 +31,21 @@ class Outcome(StrEnum):
     PROVIDER_UNAVAILABLE = "provider_unavailable"
 
 
-TRANSIENT = frozenset({Outcome.RATE_LIMITED, Outcome.PROVIDER_UNAVAILABLE})
+TRANSIENT = frozenset({CheckOutcome.RATE_LIMITED, CheckOutcome.PROVIDER_UNAVAILABLE})
 # The key is genuine: the provider knows it, but limits what it may do.
 AUTHENTIC = frozenset(
     {
-        Outcome.VALID,
-        Outcome.INSUFFICIENT_PERMISSIONS,
-        Outcome.QUOTA_EXHAUSTED,
-        Outcome.REGION_BLOCKED,
+        CheckOutcome.VALID,
+        CheckOutcome.INSUFFICIENT_PERMISSIONS,
+        CheckOutcome.QUOTA_EXHAUSTED,
+        CheckOutcome.REGION_BLOCKED,
     }
 )
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    outcome: Outcome
+    outcome: CheckOutcome
     http_status: int | None
     reason: str
     retry_after: float | None = None
@@ -150,10 +150,13 @@ class Adapter:
                     self.check_method, url, headers=headers, params=self.check_params()
                 )
         except httpx.TimeoutException:
-            return _result(Outcome.PROVIDER_UNAVAILABLE, None, "timeout", started)
+            return _result(CheckOutcome.PROVIDER_UNAVAILABLE, None, "timeout", started)
         except httpx.HTTPError as exc:
             return _result(
-                Outcome.PROVIDER_UNAVAILABLE, None, f"unreachable ({type(exc).__name__})", started
+                CheckOutcome.PROVIDER_UNAVAILABLE,
+                None,
+                f"unreachable ({type(exc).__name__})",
+                started,
             )
         try:
             body: Any = response.json()
@@ -164,7 +167,7 @@ class Adapter:
         return _result(outcome, response.status_code, redact(reason, secret), started, retry_after)
 
     # -- answers ---------------------------------------------------------------------
-    def classify(self, status: int, body: Any) -> tuple[Outcome, str]:
+    def classify(self, status: int, body: Any) -> tuple[CheckOutcome, str]:
         """Map an answer to an outcome and a reason, reading the error's type and not
         only the status."""
         if 200 <= status < 300:
@@ -173,26 +176,26 @@ class Adapter:
         reason = _describe(status, info, body)
         return self.classify_error(status, info), reason
 
-    def classify_success(self, body: Any) -> tuple[Outcome, str]:
+    def classify_success(self, body: Any) -> tuple[CheckOutcome, str]:
         if not isinstance(body, dict):
-            return Outcome.PROVIDER_UNAVAILABLE, "unreadable answer (not JSON)"
-        return Outcome.VALID, "ok"
+            return CheckOutcome.PROVIDER_UNAVAILABLE, "unreadable answer (not JSON)"
+        return CheckOutcome.VALID, "ok"
 
-    def classify_error(self, status: int, info: ErrorInfo) -> Outcome:
+    def classify_error(self, status: int, info: ErrorInfo) -> CheckOutcome:
         words = info.words()
         if status == 401:
-            return Outcome.INVALID
+            return CheckOutcome.INVALID
         if status == 402:
-            return Outcome.QUOTA_EXHAUSTED
+            return CheckOutcome.QUOTA_EXHAUSTED
         if status == 403:
             if any(w in words for w in ("region", "country", "territory", "location")):
-                return Outcome.REGION_BLOCKED
-            return Outcome.INSUFFICIENT_PERMISSIONS
+                return CheckOutcome.REGION_BLOCKED
+            return CheckOutcome.INSUFFICIENT_PERMISSIONS
         if status == 429:
             if "insufficient_quota" in words or "billing" in words:
-                return Outcome.QUOTA_EXHAUSTED
-            return Outcome.RATE_LIMITED
-        return Outcome.PROVIDER_UNAVAILABLE
+                return CheckOutcome.QUOTA_EXHAUSTED
+            return CheckOutcome.RATE_LIMITED
+        return CheckOutcome.PROVIDER_UNAVAILABLE
 
     # -- key format ------------------------------------------------------------------
     def format_problem(self, secret: str) -> str | None:
@@ -208,7 +211,7 @@ def _timeout() -> httpx.Timeout:
 
 
 def _result(
-    outcome: Outcome,
+    outcome: CheckOutcome,
     status: int | None,
     reason: str,
     started: float,

@@ -130,7 +130,7 @@ def test_audit_verify_passes_on_intact_chains(chain_of_five, capsys):
 
 
 def test_the_periodic_verification_alerts_once_and_exposes_a_metric(chain_of_five, client):
-    from audit.jobs import verify_chains
+    from auditor.jobs import verify_chains
 
     assert verify_chains() == []
     assert "keyward_audit_chains_broken 0" in client.get("/metrics").content.decode()

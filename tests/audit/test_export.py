@@ -11,11 +11,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import signing
 from audit.actors import Actor
 from audit.models import AuditEvent
 from audit.offline import verify_file
 from audit.recorder import record
+from auditor import signing
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]

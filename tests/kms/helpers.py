@@ -3,7 +3,8 @@ from __future__ import annotations
 import secrets
 import string
 
-from kms.models import LocalSecret, ProviderKey
+from kms.models import ProviderKey
+from stores.models import LocalSecret
 
 
 def openai_key(tag: str = "") -> str:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from kms.models import WebhookDelivery
+from notify.models import WebhookDelivery
 from settings.celery import app
 from tests import provider_stub as docs
 from tests.bao import free_port
@@ -119,7 +119,7 @@ def test_a_broker_outage_loses_no_notification(
             lambda: "ready." in worker.log.read_text() or "Connected" in worker.log.read_text(),
             timeout=30,
         )
-        worker.send(__import__("kms.tasks", fromlist=["x"]).deliver_pending_webhooks)
+        worker.send(__import__("notify.tasks", fromlist=["x"]).deliver_pending_webhooks)
         wait_for(
             lambda: WebhookDelivery.objects.get().status == "delivered",
             timeout=60,

@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from kms import keys
+from kms.actions import keys
 from kms.models import ScopedToken
 from tenants.models import Grant, ServicePrincipal
 from tests.factories import client
@@ -254,7 +254,7 @@ def test_admins_list_live_tokens_and_revoke_by_id(world):
 
 @pytest.mark.django_db
 def test_a_limited_admin_cannot_revoke_another_tenants_token(world):
-    from tenants.grants import do_create_grant
+    from tenants.actions import do_create_grant
 
     do_create_grant(
         world.principal, world.actors.tenant_b, "openai", ["release"], 600, actor=SYSTEM

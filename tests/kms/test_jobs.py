@@ -9,9 +9,10 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from kms import jobs, keys
-from kms.backends import get_store
+from kms import jobs
+from kms.actions import keys
 from kms.models import KeyVersion, ProviderKey, ScopedToken
+from stores.registry import get_store
 from tests import provider_stub as docs
 from tests.kms.helpers import openai_key
 from tests.kms.world import SYSTEM
@@ -59,13 +60,17 @@ def test_rotation_due_is_flagged_once_per_period(world):
 def test_expired_tokens_are_purged_and_audit_events_kept(world):
     world.token()
     world.token()
-    events = AuditEvent.objects.count()
+    before = set(AuditEvent.objects.values_list("id", flat=True))
     first = ScopedToken.objects.order_by("created_at").first()
     assert first is not None
     ScopedToken.objects.filter(pk=first.pk).update(expires_at=timezone.now() - timedelta(hours=2))
     assert jobs.purge_expired_tokens() == 1
     assert ScopedToken.objects.count() == 1
-    assert AuditEvent.objects.count() == events
+    after = AuditEvent.objects.exclude(id__in=before)
+    assert before <= set(AuditEvent.objects.values_list("id", flat=True)), "none is touched"
+    assert [(e.action, e.details["expired"]) for e in after] == [("token.purged", 1)]
+    assert jobs.purge_expired_tokens() == 0
+    assert AuditEvent.objects.exclude(id__in=before).count() == 1, "nothing purged, no event"
 
 
 @pytest.mark.parametrize(
@@ -83,7 +88,7 @@ def test_a_check_changes_the_status_only_for_an_invalid_key(
 ):
     provider_stub.answer(status, body)
     result = jobs.check_key(world.key_a.id)
-    assert result is not None and result.trigger == "job"
+    assert result is not None and result.result.trigger == "job"
     world.key_a.refresh_from_db()
     assert world.key_a.status == final
 
@@ -92,7 +97,7 @@ def test_a_timeout_never_invalidates(world, provider_stub, settings):
     settings.PROVIDER_TIMEOUT_MS = 200
     provider_stub.answer(200, delay=1)
     result = jobs.check_key(world.key_a.id)
-    assert result is not None and result.result == "provider_unavailable"
+    assert result is not None and result.result.result == "provider_unavailable"
     world.key_a.refresh_from_db()
     assert world.key_a.status == "active"
 
@@ -106,7 +111,7 @@ def test_backoff_honours_retry_after_and_grows(settings):
 
 
 def test_each_notifying_job_queues_one_delivery_per_webhook(world, settings, provider_stub):
-    from kms.models import WebhookDelivery
+    from notify.models import WebhookDelivery
 
     settings.WEBHOOKS = [
         {"url": "https://hooks.example/a", "secret": "x" * 20},
@@ -133,14 +138,14 @@ def test_each_notifying_job_queues_one_delivery_per_webhook(world, settings, pro
 
 
 def test_a_failing_receiver_is_retried_and_every_attempt_recorded(world, settings):
-    from kms import webhooks
+    from notify import webhooks
     from tests.provider_stub import ProviderStub
 
     receiver = ProviderStub()
     try:
         settings.WEBHOOKS = [{"url": receiver.url + "/h", "secret": "z" * 20}]
         settings.WEBHOOK_MAX_ATTEMPTS = 3
-        (delivery,) = webhooks.notify("key.invalid", {"key_id": str(world.key_a.id)})
+        (delivery,) = webhooks.queue("key.invalid", {"key_id": str(world.key_a.id)})
         receiver.answer(500, {})
         assert webhooks.deliver(delivery.pk) is False
         receiver.answer(200, {})

@@ -6,8 +6,8 @@ import pytest
 
 from audit.hmac import audit_hmac
 from audit.models import AuditEvent
-from kms.backends import get_store
 from kms.models import KeyVersion, ProviderKey
+from stores.registry import get_store
 from tests import provider_stub as docs
 from tests.kms.helpers import nothing_stored, onboard, openai_key
 

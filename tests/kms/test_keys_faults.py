@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from audit.models import AuditEvent
-from kms.models import LocalSecret, ProviderKey
+from kms.models import ProviderKey
+from stores.models import LocalSecret
 from tests import bao as servers
 from tests.kms.helpers import onboard, openai_key
 

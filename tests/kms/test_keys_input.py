@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from kms.models import LocalSecret, ProviderKey
+from kms.models import ProviderKey
+from stores.models import LocalSecret
 from tests.kms.helpers import onboard, openai_key
 from tests.provider_stub import KEYS
 

@@ -9,10 +9,10 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from kms.backends import get_store
-from kms.backends.local import rewrap_all
-from kms.exceptions import SecretMissing, StoreConflict
-from kms.models import LocalSecret
+from stores.exceptions import SecretMissing, StoreConflict
+from stores.local import rewrap_all
+from stores.models import LocalSecret
+from stores.registry import get_store
 from tests.factories import rand
 
 pytestmark = pytest.mark.usefixtures("local_default")
@@ -92,7 +92,7 @@ def test_master_key_rotation_rewraps_every_key_and_old_data_still_decrypts(setti
 
 @pytest.mark.django_db
 def test_without_its_master_key_a_secret_fails_closed(settings):
-    from kms.exceptions import StoreUnavailable
+    from stores.exceptions import StoreUnavailable
 
     path = f"t/{rand()}"
     get_store().put(path, "sk-x", expected_version=0)
@@ -145,7 +145,7 @@ def test_the_rewrap_command_reports_and_audits(settings):
 
 @pytest.mark.django_db
 def test_the_rewrap_job_runs_as_a_task(settings):
-    from kms import tasks
+    from stores import tasks
 
     path = f"t/{rand()}"
     get_store().put(path, "sk-task", expected_version=0)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 from kms.exceptions import InvalidSecret
-from kms.providers import Outcome, check_secret_shape, get_adapter
+from kms.providers import CheckOutcome, check_secret_shape, get_adapter
 from tests import provider_stub as docs
 from tests.provider_stub import KEYS
 
-U = Outcome
+U = CheckOutcome
 
-CASES: list[tuple[str, int, object, Outcome]] = [
+CASES: list[tuple[str, int, object, CheckOutcome]] = [
     # provider, status, body, expected
     ("openai", 200, None, U.VALID),
     ("openai", 401, docs.OPENAI_INVALID, U.INVALID),

@@ -8,9 +8,9 @@ import pytest
 from django.db import connection
 
 from audit.actors import Actor
-from kms import keys
-from kms.backends import get_store
+from kms.actions import keys
 from kms.models import KeyVersion, ProviderKey
+from stores.registry import get_store
 from tests.factories import make_tenant
 from tests.kms.helpers import openai_key
 

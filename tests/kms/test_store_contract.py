@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from kms.backends.base import VersionInfo
-from kms.exceptions import SecretMissing, StoreConflict
+from stores.base import VersionInfo
+from stores.exceptions import SecretMissing, StoreConflict
 from tests.factories import rand
 
 pytestmark = pytest.mark.django_db(transaction=False)

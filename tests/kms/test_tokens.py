@@ -98,7 +98,7 @@ def test_a_key_that_is_not_active_gets_409(world, status):
 
 
 def test_a_global_grant_with_no_key_for_the_provider_gets_404(world):
-    from tenants.grants import do_create_grant
+    from tenants.actions import do_create_grant
 
     do_create_grant(world.principal, None, "*", ["release"], 600, actor=SYSTEM)
     _refused(world, world.issue(provider="anthropic"), 404, "key_not_found")

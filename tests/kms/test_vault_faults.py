@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kms.backends import get_store
-from kms.backends.vault import VaultStore
-from kms.exceptions import StoreUnavailable
+from stores.exceptions import StoreUnavailable
+from stores.registry import get_store
+from stores.vault import VaultStore
 from tests import bao as servers
 from tests.factories import rand
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hvac.exceptions
 import pytest
 
-from kms.backends import get_store
-from kms.exceptions import StoreUnavailable
+from stores.exceptions import StoreUnavailable
+from stores.registry import get_store
 from tests import bao as servers
 from tests.factories import rand
 

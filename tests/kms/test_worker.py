@@ -7,7 +7,8 @@ import time
 import pytest
 
 from audit.models import AuditEvent
-from kms import keys, tasks
+from kms import tasks
+from kms.actions import keys
 from kms.models import KeyVersion, ProviderKey, ValidationResult
 from tests import provider_stub as docs
 from tests.celery_worker import Worker, wait_for
@@ -132,7 +133,7 @@ def test_an_invalid_key_sends_a_signed_webhook(
     import hmac
     import json
 
-    from kms.models import WebhookDelivery
+    from notify.models import WebhookDelivery
     from tests.provider_stub import ProviderStub
 
     receiver = ProviderStub()

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.actors import Actor
-from kms import keys
+from kms.actions import keys
 from kms.models import ProviderKey
-from tenants.grants import do_create_grant
+from tenants.actions import do_create_grant
 from tenants.models import Grant, ServicePrincipal
 from tests.factories import Actors, client, make_principal
 from tests.kms.helpers import openai_key

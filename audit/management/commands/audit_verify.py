@@ -24,6 +24,6 @@ class Command(BaseCommand):
             )
         if broken:
             first = broken[0].first_bad
-            assert first is not None
-            raise CommandError(f"audit chain broken: {first.describe()}", returncode=1)
+            where = first.describe() if first is not None else broken[0].chain
+            raise CommandError(f"audit chain broken: {where}", returncode=1)
         self.stdout.write(f"ok: {len(results)} chains, {checked} events")

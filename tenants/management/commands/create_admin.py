@@ -9,9 +9,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.actors import Actor
+from tenants.actions import do_set_admin_role
 from tenants.exceptions import TenantNotFound
 from tenants.models import Role
-from tenants.services import do_set_admin_role
 
 
 class Command(BaseCommand):

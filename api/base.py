@@ -1,0 +1,163 @@
+"""The base every API view builds on: strict input, per-method permissions, the caller's
+access computed once in `initial()`, and tenant scoping in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from django.core.exceptions import ValidationError
+from django.db.models import Model, QuerySet
+from rest_framework import exceptions, permissions, serializers
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from api.errors import audit_refusal
+from audit.actors import Actor
+from core.errors import NotFound
+from kms.models import ScopedToken
+from kms.ratelimit import check_rate
+from tenants.access import NO_ACCESS, Access, access_for
+from tenants.actors import actor_for
+from tenants.exceptions import TenantNotFound
+from tenants.models import ServicePrincipal, Tenant
+
+M = TypeVar("M", bound=Model)
+
+
+def _owner(found: Model) -> tuple[bool, Tenant | None]:
+    """Whether this kind of object belongs to tenants, and the tenant it belongs to:
+    itself for a tenant, else its `tenant` field (None for a grant over every tenant)."""
+    if isinstance(found, Tenant):
+        return True, found
+    if not hasattr(type(found), "tenant"):
+        return False, None
+    tenant: Tenant | None = getattr(found, "tenant")  # noqa: B009 - typed per model
+    return True, tenant
+
+
+class StrictSerializer(serializers.Serializer[Any]):
+    """Refuses a body that is not a JSON object or that names fields it does not know."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Expected a JSON object."]}, code="invalid"
+            )
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {name: ["Unknown field."] for name in unknown}, code="unknown_field"
+            )
+        return super().to_internal_value(data)
+
+
+class SecurityAdmin(permissions.BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(view.access.is_security_admin)
+
+
+class GlobalSecurityAdmin(permissions.BasePermission):
+    """A security admin over every tenant: only they manage tenant-independent objects."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(view.access.is_global_security_admin)
+
+
+class StaffReader(permissions.BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(view.access.is_staff_reader)
+
+
+class PrincipalSecret(permissions.BasePermission):
+    """Authenticated with a `kwp_` principal secret (not a scoped token, not an admin)."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.auth, ServicePrincipal)
+
+
+class ScopedTokenCredential(permissions.BasePermission):
+    """Authenticated with a `kwt_` scoped token."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.auth, ScopedToken)
+
+
+def actor_of(request: Request) -> Actor:
+    """Who the audit log names for this request: the token for a scoped token, else the
+    principal or user behind the credential (anonymous when there is none)."""
+    if isinstance(request.auth, ScopedToken):
+        return Actor("token", str(request.auth.id))
+    return actor_for(request.user)
+
+
+class KeywardView(APIView):
+    """Per-method permission lists; `access`, `actor` and, for URLs under
+    /tenants/{slug}, the visible `tenant` are set before any handler runs. Every object a
+    handler names by id goes through `visible()`, the one place where scoping happens."""
+
+    permissions_by_method: Mapping[str, tuple[type[permissions.BasePermission], ...]] = {}
+    access: Access = NO_ACCESS
+    actor: Actor = Actor.anonymous()
+    scope: Tenant | None = None
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        self.perform_authentication(request)
+        self.access = access_for(request.user)
+        self.actor = actor_of(request)
+        super().initial(request, *args, **kwargs)
+        if isinstance(request.user, ServicePrincipal):
+            check_rate(str(request.user.id))
+        if "slug" in kwargs:
+            self.scope = self.visible(Tenant.objects.all(), TenantNotFound, slug=kwargs["slug"])
+
+    @property
+    def tenant(self) -> Tenant:
+        """The visible tenant of a /tenants/{slug} URL."""
+        if self.scope is None:  # a view outside /tenants/{slug} has no tenant to offer
+            raise TenantNotFound()
+        return self.scope
+
+    @property
+    def principal(self) -> ServicePrincipal:
+        """The service principal whose `kwp_` secret authenticated this request."""
+        if not isinstance(self.request.auth, ServicePrincipal):
+            raise exceptions.NotAuthenticated()
+        return self.request.auth
+
+    @property
+    def scoped_token(self) -> ScopedToken:
+        """The `kwt_` token that authenticated this request."""
+        if not isinstance(self.request.auth, ScopedToken):
+            raise exceptions.NotAuthenticated()
+        return self.request.auth
+
+    def get_permissions(self) -> list[permissions.BasePermission]:
+        classes = self.permissions_by_method.get(self.request.method or "", ())
+        return [permissions.IsAuthenticated(), *(cls() for cls in classes)]
+
+    def visible(self, queryset: QuerySet[M], not_found: type[NotFound], **lookup: Any) -> M:
+        """The object `lookup` names, if this caller covers its tenant (and, under a
+        /tenants/{slug} URL, it belongs to that tenant). Absent and hidden get the same
+        404, so existence does not leak; a hidden one is audited in its tenant's chain."""
+        try:
+            found = queryset.filter(**lookup).first()
+        except (ValueError, ValidationError):  # a malformed id names nothing
+            found = None
+        if found is None:
+            raise not_found()
+        scoped, owner = _owner(found)
+        if not scoped:
+            return found  # an object of no tenant (a principal): the permissions decide
+        if not self.access.covers_scope(owner):
+            audit_refusal(self.request, 404, actor=self.actor, tenant=owner.slug if owner else None)
+            hidden = not_found()
+            hidden.audited = True
+            raise hidden
+        if self.scope is not None and owner is not None and owner.pk != self.scope.pk:
+            raise not_found()
+        return found
+
+    def restrict(self, queryset: QuerySet[M], path: str = "tenant") -> QuerySet[M]:
+        """Only the rows of the tenants this caller covers (`path` leads to the tenant)."""
+        return self.access.restrict(queryset, path)

@@ -1,0 +1,149 @@
+"""One error shape for every response: {"error": {"code", "message", "request_id"}}.
+
+Services raise `DomainError` subclasses; DRF's own exceptions and database outages are
+translated here, in one place. 5xx bodies are generic and carry only the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+
+from audit.actors import Actor
+from audit.models import Outcome
+from audit.recorder import AuditUnavailable, record_refusal
+from core.context import current_origin
+from core.errors import DomainError
+from core.logging import log_unhandled
+from tenants.actors import actor_for
+from tenants.models import Tenant
+
+logger = logging.getLogger("keyward.errors")
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "request_id": current_origin().request_id,
+            **extra,
+        }
+    }
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
+    response = JsonResponse(error_body(code, message, **extra), status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _drf_error(exc: drf.APIException) -> tuple[int, str, str, dict[str, Any]]:
+    if isinstance(exc, drf.ValidationError):
+        return 400, "invalid", "The request has invalid fields.", {"fields": exc.detail}
+    if isinstance(exc, drf.ParseError):
+        return 400, "malformed_body", "The request body is not valid JSON.", {}
+    if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
+        return 401, "unauthenticated", "Missing or invalid credentials.", {}
+    if isinstance(exc, drf.PermissionDenied):
+        return 403, "forbidden", "You are not allowed to do this.", {}
+    if isinstance(exc, drf.NotFound):
+        return 404, "not_found", "Not found.", {}
+    if isinstance(exc, drf.MethodNotAllowed):
+        return 405, "method_not_allowed", "Method not allowed.", {}
+    if isinstance(exc, drf.NotAcceptable):
+        return 406, "not_acceptable", "Only application/json is served.", {}
+    if isinstance(exc, drf.UnsupportedMediaType):
+        return 415, "unsupported_media_type", "Send application/json.", {}
+    if isinstance(exc, drf.Throttled):
+        return 429, "rate_limited", "Too many requests.", {}
+    return exc.status_code, "error", str(exc.detail), {}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """DRF's EXCEPTION_HANDLER: map every exception to the one error shape."""
+    request = context.get("request")
+    headers: dict[str, str] = {"Cache-Control": "no-store"}
+    if isinstance(exc, Http404):
+        exc = drf.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf.PermissionDenied()
+    if isinstance(exc, DomainError):
+        status, code, message, extra = exc.status, exc.code, exc.message, dict(exc.extra)
+        if exc.retry_after:
+            headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, drf.APIException):
+        status, code, message, extra = _drf_error(exc)
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="keyward"'
+        wait = getattr(exc, "wait", None)
+        if status == 429 and wait:
+            headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+    elif isinstance(exc, OperationalError | InterfaceError):
+        logger.error("database unavailable: %s", type(exc).__name__)
+        status, code, message, extra = (
+            503,
+            "database_unavailable",
+            "The database is unavailable.",
+            {},
+        )
+        headers["Retry-After"] = "5"
+    else:
+        log_unhandled(exc)
+        status, code, message, extra = 500, "internal_error", "Internal error.", {}
+    if request is not None and status in (401, 403) and not getattr(exc, "audited", False):
+        view = context.get("view")
+        actor = Actor.anonymous() if status == 401 else getattr(view, "actor", None)
+        audit_refusal(
+            request, status, actor=actor or actor_for(request.user), tenant=_tenant_of(view)
+        )
+    return Response(error_body(code, message, **extra), status=status, headers=headers)
+
+
+def audit_refusal(request: Any, status: int, *, actor: Actor, tenant: str | None) -> None:
+    """Audit a 401 or 403 that no action recorded (or a 404 that hides another tenant's
+    object), in the chain of the tenant it concerns. A failure to record is logged and the
+    refusal still stands."""
+    failure: dict[str, str] = getattr(request._request, "keyward_auth_failure", {})
+    details: dict[str, Any] = {
+        "method": request.method,
+        "path": request.path[:200],
+        "status": status,
+        **failure,
+    }
+    action = "auth.failed" if status == 401 else "access.denied"
+    try:
+        record_refusal(action, actor=actor, outcome=Outcome.DENIED, tenant=tenant, details=details)
+    except (AuditUnavailable, DatabaseError):
+        logger.error("could not record %s for request", action)
+
+
+def _tenant_of(view: Any) -> str | None:
+    """The existing tenant a refused request was aimed at, so its refusal lands in that
+    tenant's chain (None for the global chain)."""
+    slug = getattr(view, "kwargs", {}).get("slug") if view is not None else None
+    if not isinstance(slug, str):
+        return None
+    return slug if Tenant.objects.filter(slug=slug).exists() else None
+
+
+def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return error_response(404, "not_found", "Not found.")
+
+
+def json_server_error(request: HttpRequest) -> JsonResponse:
+    return error_response(500, "internal_error", "Internal error.")
+
+
+def json_bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return error_response(400, "bad_request", "Bad request.")
+
+
+def json_forbidden(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return error_response(403, "forbidden", "You are not allowed to do this.")

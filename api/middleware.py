@@ -1,0 +1,68 @@
+"""Request plumbing shared by every endpoint: request ids, source addresses, body limits."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from api.errors import error_response
+from core.context import Origin, bound_origin, new_request_id
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The caller's address, trusting exactly KEYWARD_TRUSTED_PROXY_COUNT proxy hops."""
+    address = request.META.get("REMOTE_ADDR")
+    hops = settings.TRUSTED_PROXY_COUNT
+    if hops:
+        forwarded = [p.strip() for p in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        forwarded = [p for p in forwarded if p]
+        if len(forwarded) >= hops:
+            address = forwarded[-hops]
+    try:
+        return str(ipaddress.ip_address(address)) if address else None
+    except ValueError:
+        return None
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (reusing a well-formed X-Request-ID) and echoes it back."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.META.get("HTTP_X_REQUEST_ID", "")
+        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else new_request_id()
+        origin = Origin(request_id=request_id, source_ip=client_ip(request))
+        request.keyward_origin = origin  # type: ignore[attr-defined]
+        with bound_origin(origin):
+            response = self.get_response(request)
+        response["X-Request-ID"] = request_id
+        return response
+
+
+class BodySizeLimitMiddleware:
+    """Refuses bodies above KEYWARD_MAX_BODY_BYTES with 413 before anything parses them."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method in _BODY_METHODS:
+            limit = settings.MAX_BODY_BYTES
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                return error_response(400, "bad_request", "Content-Length is not a number.")
+            if length > limit:
+                return error_response(
+                    413, "body_too_large", f"The request body exceeds {limit} bytes."
+                )
+        return self.get_response(request)

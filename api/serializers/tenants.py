@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from api.base import StrictSerializer
+from tenants.models import ServicePrincipal, Tenant, TenantStatus
+from tenants.validators import validate_principal_name, validate_slug
+
+
+def _django_validator(func: Any) -> Any:
+    def run(value: Any) -> None:
+        from django.core.exceptions import ValidationError
+
+        try:
+            func(value)
+        except ValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+
+    return run
+
+
+class TenantCreateSerializer(StrictSerializer):
+    slug = serializers.CharField(
+        max_length=63, trim_whitespace=False, validators=[_django_validator(validate_slug)]
+    )
+    name = serializers.CharField(max_length=200)
+
+
+class TenantUpdateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200, required=False)
+    status = serializers.ChoiceField(choices=TenantStatus.choices, required=False)
+
+
+class TenantSerializer(serializers.ModelSerializer[Tenant]):
+    class Meta:
+        model = Tenant
+        fields = ("id", "slug", "name", "status", "created_at", "updated_at")
+        read_only_fields = fields
+
+
+class PrincipalCreateSerializer(StrictSerializer):
+    name = serializers.CharField(
+        max_length=63,
+        trim_whitespace=False,
+        validators=[_django_validator(validate_principal_name)],
+    )
+
+
+class PrincipalSerializer(serializers.ModelSerializer[ServicePrincipal]):
+    class Meta:
+        model = ServicePrincipal
+        fields: tuple[str, ...] = (
+            "id",
+            "name",
+            "created_at",
+            "created_by",
+            "secret_rotated_at",
+            "last_used_at",
+        )
+        read_only_fields = fields
+
+
+class PrincipalWithSecretSerializer(PrincipalSerializer):
+    client_secret = serializers.SerializerMethodField()
+
+    class Meta(PrincipalSerializer.Meta):
+        fields = (*PrincipalSerializer.Meta.fields, "client_secret")
+        read_only_fields: tuple[str, ...] = fields
+
+    def get_client_secret(self, obj: ServicePrincipal) -> str:
+        return str(self.context["client_secret"])

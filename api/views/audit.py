@@ -1,0 +1,212 @@
+"""Auditor endpoints: search the log, and compute the audit HMAC of a value."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.http import StreamingHttpResponse
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema
+from rest_framework import permissions, serializers
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from api.base import KeywardView, StrictSerializer
+from audit.hmac import audit_hmac
+from audit.models import AuditEvent, Outcome
+from audit.recorder import record
+from auditor import signing
+from auditor.export import Export, Scope
+from core.errors import DomainError
+from tenants.access import SUPERUSER
+from tenants.models import Role
+
+FILTERS = ("tenant", "action", "actor", "outcome", "since", "until")
+
+
+class Auditor(permissions.BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return view.access.role in (SUPERUSER, Role.AUDITOR)
+
+
+class BadFilter(DomainError):
+    code = "invalid"
+
+
+class EventSerializer(serializers.ModelSerializer[AuditEvent]):
+    actor = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AuditEvent
+        fields = (
+            "id",
+            "seq",
+            "chain",
+            "occurred_at",
+            "actor",
+            "action",
+            "tenant",
+            "target",
+            "outcome",
+            "request_id",
+            "source_ip",
+            "details",
+            "prev_hash",
+            "hash",
+        )
+        read_only_fields = fields
+
+    def get_actor(self, event: AuditEvent) -> dict[str, str]:
+        return {"type": event.actor_type, "id": event.actor_id}
+
+
+class OldestFirst(CursorPagination):
+    ordering = ("occurred_at", "id")
+    page_size = 100
+    max_page_size = 1000
+    page_size_query_param = "limit"
+
+
+def _moment(name: str, raw: str) -> datetime:
+    moment = parse_datetime(raw)
+    if moment is None or moment.tzinfo is None:
+        raise BadFilter(
+            f"{name} must be an ISO 8601 time with a zone.",
+            fields={name: ["Not an ISO 8601 time."]},
+        )
+    return moment
+
+
+class EventListView(KeywardView):
+    """Search the audit log (newest last, cursor-paginated). Every search is itself audited."""
+
+    permissions_by_method = {"GET": (Auditor,)}
+
+    def searchable(self) -> QuerySet[AuditEvent]:
+        slugs = self.access.slugs()
+        events = AuditEvent.objects.all()
+        return events if slugs is None else events.filter(tenant__in=slugs)
+
+    def filtered(self, params: Any) -> QuerySet[AuditEvent]:
+        unknown = sorted(set(params) - {*FILTERS, "cursor", "limit"})
+        if unknown:
+            raise BadFilter(
+                "Unknown filter.", fields={name: ["Unknown filter."] for name in unknown}
+            )
+        events = self.searchable()
+        if params.get("tenant"):
+            events = events.filter(tenant=params["tenant"])
+        if params.get("action"):
+            events = events.filter(action=params["action"])
+        if params.get("outcome"):
+            if params["outcome"] not in Outcome.values:
+                raise BadFilter(fields={"outcome": [f"One of {', '.join(Outcome.values)}."]})
+            events = events.filter(outcome=params["outcome"])
+        if params.get("actor"):
+            kind, _, ident = params["actor"].partition(":")
+            events = (
+                events.filter(actor_type=kind, actor_id=ident)
+                if ident
+                else events.filter(Q(actor_id=kind) | Q(actor_type=kind))
+            )
+        if params.get("since"):
+            events = events.filter(occurred_at__gte=_moment("since", params["since"]))
+        if params.get("until"):
+            events = events.filter(occurred_at__lt=_moment("until", params["until"]))
+        return events
+
+    @extend_schema(responses=EventSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        events = self.filtered(request.query_params)
+        paginator = OldestFirst()
+        page = paginator.paginate_queryset(events, request, view=self)
+        searched = {k: request.query_params[k][:200] for k in FILTERS if k in request.query_params}
+        with transaction.atomic():
+            record(
+                "audit.searched",
+                actor=self.actor,
+                details={"filters": searched, "returned": len(page or [])},
+            )
+        return paginator.get_paginated_response(EventSerializer(page, many=True).data)
+
+
+class HmacSerializer(StrictSerializer):
+    value = serializers.CharField(max_length=4096, trim_whitespace=False, write_only=True)
+
+
+class HmacView(KeywardView):
+    """The audit HMAC of a value, to find events about a secret without the log holding it
+    (as Vault's sys/audit-hash). The value itself is never recorded."""
+
+    permissions_by_method = {"POST": (Auditor,)}
+
+    @extend_schema(request=HmacSerializer, responses=dict)
+    def post(self, request: Request) -> Response:
+        body = HmacSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        digest = audit_hmac(body.validated_data["value"])
+        with transaction.atomic():
+            record("audit.hmac_lookup", actor=self.actor, details={})
+        return Response({"hmac": digest}, headers={"Cache-Control": "no-store"})
+
+
+class _StreamNegotiation(DefaultContentNegotiation):
+    """The export streams its own bytes; `format=` names the export format, not a renderer."""
+
+    def select_renderer(self, request: Any, renderers: Any, format_suffix: Any = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+class ExportView(KeywardView):
+    """Stream a signed export (`format=jsonl|csv`); the manifest is the last line."""
+
+    permissions_by_method = {"GET": (Auditor,)}
+    content_negotiation_class = _StreamNegotiation
+
+    @extend_schema(responses={(200, "application/x-ndjson"): str})
+    def get(self, request: Request) -> Any:
+        params = request.query_params
+        fmt = params.get("format", "jsonl")
+        if fmt not in ("jsonl", "csv"):
+            raise BadFilter(fields={"format": ["jsonl or csv."]})
+        unknown = sorted(set(params) - {"format", "since", "until", "tenant"})
+        if unknown:
+            raise BadFilter(
+                "Unknown filter.", fields={name: ["Unknown filter."] for name in unknown}
+            )
+        slugs = self.access.slugs()
+        tenants = None if slugs is None else tuple(slugs)
+        scope = Scope(
+            since=_moment("since", params["since"]) if params.get("since") else None,
+            until=_moment("until", params["until"]) if params.get("until") else None,
+            tenant=params.get("tenant") or None,
+            tenants=tenants,
+        )
+        content_type = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
+        response = StreamingHttpResponse(
+            Export(scope, fmt, actor=self.actor).lines(), content_type=content_type
+        )
+        response["Content-Disposition"] = f'attachment; filename="keyward-audit.{fmt}"'
+        return response
+
+
+class PublicKeyView(KeywardView):
+    """The public half of the export-signing key, and its fingerprint."""
+
+    permissions_by_method = {"GET": (Auditor,)}
+
+    @extend_schema(responses=dict)
+    def get(self, request: Request) -> Response:
+        public = signing.signer().public_pem()
+        return Response(
+            {
+                "algorithm": "ed25519",
+                "public_key_pem": public.decode(),
+                "fingerprint": signing.fingerprint(public),
+            }
+        )

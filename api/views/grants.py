@@ -1,0 +1,114 @@
+"""Grants: which principal may ask tokens for which tenant, provider and scopes."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from api.base import GlobalSecurityAdmin, KeywardView, SecurityAdmin, StaffReader, StrictSerializer
+from core.errors import NotFound
+from kms.providers import ADAPTERS
+from tenants.actions import do_create_grant, do_delete_grant
+from tenants.exceptions import PrincipalNotFound, TenantNotFound
+from tenants.models import Grant, Scope, ServicePrincipal, Tenant
+
+
+class GrantNotFound(NotFound):
+    code = "grant_not_found"
+    message = "No such grant."
+
+
+class GrantCreateSerializer(StrictSerializer):
+    principal = serializers.UUIDField()
+    tenant = serializers.CharField(max_length=63)
+    provider = serializers.ChoiceField(
+        choices=[*sorted(ADAPTERS), "*"], error_messages={"invalid_choice": "Unknown provider."}
+    )
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=Scope.choices), min_length=1, max_length=2
+    )
+    max_ttl_seconds = serializers.IntegerField(min_value=10)
+
+    def validate_max_ttl_seconds(self, value: int) -> int:
+        if value > settings.TOKEN_MAX_TTL:
+            raise serializers.ValidationError(
+                f"At most {settings.TOKEN_MAX_TTL} (KEYWARD_TOKEN_MAX_TTL)."
+            )
+        return value
+
+
+class GrantSerializer(serializers.ModelSerializer[Grant]):
+    tenant = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Grant
+        fields = (
+            "id",
+            "principal",
+            "tenant",
+            "provider",
+            "scopes",
+            "max_ttl_seconds",
+            "created_at",
+            "created_by",
+        )
+        read_only_fields = fields
+
+    def get_tenant(self, grant: Grant) -> str:
+        return grant.tenant.slug if grant.tenant else "*"
+
+
+class GrantListView(KeywardView):
+    """List the grants of the tenants the caller covers; create one."""
+
+    permissions_by_method = {"GET": (StaffReader,), "POST": (SecurityAdmin,)}
+
+    @extend_schema(responses=GrantSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        grants = self.restrict(Grant.objects.select_related("tenant"))
+        return Response({"results": GrantSerializer(grants, many=True).data})
+
+    @extend_schema(request=GrantCreateSerializer, responses={201: GrantSerializer})
+    def post(self, request: Request) -> Response:
+        body = GrantCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        principal = self.visible(
+            ServicePrincipal.objects.all(), PrincipalNotFound, pk=data["principal"]
+        )
+        if data["tenant"] == "*":
+            if not GlobalSecurityAdmin().has_permission(request, self):
+                self.permission_denied(request)
+            tenant = None
+        else:
+            tenant = self.visible(Tenant.objects.all(), TenantNotFound, slug=data["tenant"])
+        grant = do_create_grant(
+            principal,
+            tenant,
+            data["provider"],
+            data["scopes"],
+            data["max_ttl_seconds"],
+            actor=self.actor,
+        )
+        return Response(GrantSerializer(grant).data, status=status.HTTP_201_CREATED)
+
+
+class GrantDetailView(KeywardView):
+    """Delete a grant; every token issued under it stops working at once."""
+
+    permissions_by_method = {"GET": (StaffReader,), "DELETE": (SecurityAdmin,)}
+
+    def grant(self, grant_id: str) -> Grant:
+        return self.visible(Grant.objects.select_related("tenant"), GrantNotFound, pk=grant_id)
+
+    @extend_schema(responses=GrantSerializer)
+    def get(self, request: Request, grant_id: str) -> Response:
+        return Response(GrantSerializer(self.grant(grant_id)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, grant_id: str) -> Response:
+        do_delete_grant(self.grant(grant_id), actor=self.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)

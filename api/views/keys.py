@@ -1,0 +1,129 @@
+"""Provider-key endpoints under /api/v1/tenants/{slug}/keys."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from api.base import KeywardView, SecurityAdmin, StaffReader
+from api.serializers.keys import (
+    KeyCreateSerializer,
+    KeyRotateSerializer,
+    KeySerializer,
+    ValidationSerializer,
+)
+from core.errors import InvalidInput
+from kms.actions import keys
+from kms.exceptions import KeyNotFound
+from kms.models import ProviderKey
+
+VALIDATE = OpenApiParameter(
+    "validate", OpenApiTypes.BOOL, description="false skips the provider check"
+)
+
+
+def _validate_flag(request: Request) -> bool:
+    raw = request.query_params.get("validate", "true").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise InvalidInput(
+            "validate must be true or false.", fields={"validate": ["Must be true or false."]}
+        )
+    return raw in ("true", "1")
+
+
+class KeyView(KeywardView):
+    def key(self, key_id: str) -> ProviderKey:
+        """A key of the URL's tenant."""
+        return self.visible(ProviderKey.objects.select_related("tenant"), KeyNotFound, pk=key_id)
+
+    def keyed(self, key: ProviderKey, code: int = status.HTTP_200_OK) -> Response:
+        fresh = (
+            ProviderKey.objects.select_related("tenant").prefetch_related("versions").get(pk=key.pk)
+        )
+        return Response(KeySerializer(fresh).data, status=code)
+
+
+class KeyListView(KeyView):
+    """A tenant's provider keys: list them; onboard one (checked with the provider first)."""
+
+    permissions_by_method = {"GET": (StaffReader,), "POST": (SecurityAdmin,)}
+
+    @extend_schema(responses=KeySerializer(many=True))
+    def get(self, request: Request, slug: str) -> Response:
+        rows = (
+            ProviderKey.objects.filter(tenant=self.tenant)
+            .select_related("tenant")
+            .prefetch_related("versions")
+        )
+        return Response({"results": KeySerializer(rows, many=True).data})
+
+    @extend_schema(
+        request=KeyCreateSerializer, responses={201: KeySerializer}, parameters=[VALIDATE]
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        validate = _validate_flag(request)
+        body = KeyCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = keys.KeyInput(**body.validated_data)
+        key = keys.do_onboard_key(self.tenant, data, validate=validate, actor=self.actor)
+        return self.keyed(key, status.HTTP_201_CREATED)
+
+
+class KeyDetailView(KeyView):
+    """One key's metadata (never the secret); DELETE revokes it and destroys every version."""
+
+    permissions_by_method = {"GET": (StaffReader,), "DELETE": (SecurityAdmin,)}
+
+    @extend_schema(responses=KeySerializer)
+    def get(self, request: Request, slug: str, key_id: str) -> Response:
+        return self.keyed(self.key(key_id))
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, slug: str, key_id: str) -> Response:
+        keys.do_revoke_key(self.key(key_id), actor=self.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class KeyRotateView(KeyView):
+    """A new secret becomes current; the previous stays usable for the grace period."""
+
+    permissions_by_method = {"POST": (SecurityAdmin,)}
+
+    @extend_schema(request=KeyRotateSerializer, responses=KeySerializer, parameters=[VALIDATE])
+    def post(self, request: Request, slug: str, key_id: str) -> Response:
+        key = self.key(key_id)
+        validate = _validate_flag(request)
+        body = KeyRotateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        rotated = keys.do_rotate_key(
+            key, **body.validated_data, validate=validate, actor=self.actor
+        )
+        return self.keyed(rotated)
+
+
+class KeyValidateView(KeyView):
+    """Check the current version with the provider now."""
+
+    permissions_by_method = {"POST": (SecurityAdmin,)}
+
+    @extend_schema(request=None, responses=ValidationSerializer)
+    def post(self, request: Request, slug: str, key_id: str) -> Response:
+        result = keys.do_validate_key(self.key(key_id), actor=self.actor).result
+        key = ProviderKey.objects.get(pk=result.key_id)
+        return Response({**ValidationSerializer(result).data, "key_status": key.status})
+
+
+class KeyValidationsView(KeyView):
+    """The most recent validation results, newest first, with the provider's reasons."""
+
+    permissions_by_method = {"GET": (StaffReader,)}
+
+    @extend_schema(responses=ValidationSerializer(many=True))
+    def get(self, request: Request, slug: str, key_id: str) -> Response:
+        key = self.key(key_id)
+        return Response(
+            {"results": ValidationSerializer(key.validations.all()[:50], many=True).data}
+        )

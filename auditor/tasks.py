@@ -1,0 +1,12 @@
+"""Celery tasks of the audit log."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from auditor import jobs
+
+
+@shared_task(name="keyward.audit.verify_chains", acks_late=True)
+def verify_chains() -> None:
+    jobs.verify_chains()

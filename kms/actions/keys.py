@@ -1,0 +1,594 @@
+"""Every state change of a provider key: onboard, validate, rotate, revoke, retire a
+version, flag a due rotation.
+
+Order of effects, so that a failure anywhere leaves nothing half-done: refuse bad input
+first, then ask the provider, then write the secret store, then commit the metadata and
+its audit event in one transaction (destroying the new store version if that commit
+fails). Failures that stop an action are audited in a transaction of their own. No call
+to the secret store or a provider runs inside a transaction or under a row lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from audit.actors import Actor
+from audit.hmac import audit_hmac
+from audit.models import Outcome as AuditOutcome
+from audit.recorder import record, record_refusal
+from kms.egress import check_base_url
+from kms.exceptions import (
+    DuplicateKey,
+    InvalidSecret,
+    KeyNotActive,
+    KeyRejectedByProvider,
+    LabelTaken,
+    ProviderUnavailable,
+)
+from kms.models import KeyStatus, KeyVersion, ProviderKey, Stage, Validation, ValidationResult
+from kms.providers import (
+    AUTHENTIC,
+    TRANSIENT,
+    CheckOutcome,
+    CheckResult,
+    check_secret_shape,
+    get_adapter,
+)
+from notify.tasks import notify
+from stores.exceptions import StoreConflict, StoreUnavailable
+from stores.registry import DEFAULT_STORE, get_store
+from tenants.models import Tenant
+
+MAX_GRACE_SECONDS = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class KeyInput:
+    provider: str
+    label: str
+    secret: str
+    rotation_period_days: int = 90
+    base_url: str = ""
+
+
+def hint_of(secret: str) -> str:
+    return "..." + secret[-4:]
+
+
+def _target(key_id: uuid.UUID | str) -> str:
+    return f"key:{key_id}"
+
+
+def _record_store_outage(
+    outage: StoreUnavailable, action: str, *, actor: Actor, tenant: str, target: str, **facts: Any
+) -> None:
+    """Audit an action that the secret store's outage stopped."""
+    record_refusal(
+        action,
+        actor=actor,
+        outcome=AuditOutcome.ERROR,
+        tenant=tenant,
+        target=target,
+        details={"reason": "secret store unavailable", **facts},
+        refusal=outage,
+    )
+
+
+# -- onboarding --------------------------------------------------------------------------
+def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Actor) -> ProviderKey:
+    """Check, store and register a tenant's provider key; returns its metadata."""
+    adapter = get_adapter(data.provider)
+    check_secret_shape(data.provider, data.secret)
+    base_url = _checked_base_url(data.provider, data.base_url)
+    fingerprint = audit_hmac(data.secret)
+    _refuse_duplicates(tenant, data, fingerprint)
+    key_id = uuid.uuid4()
+    facts = {
+        "provider": data.provider,
+        "label": data.label,
+        "fingerprint": fingerprint,
+        "hint": hint_of(data.secret),
+    }
+    check = adapter.check(data.secret, base_url) if validate else None
+    _refuse_on_check(check, "key.onboard_refused", tenant, _target(key_id), facts, actor)
+    # Every key lives in the default store until tenants can be pinned to a store of their own.
+    store_name, path = DEFAULT_STORE, f"{tenant.id}/{key_id}"
+    store = get_store(store_name)
+    try:
+        version = store.put(path, data.secret, expected_version=0)
+    except StoreUnavailable as outage:
+        _record_store_outage(
+            outage,
+            "key.onboard_failed",
+            actor=actor,
+            tenant=tenant.slug,
+            target=_target(key_id),
+            **facts,
+        )
+        raise
+    try:
+        return _register(
+            tenant, key_id, data, base_url, fingerprint, store_name, path, version, check, actor
+        )
+    except BaseException:
+        _destroy_quietly(store_name, path, [version])
+        raise
+
+
+def _checked_base_url(provider: str, base_url: str) -> str:
+    adapter = get_adapter(provider)
+    if base_url:
+        return check_base_url(base_url)
+    if adapter.base_url_required and not adapter.base_url(""):
+        raise InvalidSecret(
+            "This provider needs a base_url.", fields={"base_url": ["Required for this provider."]}
+        )
+    return ""
+
+
+def _refuse_duplicates(tenant: Tenant, data: KeyInput, fingerprint: str) -> None:
+    _refuse_known_secret(tenant, fingerprint)
+    live = ProviderKey.objects.filter(tenant=tenant).exclude(status=KeyStatus.REVOKED)
+    if live.filter(provider=data.provider, label=data.label).exists():
+        raise LabelTaken()
+
+
+def _refuse_known_secret(tenant: Tenant, fingerprint: str) -> None:
+    """409 naming the live key that already holds this secret, as its current version or
+    as a version not yet destroyed."""
+    live = ProviderKey.objects.filter(tenant=tenant).exclude(status=KeyStatus.REVOKED)
+    existing = live.filter(fingerprint=fingerprint).first()
+    if existing is None:
+        version = (
+            KeyVersion.objects.filter(key__in=live, fingerprint=fingerprint, destroyed_at=None)
+            .select_related("key")
+            .first()
+        )
+        existing = version.key if version is not None else None
+    if existing is not None:
+        raise DuplicateKey(existing_key=str(existing.id))
+
+
+def _refuse_on_check(
+    check: CheckResult | None,
+    action: str,
+    tenant: Tenant,
+    target: str,
+    facts: dict[str, Any],
+    actor: Actor,
+) -> None:
+    if check is None or check.outcome in AUTHENTIC:
+        return
+    details = {
+        **facts,
+        "result": str(check.outcome),
+        "reason": check.reason,
+        "http_status": check.http_status,
+    }
+    refusal: ProviderUnavailable | KeyRejectedByProvider
+    if check.outcome in TRANSIENT:
+        refusal = ProviderUnavailable(result=str(check.outcome), reason=check.reason)
+        action, outcome = action.replace("_refused", "_failed"), AuditOutcome.ERROR
+    else:
+        refusal = KeyRejectedByProvider(result=str(check.outcome), reason=check.reason)
+        outcome = AuditOutcome.DENIED
+    record_refusal(
+        action,
+        actor=actor,
+        outcome=outcome,
+        tenant=tenant.slug,
+        target=target,
+        details=details,
+        refusal=refusal,
+    )
+    raise refusal
+
+
+def _register(
+    tenant: Tenant,
+    key_id: uuid.UUID,
+    data: KeyInput,
+    base_url: str,
+    fingerprint: str,
+    store_name: str,
+    path: str,
+    version: int,
+    check: CheckResult | None,
+    actor: Actor,
+) -> ProviderKey:
+    now = timezone.now()
+    try:
+        with transaction.atomic(durable=True):
+            key = ProviderKey.objects.create(
+                id=key_id,
+                tenant=tenant,
+                provider=data.provider,
+                label=data.label,
+                store=store_name,
+                store_path=path,
+                fingerprint=fingerprint,
+                hint=hint_of(data.secret),
+                base_url=base_url,
+                rotation_period_days=data.rotation_period_days,
+                current_version=version,
+                rotation_due_at=now + timedelta(days=data.rotation_period_days),
+                created_by=actor.id,
+            )
+            KeyVersion.objects.create(
+                key=key,
+                version=version,
+                stage=Stage.CURRENT,
+                fingerprint=fingerprint,
+                hint=key.hint,
+                created_by=actor.id,
+                promoted_at=now,
+            )
+            if check is not None:
+                _note_check(key, version, check, "onboard")
+            record(
+                "key.created",
+                actor=actor,
+                tenant=tenant.slug,
+                target=_target(key.id),
+                details={
+                    "provider": key.provider,
+                    "label": key.label,
+                    "fingerprint": fingerprint,
+                    "hint": key.hint,
+                    "version": version,
+                    "store": store_name,
+                    "validated": check is not None,
+                    "base_url": base_url,
+                },
+            )
+    except IntegrityError:
+        raise DuplicateKey() from None
+    return key
+
+
+def _note_check(
+    key: ProviderKey, version: int, check: CheckResult, trigger: str
+) -> ValidationResult:
+    result = ValidationResult.objects.create(
+        key=key,
+        version=version,
+        result=str(check.outcome),
+        http_status=check.http_status,
+        reason=check.reason,
+        duration_ms=check.duration_ms,
+        trigger=trigger,
+    )
+    summary = (
+        Validation.OK
+        if check.outcome == CheckOutcome.VALID
+        else (Validation.INVALID if check.outcome == CheckOutcome.INVALID else Validation.ERROR)
+    )
+    key.last_validated_at, key.last_validation = result.checked_at, summary
+    key.last_validation_result, key.last_validation_reason = str(check.outcome), check.reason
+    key.save(
+        update_fields=[
+            "last_validated_at",
+            "last_validation",
+            "last_validation_result",
+            "last_validation_reason",
+            "updated_at",
+        ]
+    )
+    return result
+
+
+def _permission_failures_exhausted(key: ProviderKey) -> bool:
+    """True when the configured number of latest checks all said insufficient_permissions."""
+    threshold = settings.INVALID_AFTER_PERMISSION_FAILURES
+    if threshold <= 0:
+        return False
+    latest = list(
+        key.validations.order_by("-checked_at", "-id").values_list("result", flat=True)[:threshold]
+    )
+    return len(latest) == threshold and all(
+        r == CheckOutcome.INSUFFICIENT_PERMISSIONS for r in latest
+    )
+
+
+def _key_payload(key: ProviderKey, **extra: Any) -> dict[str, Any]:
+    return {
+        "tenant": key.tenant.slug,
+        "key_id": str(key.id),
+        "provider": key.provider,
+        "label": key.label,
+        **extra,
+    }
+
+
+def _destroy_quietly(store_name: str, path: str, versions: list[int]) -> None:
+    # An orphan left by a store outage is unreferenced, and `versions()` still finds it.
+    with contextlib.suppress(StoreUnavailable):
+        get_store(store_name).destroy(path, versions)
+
+
+# -- reading a secret --------------------------------------------------------------------
+def read_secret(key: ProviderKey, version: int, *, actor: Actor, purpose: str) -> str:
+    """The cleartext of one version, for the duration of the caller's use. A store outage
+    is audited and fails closed."""
+    try:
+        return get_store(key.store).get(key.store_path, version)
+    except StoreUnavailable as outage:
+        _record_store_outage(
+            outage,
+            f"{purpose}_failed",
+            actor=actor,
+            tenant=key.tenant.slug,
+            target=_target(key.id),
+            version=version,
+        )
+        raise
+
+
+# -- validation --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeyCheck:
+    """A validation's stored result and the provider's Retry-After, for a job's retry."""
+
+    result: ValidationResult
+    retry_after: float | None
+
+
+def do_validate_key(key: ProviderKey, *, actor: Actor, trigger: str = "manual") -> KeyCheck:
+    """Check the current version with its provider. Only `invalid` changes the status."""
+    if key.status == KeyStatus.REVOKED:
+        raise KeyNotActive("The key is revoked.")
+    version = key.current_version
+    secret = read_secret(key, version, actor=actor, purpose="key.validate")
+    check = get_adapter(key.provider).check(secret, key.base_url)
+    del secret
+    with transaction.atomic(durable=True):
+        locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
+        result = _note_check(locked, version, check, trigger)
+        previous = locked.status
+        if locked.status != KeyStatus.REVOKED and locked.current_version == version:
+            if check.outcome == CheckOutcome.INVALID or _permission_failures_exhausted(locked):
+                if locked.status != KeyStatus.INVALID:
+                    notify(
+                        "key.invalid", _key_payload(locked, reason=check.reason, version=version)
+                    )
+                locked.status = KeyStatus.INVALID
+            elif check.outcome == CheckOutcome.VALID and locked.status == KeyStatus.INVALID:
+                locked.status = KeyStatus.ACTIVE
+            locked.save(update_fields=["status", "updated_at"])
+        record(
+            "key.validated",
+            actor=actor,
+            tenant=locked.tenant.slug,
+            target=_target(locked.id),
+            outcome=AuditOutcome.ERROR if check.outcome in TRANSIENT else AuditOutcome.SUCCESS,
+            details={
+                "version": version,
+                "result": str(check.outcome),
+                "reason": check.reason,
+                "http_status": check.http_status,
+                "status": [previous, locked.status],
+                "trigger": trigger,
+            },
+        )
+    return KeyCheck(result, check.retry_after)
+
+
+# -- rotation ----------------------------------------------------------------------------
+def do_rotate_key(
+    key: ProviderKey, *, secret: str, grace_period_seconds: int, validate: bool, actor: Actor
+) -> ProviderKey:
+    """Make `secret` the current version; the old one stays usable for the grace period."""
+    if key.status == KeyStatus.REVOKED:
+        raise KeyNotActive("The key is revoked.")
+    check_secret_shape(key.provider, secret)
+    fingerprint = audit_hmac(secret)
+    _refuse_known_secret(key.tenant, fingerprint)
+    facts = {
+        "provider": key.provider,
+        "label": key.label,
+        "fingerprint": fingerprint,
+        "hint": hint_of(secret),
+    }
+    check = get_adapter(key.provider).check(secret, key.base_url) if validate else None
+    _refuse_on_check(check, "key.rotate_refused", key.tenant, _target(key.id), facts, actor)
+    latest = KeyVersion.objects.filter(key=key).aggregate(top=Max("version"))["top"] or 0
+    store = get_store(key.store)
+    try:
+        version = store.put(key.store_path, secret, expected_version=latest)
+    except StoreUnavailable as outage:
+        _record_store_outage(
+            outage,
+            "key.rotate_failed",
+            actor=actor,
+            tenant=key.tenant.slug,
+            target=_target(key.id),
+            **facts,
+        )
+        raise
+    try:
+        return _promote(
+            key, version, fingerprint, hint_of(secret), grace_period_seconds, check, actor
+        )
+    except BaseException:
+        _destroy_quietly(key.store, key.store_path, [version])
+        raise
+
+
+def _promote(
+    key: ProviderKey,
+    version: int,
+    fingerprint: str,
+    hint: str,
+    grace: int,
+    check: CheckResult | None,
+    actor: Actor,
+) -> ProviderKey:
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
+        if locked.status == KeyStatus.REVOKED or locked.current_version != key.current_version:
+            raise StoreConflict("The key changed meanwhile; nothing was rotated.")
+        old = KeyVersion.objects.get(key=locked, stage=Stage.CURRENT)
+        old.stage, old.retire_after = Stage.PREVIOUS, now + timedelta(seconds=grace)
+        old.save(update_fields=["stage", "retire_after"])
+        KeyVersion.objects.create(
+            key=locked,
+            version=version,
+            stage=Stage.CURRENT,
+            fingerprint=fingerprint,
+            hint=hint,
+            created_by=actor.id,
+            promoted_at=now,
+        )
+        locked.current_version, locked.fingerprint, locked.hint = version, fingerprint, hint
+        locked.status = KeyStatus.ACTIVE
+        locked.rotation_due_at = now + timedelta(days=locked.rotation_period_days)
+        locked.save()
+        if check is not None:
+            _note_check(locked, version, check, "rotate")
+        record(
+            "key.rotated",
+            actor=actor,
+            tenant=locked.tenant.slug,
+            target=_target(locked.id),
+            details={
+                "version": version,
+                "previous_version": old.version,
+                "fingerprint": fingerprint,
+                "hint": hint,
+                "previous_retire_after": old.retire_after.isoformat(),
+                "validated": check is not None,
+            },
+        )
+    return locked
+
+
+# -- revocation --------------------------------------------------------------------------
+def do_revoke_key(key: ProviderKey, *, actor: Actor) -> ProviderKey:
+    """Make the key unusable at once, then destroy every version in the store. If the store
+    is down the key stays revoked and a repeat of this call finishes the destruction."""
+    with transaction.atomic(durable=True):
+        locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
+        if locked.status != KeyStatus.REVOKED:
+            previous = locked.status
+            locked.status, locked.revoked_at = KeyStatus.REVOKED, timezone.now()
+            locked.save(update_fields=["status", "revoked_at", "updated_at"])
+            record(
+                "key.revoked",
+                actor=actor,
+                tenant=locked.tenant.slug,
+                target=_target(locked.id),
+                details={"previous_status": previous, "fingerprint": locked.fingerprint},
+            )
+    if locked.secrets_destroyed_at is not None:
+        return locked
+    store = get_store(locked.store)
+    try:
+        alive = [v.version for v in store.versions(locked.store_path) if not v.destroyed]
+        store.destroy(locked.store_path, alive)
+    except StoreUnavailable as outage:
+        _record_store_outage(
+            outage,
+            "key.destroy_failed",
+            actor=actor,
+            tenant=locked.tenant.slug,
+            target=_target(locked.id),
+        )
+        raise
+    with transaction.atomic(durable=True):
+        locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
+        now = timezone.now()
+        KeyVersion.objects.filter(key=locked, destroyed_at=None).update(
+            stage=Stage.DESTROYED, destroyed_at=now
+        )
+        locked.secrets_destroyed_at = now
+        locked.save(update_fields=["secrets_destroyed_at", "updated_at"])
+        record(
+            "key.secrets_destroyed",
+            actor=actor,
+            tenant=locked.tenant.slug,
+            target=_target(locked.id),
+            details={"versions": alive, "store": locked.store},
+        )
+    return locked
+
+
+# -- retirement and reminders -------------------------------------------------------------
+def do_retire_version(version_pk: int, *, actor: Actor, now: datetime | None = None) -> bool:
+    """Destroy one previous version whose grace period is over; False if there was nothing
+    (left) to do. The store call runs outside any transaction: a version past its grace can
+    never become usable again, so destroying it twice is harmless, and the row changes only
+    through a compare-and-set that one run alone wins."""
+    now = now or timezone.now()
+    version = (
+        KeyVersion.objects.select_related("key", "key__tenant")
+        .filter(pk=version_pk, stage=Stage.PREVIOUS, destroyed_at=None, retire_after__lte=now)
+        .first()
+    )
+    if version is None or version.retire_after is None:
+        return False
+    key = version.key
+    get_store(key.store).destroy(key.store_path, [version.version])
+    with transaction.atomic(durable=True):
+        won = KeyVersion.objects.filter(
+            pk=version.pk, stage=Stage.PREVIOUS, destroyed_at=None
+        ).update(stage=Stage.DESTROYED, destroyed_at=timezone.now())
+        if not won:
+            return False
+        notify(
+            "key.version_retired",
+            {
+                "tenant": key.tenant.slug,
+                "key_id": str(key.id),
+                "provider": key.provider,
+                "version": version.version,
+            },
+        )
+        record(
+            "key.version_retired",
+            actor=actor,
+            tenant=key.tenant.slug,
+            target=_target(key.id),
+            details={"version": version.version, "retire_after": version.retire_after.isoformat()},
+        )
+    return True
+
+
+def do_flag_rotation_due(key_id: uuid.UUID | str, *, actor: Actor, now: datetime) -> bool:
+    """Audit and notify `key.rotation_due` once per rotation period; False if the key is
+    not (or no longer) due."""
+    with transaction.atomic(durable=True):
+        key = ProviderKey.objects.select_for_update().select_related("tenant").get(pk=key_id)
+        if (
+            key.status != KeyStatus.ACTIVE
+            or key.rotation_due_at is None
+            or key.rotation_due_at > now
+        ):
+            return False
+        notify(
+            "key.rotation_due",
+            _key_payload(key, rotation_due_at=key.rotation_due_at.isoformat()),
+        )
+        record(
+            "key.rotation_due",
+            actor=actor,
+            tenant=key.tenant.slug,
+            target=_target(key.id),
+            details={
+                "rotation_due_at": key.rotation_due_at.isoformat(),
+                "rotation_period_days": key.rotation_period_days,
+            },
+        )
+        # Next reminder one period later, unless the key is rotated first.
+        key.rotation_due_at = now + timedelta(days=key.rotation_period_days)
+        key.save(update_fields=["rotation_due_at", "updated_at"])
+    return True

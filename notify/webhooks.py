@@ -1,0 +1,162 @@
+"""Signed webhooks for `key.invalid`, `key.rotation_due`, `key.version_retired` and
+`audit.chain_broken`.
+
+`notify()` writes one delivery row per configured URL inside the caller's transaction and
+hands it to a worker after the commit; the rows are the durable queue, so a broker outage
+delays a notification but never loses it (the sweep re-sends what is left).
+
+A delivery never holds a transaction or a row lock while it talks to the receiver: it
+claims the row in one short transaction (a lease, the attempt counted), posts outside any
+transaction, then records the answer with a compare-and-set on that attempt.
+The signature header is `t=<unix time>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import httpx
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from notify.models import WebhookDelivery
+
+EVENTS = frozenset({"key.invalid", "key.rotation_due", "key.version_retired", "audit.chain_broken"})
+PENDING, DELIVERED, FAILED = (
+    WebhookDelivery.Status.PENDING,
+    WebhookDelivery.Status.DELIVERED,
+    WebhookDelivery.Status.FAILED,
+)
+
+
+class UnknownEvent(ValueError):
+    """A programming error: an event no webhook can subscribe to."""
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def _targets(event: str) -> list[dict[str, Any]]:
+    return [hook for hook in settings.WEBHOOKS if event in hook.get("events", EVENTS)]
+
+
+def queue(event: str, payload: dict[str, Any]) -> list[WebhookDelivery]:
+    """Write one pending delivery of `event` per webhook that wants it, in the caller's
+    transaction."""
+    if event not in EVENTS:
+        raise UnknownEvent(event)
+    body = {"event": event, "occurred_at": timezone.now().isoformat(), **payload}
+    return [
+        WebhookDelivery.objects.create(event=event, url=hook["url"], payload=body)
+        for hook in _targets(event)
+    ]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One attempt at one delivery, claimed for the lease period."""
+
+    delivery_id: UUID
+    attempt: int
+    url: str
+    event: str
+    body: bytes
+    secret: str
+
+
+def claim(delivery_id: UUID | str) -> Claim | None:
+    """Take a pending delivery whose lease is free, counting the attempt; None when there is
+    nothing to send (delivered, failed, or another worker holds the lease)."""
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        delivery = (
+            WebhookDelivery.objects.select_for_update(skip_locked=True)
+            .filter(pk=delivery_id, status=PENDING)
+            .first()
+        )
+        if delivery is None or (delivery.lease_until and delivery.lease_until > now):
+            return None
+        hook = next((h for h in settings.WEBHOOKS if h["url"] == delivery.url), None)
+        if hook is None:
+            delivery.status, delivery.last_error = FAILED, "webhook no longer configured"
+            delivery.save(update_fields=["status", "last_error"])
+            return None
+        delivery.attempts += 1
+        delivery.last_attempt_at = now
+        delivery.lease_until = now + timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS * 2 + 5)
+        delivery.save(update_fields=["attempts", "last_attempt_at", "lease_until"])
+    body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
+    return Claim(delivery.id, delivery.attempts, delivery.url, delivery.event, body, hook["secret"])
+
+
+def post(attempt: Claim) -> tuple[int | None, str]:
+    """Send one claimed attempt: (HTTP status or None, error class name or "")."""
+    stamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "keyward-webhooks/1",
+        "X-Keyward-Event": attempt.event,
+        "X-Keyward-Delivery": str(attempt.delivery_id),
+        "X-Keyward-Signature": sign(attempt.secret, stamp, attempt.body),
+    }
+    try:
+        response = httpx.post(
+            attempt.url,
+            content=attempt.body,
+            headers=headers,
+            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+            follow_redirects=False,
+        )
+    except httpx.HTTPError as exc:
+        return None, type(exc).__name__
+    return response.status_code, ""
+
+
+def settle(attempt: Claim, status_code: int | None, error: str) -> str:
+    """Record an attempt's answer if the row is still on that attempt; returns the
+    delivery's status afterwards."""
+    ok = status_code is not None and 200 <= status_code < 300
+    status = PENDING
+    if ok:
+        status = DELIVERED
+    elif attempt.attempt >= settings.WEBHOOK_MAX_ATTEMPTS:
+        status = FAILED
+    WebhookDelivery.objects.filter(
+        pk=attempt.delivery_id, status=PENDING, attempts=attempt.attempt
+    ).update(
+        status=status,
+        last_status_code=status_code,
+        last_error=error,
+        lease_until=None,
+        delivered_at=timezone.now() if ok else None,
+    )
+    return str(status)
+
+
+def deliver(delivery_id: UUID | str) -> bool:
+    """Send one delivery once; False only when it should be retried later."""
+    attempt = claim(delivery_id)
+    if attempt is None:
+        return True
+    return settle(attempt, *post(attempt)) != PENDING
+
+
+def pending() -> list[str]:
+    """Deliveries still waiting a while after they were written (e.g. the broker was down)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.WEBHOOK_SWEEP_AFTER_SECONDS)
+    return [
+        str(pk)
+        for pk in WebhookDelivery.objects.filter(status=PENDING, created_at__lt=cutoff)
+        .exclude(lease_until__gt=timezone.now())
+        .values_list("id", flat=True)
+    ]

@@ -1,0 +1,108 @@
+"""Run the whole service on one box: web server, Celery worker and beat, together.
+
+    python manage.py serve [--host 127.0.0.1] [--port 8000] [--web-workers 1]
+
+Applies migrations first, then supervises the children until one exits or a signal
+arrives, and stops all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
+
+
+def _children(host: str, port: int, web_workers: int) -> list[list[str]]:
+    python = sys.executable
+    web = [
+        python,
+        "-m",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(web_workers),
+        "--no-ws",
+        "settings.wsgi:application",
+    ]
+    worker = [
+        python,
+        "-m",
+        "celery",
+        "-A",
+        "settings.celery",
+        "worker",
+        "--beat",
+        "--concurrency",
+        "1",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    return [web, worker]
+
+
+class Command(BaseCommand):
+    help = "Run the web server, a Celery worker and beat together (the embedded default)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=os.environ.get("KEYWARD_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("KEYWARD_PORT", "8000")))
+        parser.add_argument(
+            "--web-workers", type=int, default=int(os.environ.get("KEYWARD_WEB_WORKERS", "1"))
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        connections.close_all()
+        code = supervise(options["host"], options["port"], options["web_workers"])
+        if code:
+            raise CommandError("a child process stopped; everything was shut down", returncode=code)
+
+
+def supervise(host: str, port: int, web_workers: int) -> int:
+    """Start the children and wait until one exits or a signal arrives, then stop all."""
+    env = {**os.environ, "KEYWARD_QUIET_EMBEDDED": "1"}
+    procs = [subprocess.Popen(cmd, env=env) for cmd in _children(host, port, web_workers)]
+    url = f"http://{host}:{port}"
+    print(
+        f"\nKeyward is starting on {url}  (API docs: {url}/api/v1/docs/)\n"
+        "Create the first admin and get an API token (shown once):\n"
+        "    .venv/bin/python manage.py create_admin alice --role security_admin\n"
+        "Stop with Ctrl-C.\n",
+        flush=True,
+    )
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(p.poll() is None for p in procs):
+        time.sleep(0.2)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return 0 if stopping else 1

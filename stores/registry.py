@@ -1,0 +1,53 @@
+"""The configured secret stores, by name. Every provider key records the store holding it."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from stores.base import SecretStore, VersionInfo
+from stores.local import LocalStore
+
+__all__ = ["DEFAULT_STORE", "SecretStore", "VersionInfo", "get_store", "store_names"]
+
+DEFAULT_STORE = "default"
+
+_stores: dict[str, SecretStore] = {}
+_lock = threading.Lock()
+
+
+def _build(name: str, config: dict[str, Any]) -> SecretStore:
+    backend = config.get("backend")
+    if backend == "local":
+        return LocalStore(name)
+    if backend == "vault":
+        # Imported here so that hvac is loaded only by deployments that use Vault.
+        from stores.vault import VaultOptions, VaultStore
+
+        return VaultStore(name, VaultOptions.from_mapping(config))
+    raise ValueError(f"secret store {name!r}: unknown backend {backend!r}")
+
+
+def store_names() -> list[str]:
+    return sorted(settings.SECRET_STORES)
+
+
+def get_store(name: str = DEFAULT_STORE) -> SecretStore:
+    """The store called `name`, built once per process from settings.SECRET_STORES."""
+    store = _stores.get(name)
+    if store is not None:
+        return store
+    with _lock:
+        if name not in _stores:
+            _stores[name] = _build(name, settings.SECRET_STORES[name])
+        return _stores[name]
+
+
+@receiver(setting_changed)
+def _reset(setting: str, **kwargs: Any) -> None:
+    if setting in ("SECRET_STORES", "MASTER_KEYS"):
+        _stores.clear()

@@ -1,0 +1,220 @@
+"""Every state change of tenants, principals, admins and grants: one function each,
+atomic, auditing inside its transaction. Deleting a grant deletes the tokens issued
+under it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.actors import Actor
+from audit.recorder import record
+from tenants import credentials
+from tenants.exceptions import PrincipalExists, PrincipalNotFound, TenantExists, TenantNotFound
+from tenants.models import (
+    AdminToken,
+    Grant,
+    Role,
+    ServicePrincipal,
+    StaffRole,
+    Tenant,
+    TenantStatus,
+)
+
+
+def do_create_tenant(slug: str, name: str, *, actor: Actor) -> Tenant:
+    try:
+        with transaction.atomic(durable=True):
+            tenant = Tenant.objects.create(slug=slug, name=name)
+            record(
+                "tenant.created",
+                actor=actor,
+                tenant=slug,
+                target=f"tenant:{slug}",
+                details={"name": name},
+            )
+    except IntegrityError:
+        raise TenantExists() from None
+    return tenant
+
+
+def do_update_tenant(
+    tenant: Tenant, *, actor: Actor, name: str | None = None, status: str | None = None
+) -> Tenant:
+    with transaction.atomic(durable=True):
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        changes: dict[str, Any] = {}
+        if name is not None and name != locked.name:
+            changes["name"] = [locked.name, name]
+            locked.name = name
+        if status is not None and status != locked.status:
+            changes["status"] = [locked.status, status]
+            locked.status = status
+        if not changes:
+            return locked
+        locked.save(update_fields=[*changes, "updated_at"])
+        action = "tenant.updated"
+        if "status" in changes:
+            action = "tenant.suspended" if status == TenantStatus.SUSPENDED else "tenant.activated"
+        record(
+            action,
+            actor=actor,
+            tenant=locked.slug,
+            target=f"tenant:{locked.slug}",
+            details={"changes": changes},
+        )
+    return locked
+
+
+def do_create_principal(name: str, *, actor: Actor) -> tuple[ServicePrincipal, str]:
+    """Create a principal; returns it and its `kwp_` secret, which is never shown again."""
+    secret = credentials.mint(credentials.PRINCIPAL_PREFIX)
+    try:
+        with transaction.atomic(durable=True):
+            principal = ServicePrincipal.objects.create(
+                name=name,
+                key_id=secret.key_id,
+                digest=secret.digest,
+                pepper_id=secret.pepper_id,
+                created_by=actor.id,
+            )
+            record(
+                "principal.created",
+                actor=actor,
+                target=f"principal:{principal.id}",
+                details={"name": name},
+            )
+    except IntegrityError:
+        raise PrincipalExists() from None
+    return principal, secret.plaintext
+
+
+def do_rotate_principal_secret(
+    principal_id: uuid.UUID, *, actor: Actor
+) -> tuple[ServicePrincipal, str]:
+    """Replace a principal's secret; the old one stops working when this commits."""
+    secret = credentials.mint(credentials.PRINCIPAL_PREFIX)
+    with transaction.atomic(durable=True):
+        principal = _locked_principal(principal_id)
+        principal.key_id, principal.digest = secret.key_id, secret.digest
+        principal.pepper_id, principal.secret_rotated_at = secret.pepper_id, timezone.now()
+        principal.last_used_at = None
+        principal.save()
+        record(
+            "principal.secret_rotated",
+            actor=actor,
+            target=f"principal:{principal.id}",
+            details={"name": principal.name},
+        )
+    return principal, secret.plaintext
+
+
+def do_delete_principal(principal_id: uuid.UUID, *, actor: Actor) -> None:
+    with transaction.atomic(durable=True):
+        principal = _locked_principal(principal_id)
+        record(
+            "principal.deleted",
+            actor=actor,
+            target=f"principal:{principal.id}",
+            details={"name": principal.name},
+        )
+        principal.delete()
+
+
+def _locked_principal(principal_id: uuid.UUID) -> ServicePrincipal:
+    principal = ServicePrincipal.objects.select_for_update().filter(pk=principal_id).first()
+    if principal is None:
+        raise PrincipalNotFound()
+    return principal
+
+
+def do_set_admin_role(
+    username: str, role: str, tenant_slugs: Iterable[str], *, actor: Actor
+) -> tuple[AbstractBaseUser, str]:
+    """Create or update a human admin with `role` (over the given tenants, or all when none)
+    and issue a new `kwa_` token, returned once."""
+    slugs = sorted(set(tenant_slugs))
+    token = credentials.mint(credentials.ADMIN_PREFIX)
+    with transaction.atomic(durable=True):
+        tenants = list(Tenant.objects.filter(slug__in=slugs))
+        missing = set(slugs) - {t.slug for t in tenants}
+        if missing:
+            raise TenantNotFound(f"No such tenant: {', '.join(sorted(missing))}.")
+        user_model = get_user_model()
+        user, created = user_model.objects.get_or_create(username=username)
+        if created:
+            user.set_unusable_password()
+            user.save()
+        staff, _ = StaffRole.objects.update_or_create(
+            user=user, defaults={"role": Role(role), "all_tenants": not slugs}
+        )
+        staff.tenants.set(tenants)
+        AdminToken.objects.create(
+            user=user, key_id=token.key_id, digest=token.digest, pepper_id=token.pepper_id
+        )
+        record(
+            "admin.created" if created else "admin.updated",
+            actor=actor,
+            target=f"user:{username}",
+            details={"role": role, "tenants": slugs or "*", "token": f"kwa_{token.key_id}"},
+        )
+    return user, token.plaintext
+
+
+def do_create_grant(
+    principal: ServicePrincipal,
+    tenant: Tenant | None,
+    provider: str,
+    scopes: list[str],
+    max_ttl_seconds: int,
+    *,
+    actor: Actor,
+) -> Grant:
+    with transaction.atomic(durable=True):
+        grant = Grant.objects.create(
+            principal=principal,
+            tenant=tenant,
+            provider=provider,
+            scopes=sorted(set(scopes)),
+            max_ttl_seconds=max_ttl_seconds,
+            created_by=actor.id,
+        )
+        record(
+            "grant.created",
+            actor=actor,
+            tenant=tenant.slug if tenant else None,
+            target=f"grant:{grant.id}",
+            details={
+                "principal": str(principal.id),
+                "principal_name": principal.name,
+                "tenant": tenant.slug if tenant else "*",
+                "provider": provider,
+                "scopes": grant.scopes,
+                "max_ttl_seconds": max_ttl_seconds,
+            },
+        )
+    return grant
+
+
+def do_delete_grant(grant: Grant, *, actor: Actor) -> int:
+    """Delete a grant and every token issued under it; returns how many tokens went."""
+    with transaction.atomic(durable=True):
+        locked = (
+            Grant.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=grant.pk)
+        )
+        tokens = locked.tokens.count()
+        record(
+            "grant.deleted",
+            actor=actor,
+            tenant=locked.tenant.slug if locked.tenant else None,
+            target=f"grant:{locked.id}",
+            details={"principal": str(locked.principal_id), "tokens_revoked": tokens},
+        )
+        locked.delete()
+    return tokens
