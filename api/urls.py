@@ -1,71 +1,53 @@
 """Routes of /api/v1/."""
 
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from api.views import audit, grants, keys, tenants, tokens
 
-urlpatterns: list[URLPattern | URLResolver] = [
-    path("tenants", tenants.TenantListView.as_view(), name="tenant-list"),
-    path("tenants/<str:slug>", tenants.TenantDetailView.as_view(), name="tenant-detail"),
-    path("principals", tenants.PrincipalListView.as_view(), name="principal-list"),
+Routes = list[URLPattern | URLResolver]
+
+principal_routes: Routes = [
+    path("", tenants.PrincipalDetailView.as_view(), name="principal-detail"),
     path(
-        "principals/<str:principal_id>",
-        tenants.PrincipalDetailView.as_view(),
-        name="principal-detail",
-    ),
-    path(
-        "principals/<str:principal_id>/rotate-secret",
+        "/rotate-secret",
         tenants.PrincipalRotateSecretView.as_view(),
         name="principal-rotate-secret",
     ),
+]
+key_routes: Routes = [
+    path("", keys.KeyDetailView.as_view(), name="key-detail"),
+    path("/rotate", keys.KeyRotateView.as_view(), name="key-rotate"),
+    path("/validate", keys.KeyValidateView.as_view(), name="key-validate"),
+    path("/validations", keys.KeyValidationsView.as_view(), name="key-validations"),
+    path("/tokens", tokens.KeyTokensView.as_view(), name="key-tokens"),
+]
+token_routes: Routes = [
+    path("", tokens.TokenIssueView.as_view(), name="token-issue"),
+    path("/introspect", tokens.IntrospectView.as_view(), name="token-introspect"),
+    path("/revoke", tokens.RevokeView.as_view(), name="token-revoke"),
+    path("/<str:token_id>/revoke", tokens.AdminRevokeView.as_view(), name="token-admin-revoke"),
+]
+audit_routes: Routes = [
+    path("/events", audit.EventListView.as_view(), name="audit-events"),
+    path("/hmac", audit.HmacView.as_view(), name="audit-hmac"),
+    path("/export", audit.ExportView.as_view(), name="audit-export"),
+    path("/public-key", audit.PublicKeyView.as_view(), name="audit-public-key"),
+]
+docs: dict[str, list[object]] = {"authentication_classes": [], "permission_classes": []}
+
+urlpatterns: Routes = [
+    path("tenants", tenants.TenantListView.as_view(), name="tenant-list"),
+    path("tenants/<str:slug>", tenants.TenantDetailView.as_view(), name="tenant-detail"),
+    path("tenants/<str:slug>/keys", keys.KeyListView.as_view(), name="key-list"),
+    path("tenants/<str:slug>/keys/<str:key_id>", include(key_routes)),
+    path("principals", tenants.PrincipalListView.as_view(), name="principal-list"),
+    path("principals/<str:principal_id>", include(principal_routes)),
     path("grants", grants.GrantListView.as_view(), name="grant-list"),
     path("grants/<str:grant_id>", grants.GrantDetailView.as_view(), name="grant-detail"),
-    path("tenants/<str:slug>/keys", keys.KeyListView.as_view(), name="key-list"),
-    path("tenants/<str:slug>/keys/<str:key_id>", keys.KeyDetailView.as_view(), name="key-detail"),
-    path(
-        "tenants/<str:slug>/keys/<str:key_id>/rotate",
-        keys.KeyRotateView.as_view(),
-        name="key-rotate",
-    ),
-    path(
-        "tenants/<str:slug>/keys/<str:key_id>/validate",
-        keys.KeyValidateView.as_view(),
-        name="key-validate",
-    ),
-    path(
-        "tenants/<str:slug>/keys/<str:key_id>/validations",
-        keys.KeyValidationsView.as_view(),
-        name="key-validations",
-    ),
-    path(
-        "tenants/<str:slug>/keys/<str:key_id>/tokens",
-        tokens.KeyTokensView.as_view(),
-        name="key-tokens",
-    ),
-    path("tokens", tokens.TokenIssueView.as_view(), name="token-issue"),
-    path("tokens/introspect", tokens.IntrospectView.as_view(), name="token-introspect"),
-    path("tokens/revoke", tokens.RevokeView.as_view(), name="token-revoke"),
-    path(
-        "tokens/<str:token_id>/revoke",
-        tokens.AdminRevokeView.as_view(),
-        name="token-admin-revoke",
-    ),
+    path("tokens", include(token_routes)),
     path("exchange", tokens.ExchangeView.as_view(), name="exchange"),
-    path("audit/events", audit.EventListView.as_view(), name="audit-events"),
-    path("audit/hmac", audit.HmacView.as_view(), name="audit-hmac"),
-    path("audit/export", audit.ExportView.as_view(), name="audit-export"),
-    path("audit/public-key", audit.PublicKeyView.as_view(), name="audit-public-key"),
-    path(
-        "schema/",
-        SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
-        name="schema",
-    ),
-    path(
-        "docs/",
-        SpectacularSwaggerView.as_view(
-            url_name="schema", authentication_classes=[], permission_classes=[]
-        ),
-        name="docs",
-    ),
+    path("audit", include(audit_routes)),
+    path("schema/", SpectacularAPIView.as_view(**docs), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema", **docs), name="docs"),
 ]

@@ -53,20 +53,15 @@ def record(
 
 
 def record_refusal(
-    action: str,
-    *,
-    actor: Actor,
-    outcome: str = Outcome.DENIED,
-    tenant: str | None = None,
-    target: str = "",
-    details: dict[str, Any] | None = None,
-    refusal: DomainError | None = None,
+    action: str, *, actor: Actor, refusal: DomainError | None = None, **event: Any
 ) -> None:
     """Audit a refused or failed request in a transaction of its own: the action it
-    describes did not happen, so the event must commit without it. `refusal`, the error
-    about to be raised, is marked as audited so that it is not recorded twice."""
+    describes did not happen, so the event must commit without it. `event` takes the
+    other arguments of `record` (outcome defaults to denied). `refusal`, the error about to
+    be raised, is marked as audited so that it is not recorded twice."""
+    event.setdefault("outcome", Outcome.DENIED)
     with transaction.atomic():
-        record(action, actor=actor, outcome=outcome, tenant=tenant, target=target, details=details)
+        record(action, actor=actor, **event)
     if refusal is not None:
         refusal.audited = True
 

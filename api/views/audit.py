@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import StreamingHttpResponse
 from django.utils.dateparse import parse_datetime
@@ -17,9 +16,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.base import KeywardView, StrictSerializer
-from audit.hmac import audit_hmac
+from audit.actions import do_lookup_hmac, do_note_search
 from audit.models import AuditEvent, Outcome
-from audit.recorder import record
 from auditor import signing
 from auditor.export import Export, Scope
 from core.errors import DomainError
@@ -126,12 +124,7 @@ class EventListView(KeywardView):
         paginator = OldestFirst()
         page = paginator.paginate_queryset(events, request, view=self)
         searched = {k: request.query_params[k][:200] for k in FILTERS if k in request.query_params}
-        with transaction.atomic():
-            record(
-                "audit.searched",
-                actor=self.actor,
-                details={"filters": searched, "returned": len(page or [])},
-            )
+        do_note_search(searched, len(page or []), actor=self.actor)
         return paginator.get_paginated_response(EventSerializer(page, many=True).data)
 
 
@@ -149,9 +142,7 @@ class HmacView(KeywardView):
     def post(self, request: Request) -> Response:
         body = HmacSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        digest = audit_hmac(body.validated_data["value"])
-        with transaction.atomic():
-            record("audit.hmac_lookup", actor=self.actor, details={})
+        digest = do_lookup_hmac(body.validated_data["value"], actor=self.actor)
         return Response({"hmac": digest}, headers={"Cache-Control": "no-store"})
 
 

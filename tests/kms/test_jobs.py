@@ -137,27 +137,6 @@ def test_each_notifying_job_queues_one_delivery_per_webhook(world, settings, pro
         assert "sk-proj-" not in repr(delivery.payload)
 
 
-def test_a_failing_receiver_is_retried_and_every_attempt_recorded(world, settings):
-    from notify import webhooks
-    from tests.provider_stub import ProviderStub
-
-    receiver = ProviderStub()
-    try:
-        settings.WEBHOOKS = [{"url": receiver.url + "/h", "secret": "z" * 20}]
-        settings.WEBHOOK_MAX_ATTEMPTS = 3
-        (delivery,) = webhooks.queue("key.invalid", {"key_id": str(world.key_a.id)})
-        receiver.answer(500, {})
-        assert webhooks.deliver(delivery.pk) is False
-        receiver.answer(200, {})
-        assert webhooks.deliver(delivery.pk) is True
-        assert webhooks.deliver(delivery.pk) is True, "a redelivered task sends nothing twice"
-    finally:
-        receiver.close()
-    delivery.refresh_from_db()
-    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 2, 200)
-    assert len(receiver.seen) == 2
-
-
 def test_checks_are_capped_per_provider(settings):
     settings.KEY_CHECK_INTERVAL = 60
     settings.KEY_CHECKS_PER_PROVIDER_PER_MINUTE = 10

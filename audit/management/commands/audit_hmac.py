@@ -7,11 +7,9 @@ import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
+from audit.actions import do_lookup_hmac
 from audit.actors import Actor
-from audit.hmac import audit_hmac
-from audit.recorder import record
 
 
 class Command(BaseCommand):
@@ -21,6 +19,4 @@ class Command(BaseCommand):
         value = sys.stdin.readline().rstrip("\r\n")
         if not value:
             raise CommandError("no value on standard input")
-        with transaction.atomic():
-            record("audit.hmac_lookup", actor=Actor.system("audit_hmac"), details={})
-        self.stdout.write(audit_hmac(value))
+        self.stdout.write(do_lookup_hmac(value, actor=Actor.system("audit_hmac")))

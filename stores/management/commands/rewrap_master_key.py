@@ -6,11 +6,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
 from audit.actors import Actor
-from audit.recorder import record
-from stores.local import rewrap_all
+from stores.actions import do_rewrap_master_key
 
 
 class Command(BaseCommand):
@@ -19,12 +17,5 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.MASTER_KEYS:
             raise CommandError("KEYWARD_MASTER_KEYS is not configured: no local store in use.")
-        changed = rewrap_all()
-        newest = max(settings.MASTER_KEYS)
-        with transaction.atomic():
-            record(
-                "store.master_key_rewrapped",
-                actor=Actor.system("rewrap_master_key"),
-                details={"master_key_id": newest, "rewrapped": changed},
-            )
+        changed, newest = do_rewrap_master_key(actor=Actor.system("rewrap_master_key"))
         self.stdout.write(f"re-wrapped {changed} data keys under master key {newest}")

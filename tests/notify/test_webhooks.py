@@ -1,0 +1,89 @@
+"""Webhook deliveries: signed, retried, recorded per attempt, and never sent while a
+transaction or a row lock is held."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from kms import jobs
+from notify import webhooks
+from notify.models import WebhookDelivery
+from tests import provider_stub as docs
+from tests.provider_stub import ProviderStub
+
+
+@pytest.fixture
+def receiver():
+    stub = ProviderStub()
+    try:
+        yield stub
+    finally:
+        stub.close()
+
+
+@pytest.mark.django_db
+def test_a_failing_receiver_is_retried_and_every_attempt_recorded(world, settings, receiver):
+    settings.WEBHOOKS = [{"url": receiver.url + "/h", "secret": "z" * 20}]
+    settings.WEBHOOK_MAX_ATTEMPTS = 3
+    (delivery,) = webhooks.queue("key.invalid", {"key_id": str(world.key_a.id)})
+    receiver.answer(500, {})
+    assert webhooks.deliver(delivery.pk) is False
+    receiver.answer(200, {})
+    assert webhooks.deliver(delivery.pk) is True
+    assert webhooks.deliver(delivery.pk) is True, "a redelivered task sends nothing twice"
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 2, 200)
+    assert len(receiver.seen) == 2
+
+
+def _idle_in_transaction() -> list[str]:
+    """Other sessions of this database that hold a transaction open while doing nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%%'"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def test_a_hanging_receiver_holds_no_transaction_and_blocks_no_change_of_the_key(
+    committed_world, settings, provider_stub, receiver
+):
+    world = committed_world
+    settings.WEBHOOKS = [{"url": receiver.url + "/h", "secret": "z" * 20}]
+    settings.WEBHOOK_TIMEOUT_SECONDS = 2
+    receiver.answer(200, {}, delay=4)  # hangs past the timeout
+    (delivery,) = webhooks.queue("key.invalid", {"key_id": str(world.key_a.id)})
+
+    def send() -> None:
+        try:
+            webhooks.deliver(delivery.pk)
+        finally:
+            connection.close()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not receiver.seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert receiver.seen, "the sender reached the receiver"
+        if connection.vendor == "postgresql":
+            assert _idle_in_transaction() == [], "nothing waits on the receiver in a transaction"
+        assert webhooks.deliver(delivery.pk) is True, "a second sender finds the lease taken"
+        provider_stub.answer(401, docs.OPENAI_INVALID)
+        jobs.check_key(world.key_a.id)  # the same key turns invalid and notifies again
+        assert sender.is_alive(), "the change finished while the sender still waited"
+    finally:
+        sender.join(timeout=10)
+    world.key_a.refresh_from_db()
+    assert world.key_a.status == "invalid"
+    first = WebhookDelivery.objects.get(pk=delivery.pk)
+    assert (first.status, first.attempts, first.last_error) == ("pending", 1, "ReadTimeout")
+    assert first.lease_until is None, "the failed attempt gives the delivery back"
+    assert len(receiver.seen) == 1, "the second sender sent nothing"
+    assert WebhookDelivery.objects.filter(event="key.invalid").count() == 2
