@@ -9,10 +9,18 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from kms.exceptions import KeyNotFound
-from kms.models import KeyStatus, KeyVersion, ProviderKey, ScopedToken, Stage
+from kms.models import (
+    KeyStatus,
+    KeyVersion,
+    ProviderKey,
+    ScopedToken,
+    Stage,
+    ValidationResult,
+)
 from tenants import credentials
 from tenants.models import ServicePrincipal, Tenant, TenantStatus
 
@@ -23,6 +31,34 @@ def ordered_fields(model: Any, wanted: set[str]) -> tuple[str, ...]:
 
 
 # -- keys ----------------------------------------------------------------------------------
+def keys() -> QuerySet[ProviderKey]:
+    """Keys with their tenant, for scoping and display."""
+    return ProviderKey.objects.select_related("tenant")
+
+
+def keys_with_versions() -> QuerySet[ProviderKey]:
+    return keys().prefetch_related("versions")
+
+
+def recent_validations(key: ProviderKey, limit: int = 50) -> QuerySet[ValidationResult]:
+    """A key's latest validation results, newest first."""
+    return key.validations.all()[:limit]
+
+
+def tokens() -> QuerySet[ScopedToken]:
+    """Tokens with their tenant and key, for scoping and display."""
+    return ScopedToken.objects.select_related("tenant", "provider_key")
+
+
+def live_tokens(key: ProviderKey) -> QuerySet[ScopedToken]:
+    """A key's tokens that are neither expired nor revoked, soonest to expire first."""
+    return (
+        key.tokens.select_related("tenant")
+        .filter(revoked_at=None, expires_at__gt=timezone.now())
+        .order_by("expires_at")
+    )
+
+
 def key_of(tenant: Tenant, key_id: str) -> ProviderKey:
     """The tenant's key with this id (404 for a malformed id or another tenant's key)."""
     try:

@@ -11,9 +11,10 @@ from rest_framework.response import Response
 from api.base import GlobalSecurityAdmin, KeywardView, SecurityAdmin, StaffReader, StrictSerializer
 from core.errors import NotFound
 from kms.providers import ADAPTERS
+from tenants import queries
 from tenants.actions import do_create_grant, do_delete_grant
 from tenants.exceptions import PrincipalNotFound, TenantNotFound
-from tenants.models import Grant, Scope, ServicePrincipal, Tenant
+from tenants.models import Grant, Scope
 
 
 class GrantNotFound(NotFound):
@@ -68,7 +69,7 @@ class GrantListView(KeywardView):
 
     @extend_schema(responses=GrantSerializer(many=True))
     def get(self, request: Request) -> Response:
-        grants = self.restrict(Grant.objects.select_related("tenant"))
+        grants = self.restrict(queries.grants())
         return Response({"results": GrantSerializer(grants, many=True).data})
 
     @extend_schema(request=GrantCreateSerializer, responses={201: GrantSerializer})
@@ -76,15 +77,13 @@ class GrantListView(KeywardView):
         body = GrantCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        principal = self.visible(
-            ServicePrincipal.objects.all(), PrincipalNotFound, pk=data["principal"]
-        )
+        principal = self.visible(queries.principals(), PrincipalNotFound, pk=data["principal"])
         if data["tenant"] == "*":
             if not GlobalSecurityAdmin().has_permission(request, self):
                 self.permission_denied(request)
             tenant = None
         else:
-            tenant = self.visible(Tenant.objects.all(), TenantNotFound, slug=data["tenant"])
+            tenant = self.visible(queries.tenants(), TenantNotFound, slug=data["tenant"])
         grant = do_create_grant(
             principal,
             tenant,
@@ -102,7 +101,7 @@ class GrantDetailView(KeywardView):
     permissions_by_method = {"GET": (StaffReader,), "DELETE": (SecurityAdmin,)}
 
     def grant(self, grant_id: str) -> Grant:
-        return self.visible(Grant.objects.select_related("tenant"), GrantNotFound, pk=grant_id)
+        return self.visible(queries.grants(), GrantNotFound, pk=grant_id)
 
     @extend_schema(responses=GrantSerializer)
     def get(self, request: Request, grant_id: str) -> Response:

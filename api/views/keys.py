@@ -16,6 +16,7 @@ from api.serializers.keys import (
     ValidationSerializer,
 )
 from core.errors import InvalidInput
+from kms import queries
 from kms.actions import keys
 from kms.exceptions import KeyNotFound
 from kms.models import ProviderKey
@@ -37,12 +38,10 @@ def _validate_flag(request: Request) -> bool:
 class KeyView(KeywardView):
     def key(self, key_id: str) -> ProviderKey:
         """A key of the URL's tenant."""
-        return self.visible(ProviderKey.objects.select_related("tenant"), KeyNotFound, pk=key_id)
+        return self.visible(queries.keys(), KeyNotFound, pk=key_id)
 
     def keyed(self, key: ProviderKey, code: int = status.HTTP_200_OK) -> Response:
-        fresh = (
-            ProviderKey.objects.select_related("tenant").prefetch_related("versions").get(pk=key.pk)
-        )
+        fresh = queries.keys_with_versions().get(pk=key.pk)
         return Response(KeySerializer(fresh).data, status=code)
 
 
@@ -53,11 +52,7 @@ class KeyListView(KeyView):
 
     @extend_schema(responses=KeySerializer(many=True))
     def get(self, request: Request, slug: str) -> Response:
-        rows = (
-            ProviderKey.objects.filter(tenant=self.tenant)
-            .select_related("tenant")
-            .prefetch_related("versions")
-        )
+        rows = queries.keys_with_versions().filter(tenant=self.tenant)
         return Response({"results": KeySerializer(rows, many=True).data})
 
     @extend_schema(
@@ -112,7 +107,7 @@ class KeyValidateView(KeyView):
     @extend_schema(request=None, responses=ValidationSerializer)
     def post(self, request: Request, slug: str, key_id: str) -> Response:
         result = keys.do_validate_key(self.key(key_id), actor=self.actor).result
-        key = ProviderKey.objects.get(pk=result.key_id)
+        key = queries.keys().get(pk=result.key_id)
         return Response({**ValidationSerializer(result).data, "key_status": key.status})
 
 
@@ -125,5 +120,5 @@ class KeyValidationsView(KeyView):
     def get(self, request: Request, slug: str, key_id: str) -> Response:
         key = self.key(key_id)
         return Response(
-            {"results": ValidationSerializer(key.validations.all()[:50], many=True).data}
+            {"results": ValidationSerializer(queries.recent_validations(key), many=True).data}
         )

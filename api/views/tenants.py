@@ -20,9 +20,8 @@ from api.serializers.tenants import (
     TenantSerializer,
     TenantUpdateSerializer,
 )
-from tenants import actions
+from tenants import actions, queries
 from tenants.exceptions import PrincipalNotFound
-from tenants.models import ServicePrincipal
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -85,7 +84,7 @@ class PrincipalListView(KeywardView):
 
     @extend_schema(responses=PrincipalSerializer(many=True))
     def get(self, request: Request) -> Response:
-        return _paginated(self, NameCursor(), ServicePrincipal.objects.all(), PrincipalSerializer)
+        return _paginated(self, NameCursor(), queries.principals(), PrincipalSerializer)
 
     @extend_schema(
         request=PrincipalCreateSerializer, responses={201: PrincipalWithSecretSerializer}
@@ -114,7 +113,7 @@ class PrincipalDetailView(KeywardView):
 
     @extend_schema(responses=PrincipalSerializer)
     def get(self, request: Request, principal_id: str) -> Response:
-        principal = self.visible(ServicePrincipal.objects.all(), PrincipalNotFound, pk=principal_id)
+        principal = self.visible(queries.principals(), PrincipalNotFound, pk=principal_id)
         return Response(PrincipalSerializer(principal).data)
 
     @extend_schema(responses={204: None})

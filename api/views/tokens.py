@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -22,7 +21,7 @@ from core.errors import NotFound
 from kms import queries
 from kms.actions import tokens
 from kms.exceptions import KeyNotFound
-from kms.models import ProviderKey, ScopedToken
+from kms.models import ScopedToken
 from kms.providers import ADAPTERS
 from tenants.models import Scope, ServicePrincipal
 
@@ -159,9 +158,7 @@ class AdminRevokeView(KeywardView):
 
     @extend_schema(request=None, responses=dict)
     def post(self, request: Request, token_id: str) -> Response:
-        token = self.visible(
-            ScopedToken.objects.select_related("tenant", "provider_key"), TokenNotFound, pk=token_id
-        )
+        token = self.visible(queries.tokens(), TokenNotFound, pk=token_id)
         revoked = tokens.do_revoke_token(token, actor=self.actor)
         return Response({"token_id": str(token.id), "revoked": True, "changed": revoked})
 
@@ -173,13 +170,9 @@ class KeyTokensView(KeywardView):
 
     @extend_schema(responses=TokenMetadataSerializer(many=True))
     def get(self, request: Request, slug: str, key_id: str) -> Response:
-        key = self.visible(ProviderKey.objects.select_related("tenant"), KeyNotFound, pk=key_id)
-        live = key.tokens.select_related("tenant").filter(
-            revoked_at=None, expires_at__gt=timezone.now()
-        )
-        return Response(
-            {"results": TokenMetadataSerializer(live.order_by("expires_at"), many=True).data}
-        )
+        key = self.visible(queries.keys(), KeyNotFound, pk=key_id)
+        live = queries.live_tokens(key)
+        return Response({"results": TokenMetadataSerializer(live, many=True).data})
 
 
 class ExchangeView(KeywardView):

@@ -182,7 +182,7 @@ def test_a_worker_killed_mid_retirement_leaves_exactly_one_retirement(
     )
     previous = KeyVersion.objects.get(key=key, stage="previous")
     first = Worker(store_config, provider_stub.url, tmp_path / "first.log", visibility_timeout=2)
-    with pg.connect(pg.APP_ROLE) as holder:  # hold the version's row lock: the task blocks mid-way
+    with pg.connect(pg.APP_ROLE) as holder:  # hold the row: the task blocks at its compare-and-set
         holder.execute("SELECT id FROM kms_keyversion WHERE id = %s FOR UPDATE", [previous.pk])
         first.send(tasks.retire_version, previous.pk)
         wait_for(
