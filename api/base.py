@@ -15,23 +15,30 @@ from rest_framework.views import APIView
 from api.errors import audit_refusal
 from audit.actors import Actor
 from core.errors import NotFound
-from kms.models import ScopedToken
+from kms.models import ProviderKey, ScopedToken
 from kms.ratelimit import check_rate
 from tenants.access import NO_ACCESS, Access, access_for
 from tenants.actors import actor_for
 from tenants.exceptions import TenantNotFound
-from tenants.models import ServicePrincipal, Tenant
+from tenants.models import Grant, ServicePrincipal, Tenant
 
 M = TypeVar("M", bound=Model)
 
 
+# Kinds of object that belong to no tenant: visible to whoever passes the permissions.
+UNSCOPED: tuple[type[Model], ...] = (ServicePrincipal,)
+# Kinds of object that belong to one tenant (None for a grant over every tenant).
+SCOPED: tuple[type[Model], ...] = (Tenant, ProviderKey, ScopedToken, Grant)
+
+
 def _owner(found: Model) -> tuple[bool, Tenant | None]:
-    """Whether this kind of object belongs to tenants, and the tenant it belongs to:
-    itself for a tenant, else its `tenant` field (None for a grant over every tenant)."""
+    """Whether this kind of object belongs to tenants, and the tenant it belongs to."""
+    if isinstance(found, UNSCOPED):
+        return False, None
     if isinstance(found, Tenant):
         return True, found
-    if not hasattr(type(found), "tenant"):
-        return False, None
+    if not isinstance(found, SCOPED):  # a new kind must be placed in one of the two lists
+        raise TypeError(f"no tenant scoping declared for {type(found).__name__}")
     tenant: Tenant | None = getattr(found, "tenant")  # noqa: B009 - typed per model
     return True, tenant
 
@@ -108,8 +115,13 @@ class KeywardView(APIView):
         super().initial(request, *args, **kwargs)
         if isinstance(request.user, ServicePrincipal):
             check_rate(str(request.user.id))
-        if "slug" in kwargs:
+        if "slug" in kwargs and self._handles(request.method):
             self.scope = self.visible(Tenant.objects.all(), TenantNotFound, slug=kwargs["slug"])
+
+    def _handles(self, method: str | None) -> bool:
+        """A method this view serves (not OPTIONS, not one that gets 405)."""
+        name = (method or "").lower()
+        return name != "options" and name in self.http_method_names and hasattr(self, name)
 
     @property
     def tenant(self) -> Tenant:

@@ -21,6 +21,7 @@ from audit.recorder import AuditUnavailable, record_refusal
 from core.context import current_origin
 from core.errors import DomainError
 from core.logging import log_unhandled
+from tenants import queries
 from tenants.actors import actor_for
 from tenants.models import Tenant
 
@@ -127,10 +128,13 @@ def audit_refusal(request: Any, status: int, *, actor: Actor, tenant: str | None
 def _tenant_of(view: Any) -> str | None:
     """The existing tenant a refused request was aimed at, so its refusal lands in that
     tenant's chain (None for the global chain)."""
+    scope = getattr(view, "scope", None)
+    if isinstance(scope, Tenant):
+        return scope.slug
     slug = getattr(view, "kwargs", {}).get("slug") if view is not None else None
     if not isinstance(slug, str):
         return None
-    return slug if Tenant.objects.filter(slug=slug).exists() else None
+    return slug if queries.tenants().filter(slug=slug).exists() else None
 
 
 def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

@@ -60,7 +60,7 @@ def record_refusal(
     other arguments of `record` (outcome defaults to denied). `refusal`, the error about to
     be raised, is marked as audited so that it is not recorded twice."""
     event.setdefault("outcome", Outcome.DENIED)
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         record(action, actor=actor, **event)
     if refusal is not None:
         refusal.audited = True

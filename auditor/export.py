@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -21,8 +20,8 @@ from audit.actors import Actor
 from audit.chain import HASHED_FIELDS, canonical_time
 from audit.models import AuditEvent, Checkpoint
 from audit.offline import FORMAT, canonical
-from audit.recorder import record
 from auditor import signing
+from auditor.actions import do_note_export, do_save_checkpoint
 
 COLUMNS = (*HASHED_FIELDS, "prev_hash", "hash")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -79,12 +78,7 @@ class Export:
         self.count = 0
 
     def lines(self) -> Iterator[bytes]:
-        with transaction.atomic():
-            record(
-                "audit.exported",
-                actor=self.actor,
-                details={"format": self.fmt, **self.scope.describe()},
-            )
+        do_note_export(self.fmt, self.scope.describe(), actor=self.actor)
         digest = hashlib.sha256()
         chains: dict[str, dict[str, Any]] = {}
         if self.fmt == "csv":
@@ -138,9 +132,5 @@ class Export:
             "key_fingerprint": signing.fingerprint(public),
         }
         signature = base64.b64encode(signer.sign(canonical(manifest))).decode()
-        Checkpoint.objects.create(
-            manifest_sha256=hashlib.sha256(canonical(manifest)).hexdigest(),
-            count=self.count,
-            chains=chains,
-        )
+        do_save_checkpoint(hashlib.sha256(canonical(manifest)).hexdigest(), self.count, chains)
         return {"manifest": manifest, "signature": signature}

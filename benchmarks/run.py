@@ -101,6 +101,7 @@ def main() -> None:
             report["workloads"][name] = _run_workload(name, env, extra)
             _print_w5(report["workloads"][name])
             continue
+        # Imported only when W1-W3 run: it needs the service's settings loaded.
         from benchmarks import w123_tokens
 
         runs, seconds, connections = (1, 2.0, [1, 32]) if args.quick else (3, 5.0, [1, 8, 32])

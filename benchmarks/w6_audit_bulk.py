@@ -80,7 +80,8 @@ def main() -> None:
     started = time.perf_counter()
     results = verify_all()
     verify_seconds = time.perf_counter() - started
-    assert all(r.ok for r in results), [r.first_bad for r in results if not r.ok]
+    if not all(r.ok for r in results):
+        raise SystemExit(f"chains broken: {[r.first_bad for r in results if not r.ok]}")
     checked = sum(r.events_checked for r in results)
     with tempfile.TemporaryDirectory() as scratch:
         out, key = Path(scratch) / "export.jsonl", Path(scratch) / "key.pem"
@@ -105,7 +106,8 @@ def main() -> None:
         started = time.perf_counter()
         offline = verify_file(out, key.read_bytes())
         offline_seconds = time.perf_counter() - started
-        assert offline.ok, offline.problems
+        if not offline.ok:
+            raise SystemExit(f"offline verification failed: {offline.problems}")
         started = time.perf_counter()
         with (
             connection.cursor() as cursor,

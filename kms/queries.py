@@ -4,15 +4,13 @@ so it loads the token, its tenant, key and principal with one plain query."""
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from kms.exceptions import KeyNotFound
 from kms.models import (
     KeyStatus,
     KeyVersion,
@@ -45,6 +43,15 @@ def recent_validations(key: ProviderKey, limit: int = 50) -> QuerySet[Validation
     return key.validations.all()[:limit]
 
 
+def key_counts_by_status() -> dict[str, int]:
+    rows = ProviderKey.objects.values_list("status").annotate(n=Count("id"))
+    return {str(status): int(n) for status, n in rows}
+
+
+def live_token_count() -> int:
+    return ScopedToken.objects.filter(revoked_at=None, expires_at__gt=timezone.now()).count()
+
+
 def tokens() -> QuerySet[ScopedToken]:
     """Tokens with their tenant and key, for scoping and display."""
     return ScopedToken.objects.select_related("tenant", "provider_key")
@@ -57,18 +64,6 @@ def live_tokens(key: ProviderKey) -> QuerySet[ScopedToken]:
         .filter(revoked_at=None, expires_at__gt=timezone.now())
         .order_by("expires_at")
     )
-
-
-def key_of(tenant: Tenant, key_id: str) -> ProviderKey:
-    """The tenant's key with this id (404 for a malformed id or another tenant's key)."""
-    try:
-        ident = uuid.UUID(key_id)
-    except ValueError:
-        raise KeyNotFound() from None
-    key = ProviderKey.objects.filter(tenant=tenant, pk=ident).first()
-    if key is None:
-        raise KeyNotFound()
-    return key
 
 
 # -- tokens --------------------------------------------------------------------------------

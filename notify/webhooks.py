@@ -7,7 +7,9 @@ delays a notification but never loses it (the sweep re-sends what is left).
 
 A delivery never holds a transaction or a row lock while it talks to the receiver: it
 claims the row in one short transaction (a lease, the attempt counted), posts outside any
-transaction, then records the answer with a compare-and-set on that attempt.
+transaction, then records the answer with a compare-and-set on that attempt. Delivery is
+at least once: a receiver that stalls past the lease may see a delivery again, so
+receivers deduplicate on `X-Keyward-Delivery`.
 The signature header is `t=<unix time>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 """
 
@@ -17,7 +19,7 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -70,13 +72,14 @@ class Claim:
     attempt: int
     url: str
     event: str
-    body: bytes
-    secret: str
+    body: bytes = field(repr=False)
+    secret: str = field(repr=False)
 
 
 def claim(delivery_id: UUID | str) -> Claim | None:
     """Take a pending delivery whose lease is free, counting the attempt; None when there is
-    nothing to send (delivered, failed, or another worker holds the lease)."""
+    nothing to send (delivered, failed, out of attempts, or another worker holds the
+    lease)."""
     now = timezone.now()
     with transaction.atomic(durable=True):
         delivery = (
@@ -87,8 +90,9 @@ def claim(delivery_id: UUID | str) -> Claim | None:
         if delivery is None or (delivery.lease_until and delivery.lease_until > now):
             return None
         hook = next((h for h in settings.WEBHOOKS if h["url"] == delivery.url), None)
-        if hook is None:
-            delivery.status, delivery.last_error = FAILED, "webhook no longer configured"
+        if hook is None or delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+            delivery.status = FAILED
+            delivery.last_error = delivery.last_error if hook else "webhook no longer configured"
             delivery.save(update_fields=["status", "last_error"])
             return None
         delivery.attempts += 1
@@ -110,28 +114,32 @@ def post(attempt: Claim) -> tuple[int | None, str]:
         "X-Keyward-Signature": sign(attempt.secret, stamp, attempt.body),
     }
     try:
-        response = httpx.post(
+        # Only the status matters: the body is never read, so a receiver cannot stall a
+        # worker by dripping it.
+        with httpx.stream(
+            "POST",
             attempt.url,
             content=attempt.body,
             headers=headers,
             timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
             follow_redirects=False,
-        )
-    except httpx.HTTPError as exc:
+        ) as response:
+            return response.status_code, ""
+    except Exception as exc:  # whatever failed (a bad URL too), the attempt is recorded
         return None, type(exc).__name__
-    return response.status_code, ""
 
 
 def settle(attempt: Claim, status_code: int | None, error: str) -> str:
-    """Record an attempt's answer if the row is still on that attempt; returns the
-    delivery's status afterwards."""
+    """Record an attempt's answer if the row is still on that attempt; returns the status
+    it recorded, or `delivered` when another attempt has since taken the row over (there
+    is then nothing left for this one to retry)."""
     ok = status_code is not None and 200 <= status_code < 300
     status = PENDING
     if ok:
         status = DELIVERED
     elif attempt.attempt >= settings.WEBHOOK_MAX_ATTEMPTS:
         status = FAILED
-    WebhookDelivery.objects.filter(
+    won = WebhookDelivery.objects.filter(
         pk=attempt.delivery_id, status=PENDING, attempts=attempt.attempt
     ).update(
         status=status,
@@ -140,7 +148,7 @@ def settle(attempt: Claim, status_code: int | None, error: str) -> str:
         lease_until=None,
         delivered_at=timezone.now() if ok else None,
     )
-    return str(status)
+    return str(status) if won else str(DELIVERED)
 
 
 def deliver(delivery_id: UUID | str) -> bool:

@@ -3,24 +3,19 @@ database, so any replica answers the same; no label ever carries a secret or a n
 
 from __future__ import annotations
 
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from audit.models import ChainCheck
-from kms.models import KeyStatus, ProviderKey, ScopedToken
+from audit import queries as audit_queries
+from kms import queries as kms_queries
+from kms.models import KeyStatus
 
 
 def _lines() -> list[str]:
-    checks = ChainCheck.objects.all()
-    broken = checks.filter(ok=False).count()
-    last = max((c.checked_at for c in checks), default=None)
-    by_status = dict(
-        ProviderKey.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n")
-    )
-    live = ScopedToken.objects.filter(revoked_at=None, expires_at__gt=timezone.now()).count()
+    broken, last = audit_queries.verification_summary()
+    by_status = kms_queries.key_counts_by_status()
+    live = kms_queries.live_token_count()
     lines = [
         "# HELP keyward_audit_chains_broken Audit chains that failed their last verification.",
         "# TYPE keyward_audit_chains_broken gauge",

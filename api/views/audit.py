@@ -16,12 +16,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.base import KeywardView, StrictSerializer
+from audit import queries as audit_queries
 from audit.actions import do_lookup_hmac, do_note_search
 from audit.models import AuditEvent, Outcome
 from auditor import signing
 from auditor.export import Export, Scope
 from core.errors import DomainError
+from tenants import queries as tenant_queries
 from tenants.access import SUPERUSER
+from tenants.exceptions import TenantNotFound
 from tenants.models import Role
 
 FILTERS = ("tenant", "action", "actor", "outcome", "since", "until")
@@ -80,14 +83,21 @@ def _moment(name: str, raw: str) -> datetime:
     return moment
 
 
-class EventListView(KeywardView):
+class AuditView(KeywardView):
+    def named_tenant(self, slug: str) -> str:
+        """A tenant named in a filter: 404 (audited when hidden) unless the caller covers
+        it, as for any object of another tenant."""
+        return self.visible(tenant_queries.tenants(), TenantNotFound, slug=slug).slug
+
+
+class EventListView(AuditView):
     """Search the audit log (newest last, cursor-paginated). Every search is itself audited."""
 
     permissions_by_method = {"GET": (Auditor,)}
 
     def searchable(self) -> QuerySet[AuditEvent]:
         slugs = self.access.slugs()
-        events = AuditEvent.objects.all()
+        events = audit_queries.events()
         return events if slugs is None else events.filter(tenant__in=slugs)
 
     def filtered(self, params: Any) -> QuerySet[AuditEvent]:
@@ -98,7 +108,7 @@ class EventListView(KeywardView):
             )
         events = self.searchable()
         if params.get("tenant"):
-            events = events.filter(tenant=params["tenant"])
+            events = events.filter(tenant=self.named_tenant(params["tenant"]))
         if params.get("action"):
             events = events.filter(action=params["action"])
         if params.get("outcome"):
@@ -153,7 +163,7 @@ class _StreamNegotiation(DefaultContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-class ExportView(KeywardView):
+class ExportView(AuditView):
     """Stream a signed export (`format=jsonl|csv`); the manifest is the last line."""
 
     permissions_by_method = {"GET": (Auditor,)}
@@ -175,7 +185,7 @@ class ExportView(KeywardView):
         scope = Scope(
             since=_moment("since", params["since"]) if params.get("since") else None,
             until=_moment("until", params["until"]) if params.get("until") else None,
-            tenant=params.get("tenant") or None,
+            tenant=self.named_tenant(params["tenant"]) if params.get("tenant") else None,
             tenants=tenants,
         )
         content_type = "application/x-ndjson" if fmt == "jsonl" else "text/csv"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from audit.models import AuditEvent
+from core.errors import NotFound
 from kms.actions import tokens
 from kms.models import ScopedToken
 from tenants.actions import do_create_grant
@@ -140,3 +141,15 @@ def test_an_exchange_with_a_used_up_token_is_one_credential_denial(world):
     assert client(token).post("/api/v1/exchange").status_code == 200
     events = refused(lambda: client(token).post("/api/v1/exchange"), 401)
     assert events == [("credential.denied", "denied", world.actors.tenant_a.slug, "token")]
+
+
+def test_scoping_refuses_a_kind_of_object_it_was_not_told_about(world):
+    from api.base import KeywardView
+    from kms.models import KeyVersion
+    from kms.queries import keys
+
+    view = KeywardView()
+    view.access = view.access.__class__(role="superuser", all_tenants=True)
+    assert view.visible(keys(), NotFound, pk=world.key_a.pk) == world.key_a
+    with pytest.raises(TypeError, match="no tenant scoping declared"):
+        view.visible(KeyVersion.objects.all(), NotFound, key=world.key_a)

@@ -44,7 +44,16 @@ def test_a_tenant_limited_auditor_sees_only_their_tenants(actors):
     assert {actors.tenant_a.slug, actors.tenant_b.slug, ""} <= tenants
     limited = _events(actors.as_("dave"), limit=1000)["results"]
     assert {e["tenant"] for e in limited} == {actors.tenant_a.slug}
-    assert _events(actors.as_("dave"), tenant=actors.tenant_b.slug)["results"] == []
+    denials = AuditEvent.objects.filter(action="access.denied", tenant=actors.tenant_b.slug)
+    before = denials.count()
+    hidden = actors.as_("dave").get("/api/v1/audit/events", {"tenant": actors.tenant_b.slug})
+    missing = actors.as_("dave").get("/api/v1/audit/events", {"tenant": "no-such-tenant"})
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json()["error"]["code"] == missing.json()["error"]["code"]
+    assert denials.count() == before + 1, "the probe of another tenant is audited there"
+    export = actors.as_("dave").get("/api/v1/audit/export", {"tenant": actors.tenant_b.slug})
+    assert export.status_code == 404
+    assert denials.count() == before + 2
 
 
 def test_filters_and_cursor_pagination(actors):

@@ -1,4 +1,5 @@
-"""Readers during rotations always find exactly one current version, and can read it."""
+"""Readers during rotations always find exactly one current version, and can read it;
+concurrent retirements of a version retire it once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 from django.db import connection
 
 from audit.actors import Actor
+from audit.models import AuditEvent
+from kms import jobs
 from kms.actions import keys
 from kms.models import KeyVersion, ProviderKey
 from stores.registry import get_store
@@ -66,3 +69,27 @@ def test_reads_during_rotation_always_find_exactly_one_current_version(committed
     assert reads[0] > 10
     assert KeyVersion.objects.filter(key_id=key.pk, stage="current").count() == 1
     assert KeyVersion.objects.filter(key_id=key.pk, stage="previous").count() == 10
+
+
+def test_concurrent_retirements_of_one_version_retire_it_once(committed_world):
+    world = committed_world
+    keys.do_rotate_key(
+        world.key_a, secret=openai_key(), grace_period_seconds=0, validate=False, actor=ACTOR
+    )
+    (version_pk,) = jobs.due_versions()
+    outcomes: list[bool] = []
+
+    def retire() -> None:
+        try:
+            outcomes.append(jobs.retire_version(version_pk))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=retire) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == [False, False, False, True]
+    assert AuditEvent.objects.filter(action="key.version_retired").count() == 1
+    assert KeyVersion.objects.get(pk=version_pk).stage == "destroyed"

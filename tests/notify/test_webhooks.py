@@ -87,3 +87,43 @@ def test_a_hanging_receiver_holds_no_transaction_and_blocks_no_change_of_the_key
     assert first.lease_until is None, "the failed attempt gives the delivery back"
     assert len(receiver.seen) == 1, "the second sender sent nothing"
     assert WebhookDelivery.objects.filter(event="key.invalid").count() == 2
+
+
+@pytest.mark.django_db
+def test_a_delivery_that_cannot_even_be_sent_fails_after_its_attempts(world, settings):
+    settings.WEBHOOKS = [{"url": "http://[::1", "secret": "z" * 20}]  # not a valid URL
+    settings.WEBHOOK_MAX_ATTEMPTS = 2
+    (delivery,) = webhooks.queue("key.invalid", {"key_id": str(world.key_a.id)})
+    assert webhooks.deliver(delivery.pk) is False, "retried"
+    assert webhooks.deliver(delivery.pk) is True, "the last attempt gives up"
+    assert webhooks.deliver(delivery.pk) is True
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("failed", 2)
+    assert delivery.last_error
+    assert webhooks.pending() == []
+
+
+@pytest.mark.django_db
+def test_a_stale_attempt_changes_nothing_and_asks_for_no_retry(world, settings, receiver):
+    settings.WEBHOOKS = [{"url": receiver.url + "/h", "secret": "z" * 20}]
+    (delivery,) = webhooks.queue("key.invalid", {"key_id": str(world.key_a.id)})
+    first = webhooks.claim(delivery.pk)
+    assert first is not None
+    assert webhooks.claim(delivery.pk) is None, "the lease is taken"
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(lease_until=None)  # lease ran out
+    second = webhooks.claim(delivery.pk)
+    assert second is not None and second.attempt == 2
+    assert webhooks.settle(second, 200, "") == "delivered"
+    assert webhooks.settle(first, 500, "") == "delivered", "the stale answer is ignored"
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 2, 200)
+
+
+@pytest.mark.django_db
+def test_a_claim_never_shows_its_secret(world, settings, receiver):
+    secret = "webhook-secret-" + "q" * 20
+    settings.WEBHOOKS = [{"url": receiver.url + "/h", "secret": secret}]
+    (delivery,) = webhooks.queue("key.invalid", {"key_id": str(world.key_a.id)})
+    claim = webhooks.claim(delivery.pk)
+    assert claim is not None
+    assert secret not in repr(claim) and secret not in str(claim)

@@ -1,0 +1,60 @@
+"""State changes of the auditor side: chain-check results, exports and their checkpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+
+from audit.actors import Actor
+from audit.chain import ChainResult
+from audit.models import ChainCheck, Checkpoint, Outcome
+from audit.recorder import record
+from notify.tasks import notify
+
+
+def do_record_chain_check(result: ChainResult, *, actor: Actor, now: datetime) -> bool:
+    """Keep a chain's latest verification result; record and notify `audit.chain_broken`
+    when the chain turns bad (not again on every run while it stays bad). Returns whether
+    this run found it newly broken."""
+    first_bad = result.first_bad.describe()[:500] if result.first_bad else ""
+    with transaction.atomic(durable=True):
+        previous = ChainCheck.objects.select_for_update().filter(chain=result.chain).first()
+        newly_broken = not result.ok and (
+            previous is None or previous.ok or previous.first_bad != first_bad
+        )
+        ChainCheck.objects.update_or_create(
+            chain=result.chain,
+            defaults={
+                "ok": result.ok,
+                "events_checked": result.events_checked,
+                "head": result.head,
+                "first_bad": first_bad,
+                "checked_at": now,
+            },
+        )
+        if newly_broken:
+            notify("audit.chain_broken", {"chain": result.chain, "first_bad": first_bad})
+            record(
+                "audit.chain_broken",
+                actor=actor,
+                outcome=Outcome.ERROR,
+                details={
+                    "chain": result.chain,
+                    "first_bad": first_bad,
+                    "events_checked": result.events_checked,
+                },
+            )
+    return newly_broken
+
+
+def do_note_export(fmt: str, scope: dict[str, Any], *, actor: Actor) -> None:
+    """Audit an export before its first line is sent."""
+    with transaction.atomic(durable=True):
+        record("audit.exported", actor=actor, details={"format": fmt, **scope})
+
+
+def do_save_checkpoint(manifest_sha256: str, count: int, chains: dict[str, Any]) -> Checkpoint:
+    """Keep the digest of a signed manifest, so the next export can name its predecessor."""
+    return Checkpoint.objects.create(manifest_sha256=manifest_sha256, count=count, chains=chains)
