@@ -3,14 +3,13 @@ so it loads the token, its tenant, key and principal with one plain query."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
+from core import sql
 from kms.models import (
     KeyStatus,
     KeyVersion,
@@ -23,12 +22,6 @@ from tenants import credentials
 from tenants.models import ServicePrincipal, Tenant, TenantStatus
 
 
-def ordered_fields(model: Any, wanted: set[str]) -> tuple[str, ...]:
-    """Column names in the model's concrete-field order, the order `from_db` expects."""
-    return tuple(f.attname for f in model._meta.concrete_fields if f.attname in wanted)
-
-
-# -- keys ----------------------------------------------------------------------------------
 def keys() -> QuerySet[ProviderKey]:
     """Keys with their tenant, for scoping and display."""
     return ProviderKey.objects.select_related("tenant")
@@ -93,13 +86,13 @@ def _in_grace(key: ProviderKey, version: int, now: datetime) -> bool:
     ).exists()
 
 
-_TOKEN_FIELDS = ordered_fields(ScopedToken, {f.attname for f in ScopedToken._meta.concrete_fields})
-_TENANT_FIELDS = ordered_fields(Tenant, {"id", "slug", "status"})
-_KEY_FIELDS = ordered_fields(
+_TOKEN = sql.Columns(list(ScopedToken._meta.concrete_fields))
+_TOKEN_TENANT = sql.Columns.of(Tenant, ["id", "slug", "status"])
+_TOKEN_KEY = sql.Columns.of(
     ProviderKey,
-    {
+    [
         "id",
-        "tenant_id",
+        "tenant",
         "provider",
         "label",
         "status",
@@ -107,49 +100,40 @@ _KEY_FIELDS = ordered_fields(
         "base_url",
         "store",
         "store_path",
-    },
+    ],
 )
-_PRINCIPAL_FIELDS = ordered_fields(ServicePrincipal, {"id", "name", "key_id"})
+_TOKEN_PRINCIPAL = sql.Columns.of(ServicePrincipal, ["id", "name", "key_id"])
 _LOAD_TOKEN = (
     "SELECT "
     + ", ".join(
-        [f"t.{f}" for f in _TOKEN_FIELDS]
-        + [f"n.{f}" for f in _TENANT_FIELDS]
-        + [f"k.{f}" for f in _KEY_FIELDS]
-        + [f"p.{f}" for f in _PRINCIPAL_FIELDS]
+        _TOKEN.names("t")
+        + _TOKEN_TENANT.names("n")
+        + _TOKEN_KEY.names("k")
+        + _TOKEN_PRINCIPAL.names("p")
     )
     + " FROM kms_scopedtoken t JOIN tenants_tenant n ON n.id = t.tenant_id"
     " JOIN kms_providerkey k ON k.id = t.provider_key_id"
     " JOIN tenants_serviceprincipal p ON p.id = t.principal_id WHERE t.key_id = %s"
 )
+_TOKEN_ROW = _TOKEN + _TOKEN_TENANT + _TOKEN_KEY + _TOKEN_PRINCIPAL
 
 
 def load_token(key_id: str) -> ScopedToken | None:
     """A token with its tenant, key and principal in one plain query. This runs on every
     token-authenticated request; the fields not loaded here stay deferred (read on access),
     so nothing sees a default in place of a stored value."""
-    with connection.cursor() as cursor:
-        cursor.execute(_LOAD_TOKEN, [key_id])
-        row = cursor.fetchone()
-    if row is None:
+    rows = sql.fetch(_LOAD_TOKEN, [key_id], _TOKEN_ROW)
+    if not rows:
         return None
-    a, b, c = len(_TOKEN_FIELDS), len(_TENANT_FIELDS), len(_KEY_FIELDS)
-    values = list(row[:a])
-    values[_TOKEN_FIELDS.index("scopes")] = json_list(values[_TOKEN_FIELDS.index("scopes")])
-    token = ScopedToken.from_db("default", list(_TOKEN_FIELDS), values)
-    token.tenant = Tenant.from_db("default", list(_TENANT_FIELDS), list(row[a : a + b]))
-    token.provider_key = ProviderKey.from_db(
-        "default", list(_KEY_FIELDS), list(row[a + b : a + b + c])
-    )
-    token.principal = ServicePrincipal.from_db(
-        "default", list(_PRINCIPAL_FIELDS), list(row[a + b + c :])
-    )
+    row = rows[0]
+    a = len(_TOKEN)
+    b = a + len(_TOKEN_TENANT)
+    c = b + len(_TOKEN_KEY)
+    token = sql.instance(ScopedToken, _TOKEN, row[:a])
+    token.tenant = sql.instance(Tenant, _TOKEN_TENANT, row[a:b])
+    token.provider_key = sql.instance(ProviderKey, _TOKEN_KEY, row[b:c])
+    token.principal = sql.instance(ServicePrincipal, _TOKEN_PRINCIPAL, row[c:])
     return token
-
-
-def json_list(value: Any) -> list[str]:
-    loaded = json.loads(value) if isinstance(value, str | bytes) else value
-    return [str(v) for v in loaded]
 
 
 def find_token(plaintext: str) -> ScopedToken | None:

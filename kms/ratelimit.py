@@ -16,9 +16,10 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from core import sql
 from kms.exceptions import RateLimited
 from kms.models import RateCounter
 
@@ -48,14 +49,17 @@ def _count_redis(bucket: str, window: int) -> int | None:
 
 def _count_database(bucket: str, window: int) -> int:
     expires = timezone.now() + timedelta(seconds=window + 1)
-    sql = (
+    statement = (
         "INSERT INTO kms_ratecounter (bucket, count, expires_at) VALUES (%s, 1, %s) "
         "ON CONFLICT (bucket) DO UPDATE SET count = kms_ratecounter.count + 1 RETURNING count"
     )
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql, [bucket, expires])
-        row = cursor.fetchone()
-    return int(row[0]) if row else 0
+    with transaction.atomic():
+        rows = sql.fetch(
+            statement,
+            [bucket, sql.param(RateCounter, "expires_at", expires)],
+            sql.Columns.of(RateCounter, ["count"]),
+        )
+    return int(rows[0][0]) if rows else 0
 
 
 def check_rate(principal_id: str) -> None:

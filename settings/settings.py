@@ -214,6 +214,9 @@ def _databases() -> dict[str, Any]:
                 "timeout": 30,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
+            # Tests use a file too (not Django's shared in-memory database), so that
+            # threads and other processes see the same locking as the service.
+            "TEST": {"NAME": str(DATA_DIR / "test-keyward.sqlite3")},
         }
     }
 

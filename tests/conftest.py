@@ -18,6 +18,15 @@ def pytest_configure(config: pytest.Config) -> None:
         pg.ensure_roles()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if USES_POSTGRES:
+        return
+    skip = pytest.mark.skip(reason="PostgreSQL only; this run uses the embedded SQLite")
+    for item in items:
+        if item.get_closest_marker("postgresql"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(
     request: pytest.FixtureRequest,
@@ -57,13 +66,32 @@ def _reset_committed_state() -> None:
         if t not in ("django_migrations", "django_content_type", "auth_permission")
     ]
     connections.close_all()
-    if connection.vendor != "postgresql":
+    if connection.vendor == "sqlite":
+        _empty_sqlite(tables)
         return
     with pg.connect() as conn:
         conn.execute("ALTER TABLE audit_event DISABLE TRIGGER USER")
         conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
         conn.execute("ALTER TABLE audit_event ENABLE ALWAYS TRIGGER audit_event_no_update_delete")
         conn.execute("ALTER TABLE audit_event ENABLE ALWAYS TRIGGER audit_event_no_truncate")
+
+
+def _empty_sqlite(tables: list[str]) -> None:
+    """SQLite has no TRUNCATE and no way to switch a trigger off: drop the append-only
+    triggers, empty the tables, and put the triggers back as the migration wrote them."""
+    from importlib import import_module
+
+    triggers = import_module("audit.migrations.0002_append_only_triggers")
+    with connection.cursor() as cursor:
+        for statement in triggers.SQLITE_DOWN:
+            cursor.execute(statement)
+        cursor.execute("PRAGMA foreign_keys = OFF")
+        for table in tables:
+            cursor.execute(f'DELETE FROM "{table}"')
+        cursor.execute("PRAGMA foreign_keys = ON")
+        for statement in triggers.SQLITE_UP:
+            cursor.execute(statement)
+    connections.close_all()
 
 
 @pytest.fixture

@@ -36,6 +36,14 @@ def test_db_name() -> str:
     return str(connection.settings_dict["NAME"])
 
 
+def database_url() -> str:
+    """The test database as a KEYWARD_DATABASE_URL, for a subprocess (PostgreSQL as the
+    application role, or the SQLite test file)."""
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{test_db_name()}"
+    return f"postgres://{APP_ROLE}@127.0.0.1:5432/{test_db_name()}"
+
+
 def connect(user: str | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
     """A new connection to the test database as `user` (the superuser by default)."""
     return psycopg.connect(_dsn(test_db_name(), user), **kwargs)

@@ -7,18 +7,18 @@ Uses are counted with one conditional UPDATE, so `max_uses` holds under any conc
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from audit.actors import Actor
 from audit.recorder import record, record_refusal
+from core import sql
 from core.errors import DomainError
 from kms.actions.keys import read_secret
 from kms.exceptions import (
@@ -33,7 +33,7 @@ from kms.exceptions import (
 )
 from kms.models import KeyStatus, ProviderKey, ScopedToken
 from kms.providers import get_adapter
-from kms.queries import inactive_reason, json_list, ordered_fields
+from kms.queries import inactive_reason
 from kms.ratelimit import purge_expired_counters
 from tenants import credentials
 from tenants.models import Grant, ServicePrincipal, Tenant, TenantStatus
@@ -55,15 +55,16 @@ def do_issue_token(
 ) -> tuple[ScopedToken, str]:
     """A new token for `principal`, or a refusal that is audited as `token.denied`.
 
-    This is the hottest write path, so it reads with two plain queries (tenant with the
-    principal's candidate grants; the tenant's keys for the provider) and inserts with one.
+    This is the hottest write path, so it reads the tenant, the principal's candidate
+    grants and the tenant's keys for the provider with one plain query, and inserts with
+    one statement.
     """
-    tenant, grants = _tenant_and_grants(principal, ask)
+    tenant, grants, candidates = _tenant_grants_and_keys(principal, ask)
     try:
         tenant, grant = _matching_grant(tenant, grants, ask)
         if tenant.status != TenantStatus.ACTIVE:
             raise TenantSuspended()
-        key = _pick_key(tenant, ask.provider, ask.key)
+        key = _pick_key(candidates, ask.key)
         ttl = _ttl(ask.ttl_seconds, grant)
     except (
         GrantMissing,
@@ -114,75 +115,79 @@ def do_issue_token(
     return token, minted.plaintext
 
 
+_TOKEN_COLUMNS = sql.Columns.of(
+    ScopedToken,
+    [
+        "id",
+        "key_id",
+        "digest",
+        "pepper_id",
+        "principal",
+        "grant",
+        "tenant",
+        "provider_key",
+        "key_version",
+        "scopes",
+        "created_at",
+        "expires_at",
+        "max_uses",
+        "uses",
+    ],
+)
 _INSERT_TOKEN = (
-    "INSERT INTO kms_scopedtoken (id, key_id, digest, pepper_id, principal_id, grant_id, tenant_id,"
-    " provider_key_id, key_version, scopes, created_at, expires_at, max_uses, uses)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0)"
+    "INSERT INTO kms_scopedtoken ("
+    + ", ".join(_TOKEN_COLUMNS.names())
+    + ") VALUES ("
+    + ", ".join(["%s"] * len(_TOKEN_COLUMNS))
+    + ")"
 )
 
 
 def _insert_token(token: ScopedToken) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _INSERT_TOKEN,
-            [
-                token.id,
-                token.key_id,
-                token.digest,
-                token.pepper_id,
-                token.principal_id,
-                token.grant_id,
-                token.tenant_id,
-                token.provider_key_id,
-                token.key_version,
-                json.dumps(token.scopes),
-                token.created_at,
-                token.expires_at,
-                token.max_uses,
-            ],
-        )
+    sql.execute(
+        _INSERT_TOKEN,
+        [sql.Value(f, getattr(token, f.attname)) for f in _TOKEN_COLUMNS.fields],
+    )
     token._state.adding = False
 
 
-_PICK_FIELDS = ordered_fields(
-    ProviderKey, {"id", "tenant_id", "provider", "label", "status", "current_version", "created_at"}
+_TENANT = sql.Columns.of(Tenant, ["id", "slug", "status"])
+_GRANT = sql.Columns.of(Grant, ["id", "scopes", "max_ttl_seconds", "created_at"])
+_KEY = sql.Columns.of(
+    ProviderKey, ["id", "tenant", "provider", "label", "status", "current_version", "created_at"]
 )
-_KEYS_FOR = (
-    f"SELECT {', '.join(_PICK_FIELDS)} FROM kms_providerkey WHERE tenant_id = %s AND provider = %s"
-    " ORDER BY created_at"
-)
-_GRANT_FIELDS = ("id", "scopes", "max_ttl_seconds", "created_at")
-# Built once from constant column names; every value goes in as a parameter.
-_TENANT_AND_GRANTS = (
-    "SELECT n.id, n.slug, n.status, "
-    + ", ".join(f"g.{f}" for f in _GRANT_FIELDS)
-    + " FROM tenants_tenant n LEFT JOIN tenants_grant g ON g.principal_id = %s"
+# One round trip: the tenant, the principal's grants that could cover it (LEFT JOIN: none
+# is a refusal, not an empty result), and the tenant's keys for the provider. Grants and
+# keys are few, so their cross product is small.
+_TENANT_GRANTS_KEYS = (
+    "SELECT "
+    + ", ".join(_TENANT.names("n") + _GRANT.names("g") + _KEY.names("k"))
+    + " FROM tenants_tenant n"
+    " LEFT JOIN tenants_grant g ON g.principal_id = %s"
     " AND (g.tenant_id = n.id OR g.tenant_id IS NULL) AND g.provider IN (%s, '*')"
+    " LEFT JOIN kms_providerkey k ON k.tenant_id = n.id AND k.provider = %s"
     " WHERE n.slug = %s"
 )
+_ROW = _TENANT + _GRANT + _KEY
 
 
-def _tenant_and_grants(
+def _tenant_grants_and_keys(
     principal: ServicePrincipal, ask: TokenRequest
-) -> tuple[Tenant | None, list[Grant]]:
-    """The tenant named by the request, and the principal's grants that could cover it."""
-    with connection.cursor() as cursor:
-        cursor.execute(_TENANT_AND_GRANTS, [principal.id, ask.provider, ask.tenant])
-        rows = cursor.fetchall()
-    if not rows:
-        return None, []
-    tenant = Tenant.from_db(
-        "default", list(ordered_fields(Tenant, {"id", "slug", "status"})), list(rows[0][:3])
+) -> tuple[Tenant | None, list[Grant], list[ProviderKey]]:
+    """The tenant named by the request, the principal's grants that could cover it, and
+    the tenant's keys for the provider, oldest first."""
+    rows = sql.fetch(
+        _TENANT_GRANTS_KEYS,
+        [sql.param(Grant, "principal", principal.id), ask.provider, ask.provider, ask.tenant],
+        _ROW,
     )
-    grant_fields = list(ordered_fields(Grant, set(_GRANT_FIELDS)))
-    grants = []
-    for row in rows:
-        if row[3] is None:
-            continue
-        by_name = dict(zip(_GRANT_FIELDS, row[3:], strict=True))
-        by_name["scopes"] = json_list(by_name["scopes"])
-        grants.append(Grant.from_db("default", grant_fields, [by_name[f] for f in grant_fields]))
-    return tenant, grants
+    if not rows:
+        return None, [], []
+    t, g = len(_TENANT), len(_TENANT) + len(_GRANT)
+    tenant = sql.instance(Tenant, _TENANT, rows[0][:t])
+    grants = {row[t]: sql.instance(Grant, _GRANT, row[t:g]) for row in rows if row[t] is not None}
+    keys = {row[g]: sql.instance(ProviderKey, _KEY, row[g:]) for row in rows if row[g] is not None}
+    return tenant, list(grants.values()), sorted(keys.values(), key=lambda k: k.created_at)
 
 
 def _matching_grant(
@@ -194,13 +199,9 @@ def _matching_grant(
     return tenant, max(matching, key=lambda g: (g.max_ttl_seconds, g.created_at))
 
 
-def _pick_key(tenant: Tenant, provider: str, ref: str) -> ProviderKey:
+def _pick_key(keys: list[ProviderKey], ref: str) -> ProviderKey:
     """The key a token request names (by id or label), or the tenant's only active key for
     the provider."""
-    fields = list(_PICK_FIELDS)
-    with connection.cursor() as cursor:
-        cursor.execute(_KEYS_FOR, [tenant.id, provider])
-        keys = [ProviderKey.from_db("default", fields, list(row)) for row in cursor.fetchall()]
     if ref:
         chosen = [k for k in keys if str(k.id) == ref] or [
             k for k in keys if k.label == ref and k.status != KeyStatus.REVOKED
@@ -295,14 +296,20 @@ _COUNT_USE = (
 
 
 def _count_use_and_record(token: ScopedToken, key: ProviderKey, actor: Actor) -> None:
-    """One conditional UPDATE: under any concurrency a token is never used more often than
-    `max_uses`, and never after it expired or was revoked."""
+    """For a token with `max_uses`, one conditional UPDATE: under any concurrency it is
+    never used more often than that, nor after it expired or was revoked. A token without
+    a use limit takes no row lock here, so its exchanges never queue on each other."""
     with transaction.atomic(durable=True):
-        with connection.cursor() as cursor:
-            cursor.execute(_COUNT_USE, [token.pk, timezone.now()])
-            counted = cursor.rowcount
-        if not counted:
-            raise TokenInactive("used_up")
+        if token.max_uses is not None:
+            counted = sql.execute(
+                _COUNT_USE,
+                [
+                    sql.param(ScopedToken, "id", token.pk),
+                    sql.param(ScopedToken, "expires_at", timezone.now()),
+                ],
+            )
+            if not counted:
+                raise TokenInactive("used_up")
         record(
             "credential.released",
             actor=actor,

@@ -164,6 +164,7 @@ def test_the_openapi_document_and_docs_are_served(client):
     assert client.get("/api/v1/docs/").status_code == 200
 
 
+@pytest.mark.postgresql  # the failure is staged with a PostgreSQL trigger
 def test_an_unhandled_error_gets_a_generic_500_and_no_detail(committed_actors, caplog):
     from tests import pg
 

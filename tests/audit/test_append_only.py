@@ -9,7 +9,8 @@ from audit.actors import Actor
 from audit.recorder import record
 from tests import pg
 
-pytestmark = pytest.mark.usefixtures("committed_db")
+# Privileges and triggers of PostgreSQL roles.
+pytestmark = [pytest.mark.usefixtures("committed_db"), pytest.mark.postgresql]
 
 ATTEMPTS = {
     "update": ["UPDATE audit_event SET action = 'forged'"],

@@ -97,12 +97,14 @@ def _verify_fails_naming(event_id: str) -> str:
     return message
 
 
+@pytest.mark.postgresql  # tampering goes through a PostgreSQL superuser
 def test_a_flipped_byte_is_named(chain_of_five):
     victim = chain_of_five[2]
     tamper(["UPDATE audit_event SET details = '{\"n\": 3}' WHERE id = %s"], [victim.id])
     assert "altered" in _verify_fails_naming(str(victim.id))
 
 
+@pytest.mark.postgresql  # tampering goes through a PostgreSQL superuser
 def test_a_flipped_byte_in_the_hash_itself_is_named(chain_of_five):
     victim = chain_of_five[1]
     flipped = ("1" if victim.hash[0] != "1" else "2") + victim.hash[1:]
@@ -110,12 +112,14 @@ def test_a_flipped_byte_in_the_hash_itself_is_named(chain_of_five):
     _verify_fails_naming(str(victim.id))
 
 
+@pytest.mark.postgresql  # tampering goes through a PostgreSQL superuser
 def test_a_deleted_middle_row_is_named(chain_of_five):
     tamper(["DELETE FROM audit_event WHERE id = %s"], [chain_of_five[2].id])
     message = _verify_fails_naming(str(chain_of_five[3].id))
     assert "missing" in message
 
 
+@pytest.mark.postgresql  # tampering goes through a PostgreSQL superuser
 def test_two_swapped_sequence_numbers_are_named(chain_of_five):
     a, b = chain_of_five[1], chain_of_five[2]
     tamper(["UPDATE audit_event SET seq = %s WHERE id = %s"], [a.seq, b.id])
@@ -123,12 +127,14 @@ def test_two_swapped_sequence_numbers_are_named(chain_of_five):
     _verify_fails_naming(str(b.id))
 
 
+@pytest.mark.postgresql  # tampering goes through a PostgreSQL superuser
 def test_audit_verify_passes_on_intact_chains(chain_of_five, capsys):
     call_command("audit_verify")
     out = capsys.readouterr().out
     assert "ok: 2 chains, 6 events" in out
 
 
+@pytest.mark.postgresql  # tampering goes through a PostgreSQL superuser
 def test_the_periodic_verification_alerts_once_and_exposes_a_metric(chain_of_five, client):
     from auditor.jobs import verify_chains
 

@@ -10,6 +10,9 @@ from tests import pg
 from tests.factories import client as api_client
 from tests.factories import make_admin, rand
 
+# A failing audit insert is staged with a PostgreSQL trigger.
+pytestmark = pytest.mark.postgresql
+
 FAILING_TRIGGER = """
 CREATE OR REPLACE FUNCTION audit_event_test_failure() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'audit storage failure'; END $$;

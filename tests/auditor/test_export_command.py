@@ -33,7 +33,7 @@ def test_progress_only_on_a_terminal(committed_db, tmp_path):
     out = tmp_path / "tty.jsonl"
     env = {
         **os.environ,
-        "KEYWARD_DATABASE_URL": f"postgres://{pg.APP_ROLE}@127.0.0.1:5432/{pg.test_db_name()}",
+        "KEYWARD_DATABASE_URL": pg.database_url(),
     }
     command = [sys.executable, "manage.py", "audit_export", "--output", str(out)]
     quiet = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)

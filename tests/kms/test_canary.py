@@ -8,9 +8,11 @@ import logging
 import secrets
 import string
 import subprocess
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from django.db import connection
 
 from audit.models import AuditEvent
 from tests import bao as servers
@@ -41,6 +43,17 @@ def assert_absent(secret: str, haystack: str, where: str) -> None:
 
 
 def pg_dump() -> str:
+    """Everything the database holds: `pg_dump`, or on SQLite the SQL dump and the raw bytes
+    of the database file and its write-ahead log."""
+    if connection.vendor == "sqlite":
+        connection.ensure_connection()
+        dump = "\n".join(connection.connection.iterdump())
+        raw = b"".join(
+            Path(name).read_bytes()
+            for name in (pg.test_db_name(), pg.test_db_name() + "-wal")
+            if Path(name).exists()
+        )
+        return dump + "\n" + raw.decode("latin-1")
     dsn = pg._dsn(pg.test_db_name())
     result = subprocess.run(
         ["pg_dump", "--data-only", dsn], capture_output=True, text=True, timeout=120, check=True

@@ -16,7 +16,7 @@ from tests.factories import make_tenant
 from tests.kms.helpers import openai_key
 from tests.kms.world import SYSTEM
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.postgresql]  # a worker process shares the database
 
 
 @pytest.fixture

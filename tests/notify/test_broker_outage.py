@@ -18,7 +18,8 @@ from tests.celery_worker import Worker, wait_for
 from tests.factories import client
 from tests.provider_stub import ProviderStub
 
-pytestmark = pytest.mark.slow
+# A worker process shares the database.
+pytestmark = [pytest.mark.slow, pytest.mark.postgresql]
 
 
 class PrivateRedis:
