@@ -115,25 +115,7 @@ def do_issue_token(
     return token, minted.plaintext
 
 
-_TOKEN_COLUMNS = sql.Columns.of(
-    ScopedToken,
-    [
-        "id",
-        "key_id",
-        "digest",
-        "pepper_id",
-        "principal",
-        "grant",
-        "tenant",
-        "provider_key",
-        "key_version",
-        "scopes",
-        "created_at",
-        "expires_at",
-        "max_uses",
-        "uses",
-    ],
-)
+_TOKEN_COLUMNS = sql.Columns(list(ScopedToken._meta.concrete_fields))
 _INSERT_TOKEN = (
     "INSERT INTO kms_scopedtoken ("
     + ", ".join(_TOKEN_COLUMNS.names())
