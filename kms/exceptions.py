@@ -68,6 +68,11 @@ class TtlTooLong(DomainError):
     message = "The requested TTL exceeds what the grant allows."
 
 
+class KeyVersionUnavailable(Conflict):
+    code = "key_version_unavailable"
+    message = "That version of the key is neither current nor within its grace period."
+
+
 class KeyAmbiguous(Conflict):
     code = "key_ambiguous"
     message = "The tenant has several active keys for this provider; name one with `key`."

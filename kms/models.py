@@ -136,7 +136,8 @@ class ScopedToken(HashedCredential):
     grant = models.ForeignKey("tenants.Grant", on_delete=models.CASCADE, related_name="tokens")
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="tokens")
     provider_key = models.ForeignKey(ProviderKey, on_delete=models.CASCADE, related_name="tokens")
-    key_version = models.PositiveIntegerField()
+    # A pinned version; None (the usual case) releases whatever version is current.
+    key_version = models.PositiveIntegerField(null=True, blank=True)
     scopes = models.JSONField(default=list)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()

@@ -75,12 +75,14 @@ def inactive_reason(token: ScopedToken, now: datetime | None = None) -> str | No
     key = token.provider_key
     if key.status != KeyStatus.ACTIVE:
         return "key_not_active"
-    if token.key_version != key.current_version and not _in_grace(key, token.key_version, now):
+    pinned = token.key_version
+    if pinned is not None and pinned != key.current_version and not in_grace(key, pinned, now):
         return "key_version_retired"
     return None
 
 
-def _in_grace(key: ProviderKey, version: int, now: datetime) -> bool:
+def in_grace(key: ProviderKey, version: int, now: datetime) -> bool:
+    """`version` is a previous version of `key` whose grace period has not ended."""
     return KeyVersion.objects.filter(
         key=key, version=version, stage=Stage.PREVIOUS, retire_after__gt=now
     ).exists()

@@ -44,6 +44,13 @@ class TokenRequestSerializer(StrictSerializer):
     )
     ttl_seconds = serializers.IntegerField(min_value=10, required=False)
     max_uses = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False)
+    key_version = serializers.IntegerField(
+        min_value=1,
+        max_value=2**31 - 1,
+        required=False,
+        help_text="Pin a version (current, or previous within its grace); by default an "
+        "exchange releases whatever version is current at that moment.",
+    )
 
 
 class TokenBodySerializer(StrictSerializer):

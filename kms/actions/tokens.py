@@ -27,13 +27,14 @@ from kms.exceptions import (
     KeyAmbiguous,
     KeyNotActive,
     KeyNotFound,
+    KeyVersionUnavailable,
     TenantSuspended,
     TokenInactive,
     TtlTooLong,
 )
 from kms.models import KeyStatus, ProviderKey, ScopedToken
 from kms.providers import get_adapter
-from kms.queries import inactive_reason
+from kms.queries import in_grace, inactive_reason
 from kms.ratelimit import purge_expired_counters
 from tenants import credentials
 from tenants.models import Grant, ServicePrincipal, Tenant, TenantStatus
@@ -47,6 +48,7 @@ class TokenRequest:
     key: str = ""
     ttl_seconds: int | None = None
     max_uses: int | None = None
+    key_version: int | None = None
 
 
 # -- issue -----------------------------------------------------------------------------
@@ -65,6 +67,7 @@ def do_issue_token(
         if tenant.status != TenantStatus.ACTIVE:
             raise TenantSuspended()
         key = _pick_key(candidates, ask.key)
+        _check_pin(key, ask.key_version)
         ttl = _ttl(ask.ttl_seconds, grant)
     except (
         GrantMissing,
@@ -72,6 +75,7 @@ def do_issue_token(
         KeyNotActive,
         KeyNotFound,
         KeyAmbiguous,
+        KeyVersionUnavailable,
         TtlTooLong,
     ) as refusal:
         _deny(refusal, actor, tenant, ask)
@@ -87,7 +91,7 @@ def do_issue_token(
         grant=grant,
         tenant=tenant,
         provider_key=key,
-        key_version=key.current_version,
+        key_version=ask.key_version,
         scopes=sorted(set(ask.scopes)),
         created_at=now,
         expires_at=now + timedelta(seconds=ttl),
@@ -201,6 +205,14 @@ def _pick_key(keys: list[ProviderKey], ref: str) -> ProviderKey:
     return active[0]
 
 
+def _check_pin(key: ProviderKey, version: int | None) -> None:
+    """A pinned version must be usable now: current, or previous within its grace."""
+    if version is None or version == key.current_version:
+        return
+    if not in_grace(key, version, timezone.now()):
+        raise KeyVersionUnavailable()
+
+
 def _ttl(asked: int | None, grant: Grant) -> int:
     cap = min(grant.max_ttl_seconds, settings.TOKEN_MAX_TTL)
     if asked is None:
@@ -255,9 +267,10 @@ def do_exchange(token: ScopedToken, *, actor: Actor) -> dict[str, Any]:
         _refuse_use(refusal, token, reason, actor)
         raise refusal
     key = token.provider_key
-    secret = read_secret(key, token.key_version, actor=actor, purpose="credential.release")
+    version = key.current_version if token.key_version is None else token.key_version
+    secret = read_secret(key, version, actor=actor, purpose="credential.release")
     try:
-        _count_use_and_record(token, key, actor)
+        _count_use_and_record(token, key, version, actor)
     except TokenInactive as refusal:
         _refuse_use(refusal, token, refusal.audit_reason, actor)
         raise
@@ -266,7 +279,7 @@ def do_exchange(token: ScopedToken, *, actor: Actor) -> dict[str, Any]:
         "api_key": secret,
         "base_url": get_adapter(key.provider).base_url(key.base_url),
         "key_id": str(key.id),
-        "key_version": token.key_version,
+        "key_version": version,
         "expires_at": token.expires_at,
     }
 
@@ -277,7 +290,7 @@ _COUNT_USE = (
 )
 
 
-def _count_use_and_record(token: ScopedToken, key: ProviderKey, actor: Actor) -> None:
+def _count_use_and_record(token: ScopedToken, key: ProviderKey, version: int, actor: Actor) -> None:
     """For a token with `max_uses`, one conditional UPDATE: under any concurrency it is
     never used more often than that, nor after it expired or was revoked. A token without
     a use limit takes no row lock here, so its exchanges never queue on each other."""
@@ -301,7 +314,8 @@ def _count_use_and_record(token: ScopedToken, key: ProviderKey, actor: Actor) ->
                 "principal": str(token.principal_id),
                 "token_id": str(token.id),
                 "key_id": str(key.id),
-                "key_version": token.key_version,
+                "key_version": version,
+                "pinned": token.key_version is not None,
                 "provider": key.provider,
             },
         )

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from kms.actions import keys
-from kms.models import ScopedToken
+from kms.models import KeyVersion, ScopedToken
 from tenants.models import Grant, ServicePrincipal
 from tests.factories import client
 from tests.kms.helpers import openai_key
@@ -106,7 +106,7 @@ CAUSES = {
     "used up": _use_up,
     "revoked": _revoke_token,
     "key revoked": _revoke_key,
-    "key rotated past its grace": _rotate_past_grace,
+    "pinned version rotated past its grace": _rotate_past_grace,
     "principal deleted": _delete_principal,
     "grant deleted": _delete_grant,
     "tenant suspended": _suspend_tenant,
@@ -116,7 +116,8 @@ CAUSES = {
 @pytest.mark.django_db
 @pytest.mark.parametrize("cause", sorted(CAUSES))
 def test_a_token_stops_working(world, cause):
-    token = world.token(max_uses=1)
+    pin = {"key_version": 1} if cause.startswith("pinned") else {}
+    token = world.token(max_uses=1, **pin)
     CAUSES[cause](world, token)
     uses_before = list(ScopedToken.objects.values_list("uses", flat=True))
     response = exchange(token)
@@ -136,16 +137,53 @@ def test_a_token_stops_working(world, cause):
 
 
 @pytest.mark.django_db
-def test_within_the_grace_period_a_token_keeps_its_version(world):
+@pytest.mark.parametrize("grace", [0, 600])
+def test_a_token_issued_before_a_rotation_releases_the_new_secret(world, grace):
     token = world.token()
+    assert exchange(token).json()["api_key"] == world.secret_a
+    new = openai_key()
+    keys.do_rotate_key(
+        world.key_a, secret=new, grace_period_seconds=grace, validate=False, actor=SYSTEM
+    )
+    released = exchange(token)
+    assert released.status_code == 200, released.content
+    assert (released.json()["api_key"], released.json()["key_version"]) == (new, 2)
+    event = AuditEvent.objects.filter(action="credential.released").latest("occurred_at")
+    assert (event.details["key_version"], event.details["pinned"]) == (2, False)
+
+
+@pytest.mark.django_db
+def test_a_pinned_token_keeps_its_version_until_the_grace_ends(world):
+    token = world.token(key_version=1)
     new = openai_key()
     keys.do_rotate_key(
         world.key_a, secret=new, grace_period_seconds=600, validate=False, actor=SYSTEM
     )
     old_release = exchange(token).json()
     assert (old_release["api_key"], old_release["key_version"]) == (world.secret_a, 1)
-    fresh = world.token()
-    assert exchange(fresh).json()["api_key"] == new
+    assert exchange(world.token()).json()["api_key"] == new
+    assert exchange(world.token(key_version=1)).json()["api_key"] == world.secret_a
+    KeyVersion.objects.filter(key=world.key_a, version=1).update(
+        retire_after=timezone.now() - timedelta(seconds=1)
+    )
+    assert exchange(token).status_code == 401, "the grace is over"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("version", [2, 99])
+def test_a_token_pinned_to_an_unusable_version_is_refused(world, version):
+    if version == 2:  # version 1 becomes previous with no grace left
+        keys.do_rotate_key(
+            world.key_a, secret=openai_key(), grace_period_seconds=0, validate=False, actor=SYSTEM
+        )
+    pinned = 1 if version == 2 else version
+    before = ScopedToken.objects.count()
+    response = world.issue(key_version=pinned)
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "key_version_unavailable"
+    assert ScopedToken.objects.count() == before
+    denied = AuditEvent.objects.filter(action="token.denied").latest("occurred_at")
+    assert denied.details["reason"] == "key_version_unavailable"
 
 
 def test_twenty_concurrent_exchanges_of_a_single_use_token_release_once(committed_world):

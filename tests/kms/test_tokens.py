@@ -24,7 +24,7 @@ def test_a_principal_with_a_grant_gets_a_token(world):
     assert body["key_id"] == str(world.key_a.id) and body["scopes"] == ["release"]
     assert response["Cache-Control"] == "no-store"
     row = ScopedToken.objects.get(pk=body["token_id"])
-    assert (row.max_uses, row.key_version, row.principal_id) == (5, 1, world.principal.id)
+    assert (row.max_uses, row.key_version, row.principal_id) == (5, None, world.principal.id)
     event = AuditEvent.objects.get(action="token.issued")
     assert event.actor_type == "principal" and event.actor_id == str(world.principal.id)
     assert body["token"] not in repr(event.details) and body["token"][4:] not in repr(event.details)
