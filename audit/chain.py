@@ -9,6 +9,7 @@ be mistaken for a link and no link for content.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -42,9 +43,14 @@ def canonical_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def canonical_bytes(fields: Mapping[str, Any]) -> bytes:
+# What an event's MAC covers: everything hashed except its position, which the sequencer
+# assigns after the event is written.
+MAC_FIELDS = tuple(name for name in HASHED_FIELDS if name != "seq")
+
+
+def canonical_bytes(fields: Mapping[str, Any], names: tuple[str, ...] = HASHED_FIELDS) -> bytes:
     """The event's hashed content: sorted keys, no whitespace, ASCII only."""
-    content = {name: fields[name] for name in HASHED_FIELDS}
+    content = {name: fields[name] for name in names}
     content["v"] = FORMAT_VERSION
     if isinstance(content["occurred_at"], datetime):
         content["occurred_at"] = canonical_time(content["occurred_at"])
@@ -52,6 +58,16 @@ def canonical_bytes(fields: Mapping[str, Any]) -> bytes:
     return json.dumps(
         content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
     ).encode("ascii")
+
+
+def event_mac(key: bytes, fields: Mapping[str, Any]) -> str:
+    """HMAC-SHA256 of the event's content under the deployment's event-MAC key: a row
+    written with only the database's credentials cannot carry a valid one."""
+    return hmac.new(key, canonical_bytes(fields, MAC_FIELDS), hashlib.sha256).hexdigest()
+
+
+def mac_ok(key: bytes, fields: Mapping[str, Any]) -> bool:
+    return hmac.compare_digest(event_mac(key, fields), str(fields.get("mac") or ""))
 
 
 def link_hash(prev_hash: str, content: bytes) -> str:
@@ -84,11 +100,16 @@ class ChainResult:
         return self.first_bad is None
 
 
-def verify_events(chain: str, events: Iterable[Mapping[str, Any]]) -> ChainResult:
-    """Walk one chain's events in `seq` order and report the first that does not fit."""
+def verify_events(
+    chain: str, events: Iterable[Mapping[str, Any]], mac_key: bytes | None = None
+) -> ChainResult:
+    """Walk one chain's events in `seq` order and report the first that does not fit.
+    With the event-MAC key (online verification), each event's MAC is checked too."""
     expected_seq, head, checked = 1, GENESIS, 0
     for event in events:
-        problem = _problem(event, expected_seq, head)
+        problem = _problem(event, expected_seq, head, chain)
+        if problem is None and mac_key is not None and not mac_ok(mac_key, event):
+            problem = "its MAC does not verify (written without the event key)"
         if problem:
             bad = Break(chain, int(event["seq"]), str(event["id"]), problem)
             return ChainResult(chain, checked, head, bad)
@@ -96,7 +117,11 @@ def verify_events(chain: str, events: Iterable[Mapping[str, Any]]) -> ChainResul
     return ChainResult(chain, checked, head, None)
 
 
-def _problem(event: Mapping[str, Any], expected_seq: int, head: str) -> str | None:
+def _problem(event: Mapping[str, Any], expected_seq: int, head: str, chain: str) -> str | None:
+    if event.get("chain") is None:
+        return "the event behind this position is missing (deleted)"
+    if event.get("chain") != chain:
+        return f"the event belongs to chain {event.get('chain')} (moved)"
     seq = int(event["seq"])
     if seq != expected_seq:
         return f"sequence {seq} where {expected_seq} was expected (an event is missing or moved)"

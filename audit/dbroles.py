@@ -2,8 +2,9 @@
 
 Migrations run as the migration role, which owns every table. The application role named
 by KEYWARD_DB_APP_ROLE gets ordinary read-write access everywhere except the audit table,
-where it may only INSERT and SELECT: append-only is enforced by privilege first, and by
-the triggers of the audit migrations second.
+where it may only INSERT and SELECT the audit log's tables (events, chain links,
+rejections): append-only is enforced by privilege first, and by the triggers of the audit
+migrations second. Pending pointers stay deletable: the sequencer removes them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-AUDIT_TABLE = "audit_event"
+# Append-only for the application: it may only INSERT and SELECT these.
+AUDIT_TABLES = ("audit_event", "audit_link", "audit_rejection")
 
 
 def grant_application_role(using: str = "default", **kwargs: Any) -> None:
@@ -30,7 +32,10 @@ def grant_application_role(using: str = "default", **kwargs: Any) -> None:
             f"GRANT USAGE ON SCHEMA public TO {quoted}",
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted}",
             f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}",
-            f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {AUDIT_TABLE} FROM {quoted}",
-            f"REVOKE ALL ON {AUDIT_TABLE} FROM PUBLIC",
+            *(
+                f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {t} FROM {quoted}"
+                for t in AUDIT_TABLES
+            ),
+            *(f"REVOKE ALL ON {t} FROM PUBLIC" for t in AUDIT_TABLES),
         ):
             cursor.execute(statement)

@@ -1,8 +1,15 @@
-"""The append-only audit log: one row per security-relevant action, hash-chained per chain.
+"""The append-only audit log.
 
-A chain is either one tenant's (`tenant:<slug>`) or the global one (`global`). Rows are
-never updated or deleted: the application's database role may only INSERT and SELECT, and
-triggers installed by the migrations reject UPDATE, DELETE and TRUNCATE as a second layer.
+A request writes an `AuditEvent` (its content and a MAC) and an `AuditPending` pointer in
+its own transaction, and takes no lock. The sequencer, one at a time, integrates pending
+events into their chain: it checks each MAC, assigns the next position and writes an
+`AuditLink` (seq, prev_hash, hash), or an `AuditRejection` for a bad MAC. A chain is one
+tenant's (`tenant:<slug>`) or the global one (`global`).
+
+Events, links and rejections are never updated or deleted: the application's database role
+may only INSERT and SELECT them, and triggers reject UPDATE, DELETE and TRUNCATE as a
+second layer. Only pending pointers are deleted, by the sequencer; an event that is neither
+linked, pending nor rejected is reported by verification.
 """
 
 from __future__ import annotations
@@ -19,11 +26,10 @@ class Outcome(models.TextChoices):
 
 
 class AuditEvent(models.Model):
-    """One audited action, linked to its predecessor in the same chain by `prev_hash`."""
+    """One audited action, as its request wrote it; its chain position is its `link`."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     chain = models.CharField(max_length=80)
-    seq = models.BigIntegerField()
     occurred_at = models.DateTimeField()
     actor_type = models.CharField(max_length=16)
     actor_id = models.CharField(max_length=128, blank=True)
@@ -34,19 +40,11 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     details = models.JSONField(default=dict)
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64)
+    mac = models.CharField(max_length=64)
 
     class Meta:
         db_table = "audit_event"
-        ordering = ("chain", "seq")
-        constraints = [
-            models.UniqueConstraint(fields=("chain", "seq"), name="audit_event_chain_seq_unique"),
-            models.UniqueConstraint(
-                fields=("chain", "prev_hash"), name="audit_event_chain_prev_unique"
-            ),
-            models.CheckConstraint(condition=models.Q(seq__gte=1), name="audit_event_seq_positive"),
-        ]
+        ordering = ("occurred_at", "id")
         indexes = [
             models.Index(fields=("occurred_at",), name="audit_event_occurred_idx"),
             models.Index(fields=("tenant", "occurred_at"), name="audit_event_tenant_idx"),
@@ -54,7 +52,67 @@ class AuditEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.chain}#{self.seq} {self.action} {self.outcome}"
+        return f"{self.chain} {self.action} {self.outcome}"
+
+
+class AuditLink(models.Model):
+    """An event's position in its chain, written once by the sequencer."""
+
+    # No database-level foreign key: events and links are both append-only, and a missing
+    # event behind a link must be reported by verification, not refused by the database.
+    event = models.OneToOneField(
+        AuditEvent,
+        on_delete=models.DO_NOTHING,
+        primary_key=True,
+        db_constraint=False,
+        related_name="link",
+    )
+    chain = models.CharField(max_length=80)
+    seq = models.BigIntegerField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+    integrated_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "audit_link"
+        ordering = ("chain", "seq")
+        constraints = [
+            models.UniqueConstraint(fields=("chain", "seq"), name="audit_link_chain_seq_unique"),
+            models.UniqueConstraint(
+                fields=("chain", "prev_hash"), name="audit_link_chain_prev_unique"
+            ),
+            models.CheckConstraint(condition=models.Q(seq__gte=1), name="audit_link_seq_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chain}#{self.seq}"
+
+
+class AuditPending(models.Model):
+    """An event written but not yet integrated; the sequencer takes these in order."""
+
+    event_id = models.UUIDField(unique=True)
+
+    class Meta:
+        db_table = "audit_pending"
+        ordering = ("id",)
+
+    def __str__(self) -> str:
+        return str(self.event_id)
+
+
+class AuditRejection(models.Model):
+    """An event the sequencer refused to integrate (its MAC does not verify)."""
+
+    event_id = models.UUIDField(primary_key=True)
+    reason = models.CharField(max_length=200)
+    rejected_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "audit_rejection"
+
+    def __str__(self) -> str:
+        return f"{self.event_id}: {self.reason}"
 
 
 class ChainCheck(models.Model):

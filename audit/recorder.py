@@ -2,14 +2,13 @@
 
 `record` writes inside the caller's transaction: if the event cannot be written, the
 exception rolls back the action it describes, so no audited action commits without its
-event. Appends to one chain are serialised (a transaction-scoped advisory lock on
-PostgreSQL, the IMMEDIATE write lock on SQLite), and a unique (chain, seq) constraint is the
-last guard against a fork.
+event. It takes no lock and reads nothing: the event carries a MAC under a key the database
+never holds, and a pending pointer hands it to the sequencer (`audit.sequencer`), which
+integrates committed events into their chain within the merge delay.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -17,9 +16,11 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from audit.actors import Actor
-from audit.chain import GENESIS, canonical_bytes, link_hash
-from audit.models import AuditEvent, Outcome
+from audit.chain import event_mac
+from audit.hmac import event_mac_key
+from audit.models import AuditEvent, AuditPending, Outcome
 from audit.sanitize import clean_text, clean_value
+from core import sql
 from core.context import current_origin
 from core.errors import DomainError, ServiceUnavailable
 
@@ -44,12 +45,14 @@ def record(
     target: str = "",
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain of `tenant` (or the global chain) and return it."""
+    """Write one event for the chain of `tenant` (or the global chain) and return it."""
+    event = _event(action, actor, outcome, tenant, target, details or {})
     try:
         with transaction.atomic(savepoint=False):
-            return _append(action, actor, outcome, tenant, target, details or {})
+            _insert(event)
     except DatabaseError as exc:
         raise AuditUnavailable() from exc
+    return event
 
 
 def record_refusal(
@@ -66,7 +69,7 @@ def record_refusal(
         refusal.audited = True
 
 
-def _append(
+def _event(
     action: str,
     actor: Actor,
     outcome: str,
@@ -74,13 +77,10 @@ def _append(
     target: str,
     details: dict[str, Any],
 ) -> AuditEvent:
-    chain = chain_for(tenant)
-    seq, prev_hash = _head(chain) or (0, GENESIS)
     origin = current_origin()
     event = AuditEvent(
         id=uuid.uuid4(),
-        chain=chain,
-        seq=seq + 1,
+        chain=chain_for(tenant),
         occurred_at=timezone.now(),
         actor_type=actor.type,
         actor_id=clean_text(actor.id, 128),
@@ -91,66 +91,27 @@ def _append(
         request_id=clean_text(origin.request_id, 64),
         source_ip=origin.source_ip,
         details=clean_value(details),
-        prev_hash=prev_hash,
     )
-    event.hash = link_hash(prev_hash, canonical_bytes(event.__dict__))
-    _insert(event)
+    event.mac = event_mac(event_mac_key(), event.__dict__)
     return event
 
 
-def _head(chain: str) -> tuple[int, str] | None:
-    """The chain's last (seq, hash), read after taking the chain's lock.
-
-    On PostgreSQL these are plain statements (this runs on every audited request, and the
-    ORM's per-query cost exceeds the database's), and the lock and the read are separate
-    statements on purpose: under READ COMMITTED each statement takes its own snapshot, so
-    the read sees the previous lock holder's committed event. SQLite's IMMEDIATE
-    transactions already serialise writers."""
-    if connection.vendor != "postgresql":
-        return (
-            AuditEvent.objects.filter(chain=chain)
-            .order_by("-seq")
-            .values_list("seq", "hash")
-            .first()
-        )
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [chain])
-        cursor.execute(
-            "SELECT seq, hash FROM audit_event WHERE chain = %s ORDER BY seq DESC LIMIT 1", [chain]
-        )
-        row = cursor.fetchone()
-    return (int(row[0]), str(row[1])) if row else None
-
-
-_COLUMNS = (
-    "id",
-    "chain",
-    "seq",
-    "occurred_at",
-    "actor_type",
-    "actor_id",
-    "action",
-    "tenant",
-    "target",
-    "outcome",
-    "request_id",
-    "source_ip",
-    "details",
-    "prev_hash",
-    "hash",
-)
-_INSERT = (
-    f"INSERT INTO audit_event ({', '.join(_COLUMNS)})"  # noqa: S608 - constant column names
-    f" VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
+_EVENT = sql.Columns(list(AuditEvent._meta.concrete_fields))
+_VALUES = ", ".join(["%s"] * len(_EVENT))
+_INSERT_EVENT = f"INSERT INTO audit_event ({', '.join(_EVENT.names())}) VALUES ({_VALUES})"
+_INSERT_PENDING = "INSERT INTO audit_pending (event_id) VALUES (%s)"
+# On PostgreSQL, the event and its pending pointer go in with one statement.
+_INSERT_BOTH = (
+    f"WITH e AS ({_INSERT_EVENT} RETURNING id)"
+    " INSERT INTO audit_pending (event_id) SELECT id FROM e"
 )
 
 
 def _insert(event: AuditEvent) -> None:
-    if connection.vendor != "postgresql":
-        event.save(force_insert=True)
-        return
-    values = [getattr(event, c) for c in _COLUMNS]
-    values[_COLUMNS.index("details")] = json.dumps(event.details)
-    with connection.cursor() as cursor:
-        cursor.execute(_INSERT, values)
+    values = [sql.Value(f, getattr(event, f.attname)) for f in _EVENT.fields]
+    if connection.vendor == "postgresql":
+        sql.execute(_INSERT_BOTH, values)
+    else:
+        sql.execute(_INSERT_EVENT, values)
+        sql.execute(_INSERT_PENDING, [sql.param(AuditPending, "event_id", event.id)])
     event._state.adding = False

@@ -1,7 +1,9 @@
-"""Verifying the chains stored in the database.
+"""Verifying the chains stored in the database, and that every event is accounted for.
 
 Rows are read with a plain server-side cursor (the ORM's per-row cost would dominate), and
-on PostgreSQL large logs are verified chain by chain in parallel worker processes.
+on PostgreSQL large logs are verified chain by chain in parallel worker processes. Each
+position (`audit_link`) is read with its event (a missing event is reported, not skipped)
+and each event's MAC is checked.
 """
 
 from __future__ import annotations
@@ -10,37 +12,65 @@ import json
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, connections
+from django.db.models import Exists, Min, OuterRef
+from django.utils import timezone
 
 from audit.chain import HASHED_FIELDS, ChainResult, verify_events
-from audit.models import AuditEvent
+from audit.hmac import event_mac_key
+from audit.models import AuditEvent, AuditLink, AuditPending, AuditRejection
+from core import sql
 
-_COLUMNS = (*HASHED_FIELDS, "prev_hash", "hash")
+# The content of an event, then its position.
+_EVENT_FIELDS = tuple(f for f in HASHED_FIELDS if f != "seq")
+_COLUMNS = (*_EVENT_FIELDS, "mac", "seq", "prev_hash", "hash")
 # PostgreSQL returns id, time and address already in their canonical text, so Python does
 # not build (and then format) UUID and datetime objects for every event.
 _AS_TEXT = {
-    "id": "id::text",
-    "occurred_at": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-    "source_ip": "host(source_ip)",
-    "details": "details::text",
+    "id": "l.event_id::text",
+    "occurred_at": "to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    "source_ip": "host(e.source_ip)",
+    "details": "e.details::text",
+    "seq": "l.seq",
+    "prev_hash": "l.prev_hash",
+    "hash": "l.hash",
 }
+_FROM = " FROM audit_link l LEFT JOIN audit_event e ON e.id = l.event_id WHERE l.chain = %s"
+_SELECT_TEXT = (
+    f"SELECT {', '.join(_AS_TEXT.get(c, f'e.{c}') for c in _COLUMNS)}" + _FROM + " ORDER BY l.seq"
+)
+_ROW = sql.Columns.of(AuditEvent, [*_EVENT_FIELDS, "mac"]) + sql.Columns.of(
+    AuditLink, ["seq", "prev_hash", "hash"]
+)
 _SELECT = (
-    f"SELECT {', '.join(_AS_TEXT.get(c, c) for c in _COLUMNS)} FROM audit_event"  # noqa: S608
-    " WHERE chain = %s ORDER BY seq"
+    "SELECT "
+    + ", ".join(
+        [
+            "l.event_id",
+            *(f"e.{c}" for c in (*_EVENT_FIELDS[1:], "mac")),
+            "l.seq",
+            "l.prev_hash",
+            "l.hash",
+        ]
+    )
+    + _FROM
+    + " ORDER BY l.seq"
 )
 PARALLEL_ABOVE = 200_000  # events; below this a process pool costs more than it saves
 
 
 def chains() -> list[str]:
-    return list(AuditEvent.objects.order_by().values_list("chain", flat=True).distinct())
+    return list(AuditLink.objects.order_by().values_list("chain", flat=True).distinct())
 
 
 def _events(chain: str) -> Iterator[dict[str, Any]]:
     if connection.vendor != "postgresql":
-        rows = AuditEvent.objects.filter(chain=chain).order_by("seq").values_list(*_COLUMNS)
-        for row in rows.iterator(chunk_size=5000):
+        for row in sql.fetch(_SELECT, [chain], _ROW):
             yield dict(zip(_COLUMNS, row, strict=True))
         return
     details = _COLUMNS.index("details")
@@ -48,15 +78,16 @@ def _events(chain: str) -> Iterator[dict[str, Any]]:
         raw = outer.connection
         with raw.transaction(), raw.cursor(name=f"audit_verify_{os.getpid()}") as cursor:
             cursor.itersize = 10_000
-            cursor.execute(_SELECT, [chain])
+            cursor.execute(_SELECT_TEXT, [chain])
             for row in cursor:
                 event = dict(zip(_COLUMNS, row, strict=True))
-                event["details"] = json.loads(row[details])
+                if row[details] is not None:
+                    event["details"] = json.loads(row[details])
                 yield event
 
 
 def verify_chain(chain: str) -> ChainResult:
-    return verify_events(chain, _events(chain))
+    return verify_events(chain, _events(chain), event_mac_key())
 
 
 def _verify_in_child(chain: str) -> ChainResult:
@@ -71,10 +102,49 @@ def verify_all(parallel: bool | None = None) -> list[ChainResult]:
         parallel = (
             connection.vendor == "postgresql"
             and len(names) > 1
-            and AuditEvent.objects.count() > PARALLEL_ABOVE
+            and AuditLink.objects.count() > PARALLEL_ABOVE
         )
     if not parallel:
         return [verify_chain(name) for name in names]
     connections.close_all()  # never hand an open connection to forked children
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         return list(pool.map(_verify_in_child, names))
+
+
+@dataclass(frozen=True)
+class Integration:
+    """Events not (yet) in a chain: waiting for the sequencer, rejected by it, or neither
+    (their pending pointer was removed: someone with database access hid them)."""
+
+    pending: int
+    oldest_pending: datetime | None
+    rejected: list[str]
+    unaccounted: list[str]
+
+    def lagging(self, now: datetime | None = None) -> bool:
+        """The oldest pending event has waited past the merge delay (with a margin)."""
+        now = now or timezone.now()
+        limit = timedelta(milliseconds=settings.AUDIT_MERGE_DELAY_MS * 10 + 5000)
+        return self.oldest_pending is not None and now - self.oldest_pending > limit
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected and not self.unaccounted
+
+
+def integration() -> Integration:
+    linked = AuditLink.objects.filter(event_id=OuterRef("pk"))
+    waiting = AuditPending.objects.filter(event_id=OuterRef("pk"))
+    refused = AuditRejection.objects.filter(event_id=OuterRef("pk"))
+    unaccounted = (
+        AuditEvent.objects.filter(~Exists(linked), ~Exists(waiting), ~Exists(refused))
+        .order_by("occurred_at")
+        .values_list("id", flat=True)[:20]
+    )
+    pending = AuditEvent.objects.filter(Exists(waiting))
+    return Integration(
+        pending=pending.count(),
+        oldest_pending=pending.aggregate(oldest=Min("occurred_at"))["oldest"],
+        rejected=[str(i) for i in AuditRejection.objects.values_list("event_id", flat=True)[:20]],
+        unaccounted=[str(i) for i in unaccounted],
+    )

@@ -20,6 +20,7 @@ from audit.actors import Actor
 from audit.chain import HASHED_FIELDS, canonical_time
 from audit.models import AuditEvent, Checkpoint
 from audit.offline import FORMAT, canonical
+from audit.queries import integrated_events
 from auditor import signing
 from auditor.actions import do_note_export, do_save_checkpoint
 
@@ -35,7 +36,7 @@ class Scope:
     tenants: tuple[str, ...] | None = None  # what a tenant-limited auditor may see
 
     def events(self) -> QuerySet[AuditEvent]:
-        events = AuditEvent.objects.order_by("chain", "seq")
+        events = integrated_events().order_by("chain", "link__seq")
         if self.tenants is not None:
             events = events.filter(tenant__in=self.tenants)
         if self.tenant is not None:

@@ -46,6 +46,8 @@ PEPPERS = parse_ring(
     decode=False,
 )
 AUDIT_HMAC_KEY = _secret_or_generated("KEYWARD_AUDIT_HMAC_KEY", "audit-hmac-key").encode()
+# The longest an event waits before the sequencer integrates it into its chain.
+AUDIT_MERGE_DELAY_MS = env.number("KEYWARD_AUDIT_MERGE_DELAY_MS", 1000, minimum=50, maximum=60000)
 SECRET_STORE = env.choice("KEYWARD_SECRET_STORE", ("local", "vault"), "local")
 
 

@@ -10,6 +10,7 @@ from django.db import connection, connections
 from tests import pg
 from tests.factories import Actors, make_actors
 
+APPEND_ONLY = ("audit_event", "audit_link", "audit_rejection")
 USES_POSTGRES = os.environ.get("KEYWARD_DATABASE_URL", "").startswith(("postgres", "postgresql"))
 
 
@@ -70,26 +71,29 @@ def _reset_committed_state() -> None:
         _empty_sqlite(tables)
         return
     with pg.connect() as conn:
-        conn.execute("ALTER TABLE audit_event DISABLE TRIGGER USER")
+        for table in APPEND_ONLY:
+            conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
-        conn.execute("ALTER TABLE audit_event ENABLE ALWAYS TRIGGER audit_event_no_update_delete")
-        conn.execute("ALTER TABLE audit_event ENABLE ALWAYS TRIGGER audit_event_no_truncate")
+        for table in APPEND_ONLY:
+            conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_no_update_delete")
+            conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_no_truncate")
 
 
 def _empty_sqlite(tables: list[str]) -> None:
     """SQLite has no TRUNCATE and no way to switch a trigger off: drop the append-only
-    triggers, empty the tables, and put the triggers back as the migration wrote them."""
+    triggers, empty the tables, and put the triggers back as the migrations wrote them."""
     from importlib import import_module
 
-    triggers = import_module("audit.migrations.0002_append_only_triggers")
+    sequencer = import_module("audit.migrations.0005_sequencer")
     with connection.cursor() as cursor:
-        for statement in triggers.SQLITE_DOWN:
-            cursor.execute(statement)
+        for table in APPEND_ONLY:
+            cursor.execute(f"DROP TRIGGER IF EXISTS {table}_no_update")
+            cursor.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
         cursor.execute("PRAGMA foreign_keys = OFF")
         for table in tables:
             cursor.execute(f'DELETE FROM "{table}"')
         cursor.execute("PRAGMA foreign_keys = ON")
-        for statement in triggers.SQLITE_UP:
+        for statement in sequencer.sqlite_triggers():
             cursor.execute(statement)
     connections.close_all()
 

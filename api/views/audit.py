@@ -41,6 +41,10 @@ class BadFilter(DomainError):
 
 class EventSerializer(serializers.ModelSerializer[AuditEvent]):
     actor = serializers.SerializerMethodField()
+    # Null until the sequencer has integrated the event (within the merge delay).
+    seq = serializers.IntegerField(source="link.seq", read_only=True, allow_null=True)
+    prev_hash = serializers.CharField(source="link.prev_hash", read_only=True, allow_null=True)
+    hash = serializers.CharField(source="link.hash", read_only=True, allow_null=True)
 
     class Meta:
         model = AuditEvent

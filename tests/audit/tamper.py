@@ -1,39 +1,45 @@
-"""Superuser-only edits of the audit table, the way an attacker with full access would."""
+"""Edits of the audit log the way an attacker with full database access would make them:
+append-only triggers switched off for the duration (as the PostgreSQL superuser, or by
+dropping and re-creating them on SQLite)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import import_module
+
+from django.db import connection
 
 from tests import pg
 
+TABLES = ("audit_event", "audit_link", "audit_rejection")
+
 
 def tamper(statements: Sequence[str], params: Sequence[object] = ()) -> None:
+    if connection.vendor == "sqlite":
+        _tamper_sqlite(statements, params)
+        return
     with pg.connect() as conn:
-        conn.execute("ALTER TABLE audit_event DISABLE TRIGGER USER")
-        conn.execute(
-            "ALTER TABLE audit_event DROP CONSTRAINT IF EXISTS audit_event_chain_seq_unique"
-        )
-        conn.execute(
-            "ALTER TABLE audit_event DROP CONSTRAINT IF EXISTS audit_event_chain_prev_unique"
-        )
+        for table in TABLES:
+            conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         for statement in statements:
             conn.execute(statement, params if "%s" in statement else None)
-        conn.execute("ALTER TABLE audit_event ENABLE ALWAYS TRIGGER audit_event_no_update_delete")
-        conn.execute("ALTER TABLE audit_event ENABLE ALWAYS TRIGGER audit_event_no_truncate")
+        for table in TABLES:
+            conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_no_update_delete")
+            conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_no_truncate")
 
 
-def restore_constraints() -> None:
-    with pg.connect() as conn:
-        conn.execute("ALTER TABLE audit_event DISABLE TRIGGER USER")
-        conn.execute("DELETE FROM audit_event")
-        conn.execute("ALTER TABLE audit_event ENABLE ALWAYS TRIGGER audit_event_no_update_delete")
-        conn.execute("ALTER TABLE audit_event ENABLE ALWAYS TRIGGER audit_event_no_truncate")
-        for name, cols in (
-            ("audit_event_chain_seq_unique", "chain, seq"),
-            ("audit_event_chain_prev_unique", "chain, prev_hash"),
-        ):
-            exists = conn.execute(
-                "SELECT 1 FROM pg_constraint WHERE conname = %s", [name]
-            ).fetchone()
-            if not exists:
-                conn.execute(f"ALTER TABLE audit_event ADD CONSTRAINT {name} UNIQUE ({cols})")
+def _tamper_sqlite(statements: Sequence[str], params: Sequence[object]) -> None:
+    triggers = import_module("audit.migrations.0005_sequencer").sqlite_triggers()
+    with connection.cursor() as cursor:
+        for statement in triggers:
+            if statement.startswith("DROP"):
+                cursor.execute(statement)
+        for statement in statements:
+            values = [str(p) if not isinstance(p, int) else p for p in params]
+            # SQLite keeps UUIDs as 32 hex digits.
+            values = [
+                v.replace("-", "") if isinstance(v, str) and len(v) == 36 else v for v in values
+            ]
+            cursor.execute(statement, values if "%s" in statement else None)
+        for statement in triggers:
+            cursor.execute(statement)

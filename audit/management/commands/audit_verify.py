@@ -1,4 +1,5 @@
-"""Check every audit chain; exit 0 when intact, 1 naming the first bad event."""
+"""Check every audit chain and that every event is accounted for; exit 0 when intact, 1
+naming the first bad event."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.verify import verify_all
+from audit.verify import integration, verify_all
 
 
 class Command(BaseCommand):
-    help = "Verify every audit hash chain in the database."
+    help = "Verify every audit hash chain in the database, and that no event is hidden."
 
     def handle(self, *args: Any, **options: Any) -> None:
         results = verify_all()
@@ -26,4 +27,20 @@ class Command(BaseCommand):
             first = broken[0].first_bad
             where = first.describe() if first is not None else broken[0].chain
             raise CommandError(f"audit chain broken: {where}", returncode=1)
-        self.stdout.write(f"ok: {len(results)} chains, {checked} events")
+        report = integration()
+        if report.unaccounted:
+            raise CommandError(
+                f"events in no chain and not pending (hidden from the sequencer): "
+                f"{', '.join(report.unaccounted)}",
+                returncode=1,
+            )
+        if report.rejected:
+            raise CommandError(
+                f"events refused by the sequencer (their MAC does not verify): "
+                f"{', '.join(report.rejected)}",
+                returncode=1,
+            )
+        pending = f", {report.pending} awaiting integration" if report.pending else ""
+        if report.lagging():
+            pending += " (the sequencer is behind: is `manage.py audit_sequencer` running?)"
+        self.stdout.write(f"ok: {len(results)} chains, {checked} events{pending}")

@@ -1,4 +1,5 @@
-"""Run the whole service on one box: web server, Celery worker and beat, together.
+"""Run the whole service on one box: web server, Celery worker and beat, and the audit
+sequencer, together.
 
     python manage.py serve [--host 127.0.0.1] [--port 8000] [--web-workers 1]
 
@@ -53,7 +54,8 @@ def _children(host: str, port: int, web_workers: int) -> list[list[str]]:
         "--without-gossip",
         "--without-mingle",
     ]
-    return [web, worker]
+    sequencer = [python, "manage.py", "audit_sequencer"]
+    return [web, worker, sequencer]
 
 
 class Command(BaseCommand):
