@@ -30,7 +30,9 @@ def percentile(samples: list[float], pct: float) -> float:
 
 
 def latency_summary(samples_ms: list[float]) -> dict[str, float]:
-    return {f"p{p}_ms": round(percentile(samples_ms, p), 3) for p in (50, 95, 99)}
+    summary = {f"p{p}_ms": round(percentile(samples_ms, p), 3) for p in (50, 95, 99)}
+    summary["max_ms"] = round(max(samples_ms), 3) if samples_ms else float("nan")
+    return summary
 
 
 def median(values: list[float]) -> float:

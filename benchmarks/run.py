@@ -57,7 +57,7 @@ def _print_w5(result: dict[str, Any]) -> None:
     print("W5 audit append (one event per transaction; baseline: plain INSERT, same threads)")
     print(
         f"{'writers':>7} {'events/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"
-        f" {'plain/s':>10} {'ratio':>6}"
+        f" {'plain/s':>10} {'ratio':>6} {'backlog':>8} {'delay p50/p99/max ms':>22}"
     )
     for row in result["rows"]:
         a, p = row["audit"], row["plain"]
@@ -69,6 +69,13 @@ def _print_w5(result: dict[str, Any]) -> None:
             f"{a['p99_ms']:>8.2f}",
             f"{p['events_per_s']:>10.1f}",
             f"{row['ratio_audit_to_plain']:>6.2f}",
+            f"{a.get('backlog_when_writers_stopped', 0):>8}",
+            "{:>22}".format(
+                "/".join(
+                    f"{a.get('integration_delay_ms', {}).get(k, 0):.0f}"
+                    for k in ("p50_ms", "p99_ms", "max_ms")
+                )
+            ),
         ]
         print(" ".join(cells))
     print(

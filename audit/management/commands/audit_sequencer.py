@@ -5,9 +5,7 @@ Run one per deployment (more are harmless: a cluster-wide lock lets one work at 
 
 from __future__ import annotations
 
-import signal
-import time
-from types import FrameType
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -15,6 +13,9 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError, connection
 
 from audit.sequencer import BATCH, integrate
+from core.shutdown import stop_on_signals
+
+logger = logging.getLogger("keyward.audit")
 
 
 class Command(BaseCommand):
@@ -24,24 +25,18 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="integrate what is pending, exit")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        stopping = False
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        stop = stop_on_signals()
         # Polling at a quarter of the merge delay keeps every event within it.
         pause = settings.AUDIT_MERGE_DELAY_MS / 4000
-        while not stopping:
+        while not stop.is_set():
             try:
                 batch = integrate()
-            except DatabaseError:
+            except DatabaseError as exc:
+                logger.warning("audit sequencer: database error (%s); retrying", type(exc).__name__)
                 connection.close()  # the next round reconnects
-                time.sleep(pause)
+                stop.wait(pause)
                 continue
             if options["once"] and len(batch.integrated) + len(batch.rejected) < BATCH:
                 return
             if len(batch.integrated) + len(batch.rejected) < BATCH:
-                time.sleep(pause)
+                stop.wait(pause)

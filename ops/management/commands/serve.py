@@ -14,12 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-from types import FrameType
 from typing import Any
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
+
+from core.shutdown import stop_on_signals
 
 
 def _children(host: str, port: int, web_workers: int) -> list[list[str]]:
@@ -88,15 +89,8 @@ def supervise(host: str, port: int, web_workers: int) -> int:
         "Stop with Ctrl-C.\n",
         flush=True,
     )
-    stopping = False
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    while not stopping and all(p.poll() is None for p in procs):
+    stop = stop_on_signals()
+    while not stop.is_set() and all(p.poll() is None for p in procs):
         time.sleep(0.2)
     for proc in procs:
         if proc.poll() is None:
@@ -107,4 +101,4 @@ def supervise(host: str, port: int, web_workers: int) -> int:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
-    return 0 if stopping else 1
+    return 0 if stop.is_set() else 1
