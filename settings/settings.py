@@ -201,7 +201,17 @@ def _databases() -> dict[str, Any]:
         if not config.get("ENGINE"):
             raise ImproperlyConfigured("KEYWARD_DATABASE_URL: unsupported database scheme")
         config["CONN_MAX_AGE"] = env.number("KEYWARD_DB_CONN_MAX_AGE", 60)
-        config["CONN_HEALTH_CHECKS"] = True
+        # Off by default: a health check is one more round trip on every request. A
+        # connection that broke while idle fails one request with 503 and is replaced.
+        config["CONN_HEALTH_CHECKS"] = env.flag("KEYWARD_DB_HEALTH_CHECKS", False)
+        if config["ENGINE"].endswith("postgresql") and env.flag(
+            "KEYWARD_DB_PREPARED_STATEMENTS", True
+        ):
+            # Server-side binding lets psycopg prepare the statements a connection repeats
+            # (after 5 executions); turn it off behind a transaction-pooling PgBouncer.
+            config.setdefault("OPTIONS", {}).update(
+                {"server_side_binding": True, "prepare_threshold": 5}
+            )
         return {"default": config}
     _embedded_parts.append("KEYWARD_DATABASE_URL")
     DATA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)

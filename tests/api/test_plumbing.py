@@ -189,3 +189,34 @@ def test_an_unhandled_error_gets_a_generic_500_and_no_detail(committed_actors, c
     assert "canary-detail" not in caplog.text
     assert "unhandled django.db.utils" in caplog.text
     assert not Tenant.objects.filter(slug="boom").exists()
+
+
+@pytest.mark.postgresql  # the session is ended with pg_terminate_backend
+def test_a_lost_database_connection_fails_one_request_cleanly_and_the_next_succeeds(
+    committed_actors,
+):
+    from django.db import close_old_connections, connection
+
+    from audit.models import AuditEvent
+    from audit.sequencer import integrate_all
+    from audit.verify import integration, verify_all
+    from tests import pg
+
+    api = committed_actors.as_("alice")
+    assert api.get("/api/v1/tenants").status_code == 200
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    with pg.connect(autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    body = {"slug": "after-loss", "name": "After the loss"}
+    broken = api.post("/api/v1/tenants", body, format="json")
+    error = _assert_error(broken, 503, "database_unavailable")
+    assert broken["Retry-After"] and "Traceback" not in str(error)
+    # What a WSGI server does at the end of every request (Django's test client skips it
+    # to keep a test's transaction): a connection that raised errors is closed.
+    close_old_connections()
+    created = api.post("/api/v1/tenants", body, format="json")
+    assert created.status_code == 201, created.content
+    integrate_all()
+    assert all(result.ok for result in verify_all()) and integration().ok
+    assert AuditEvent.objects.filter(action="tenant.created", tenant="after-loss").count() == 1
