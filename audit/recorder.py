@@ -25,6 +25,7 @@ from core.context import current_origin
 from core.errors import DomainError, ServiceUnavailable
 
 GLOBAL_CHAIN = "global"
+_SOURCE_IP = AuditEvent._meta.get_field("source_ip")
 
 
 class AuditUnavailable(ServiceUnavailable):
@@ -89,7 +90,9 @@ def _event(
         target=clean_text(target, 255),
         outcome=str(outcome),
         request_id=clean_text(origin.request_id, 64),
-        source_ip=origin.source_ip,
+        # The stored spelling (IPv4-mapped IPv6 written as ::ffff:a.b.c.d), so that the MAC
+        # covers exactly what the sequencer will read back.
+        source_ip=_SOURCE_IP.get_prep_value(origin.source_ip),
         details=clean_value(details),
     )
     event.mac = event_mac(event_mac_key(), event.__dict__)

@@ -269,3 +269,27 @@ def test_one_sequencer_works_at_a_time(committed_db):
         other.execute("SELECT pg_advisory_xact_lock(%s)", [0x6B7761756474])
         assert integrate().busy
     assert integrate().integrated
+
+
+@pytest.mark.parametrize("address", ["::ffff:10.0.0.1", "2001:db8::1", "192.0.2.7"])
+def test_events_from_any_address_spelling_are_integrated(db, address):
+    import ipaddress
+
+    from core.context import Origin, bound_origin
+
+    spelled = str(ipaddress.ip_address(address))  # as the request middleware spells it
+    with bound_origin(Origin(request_id="r" * 16, source_ip=spelled)):
+        event = record("test.address", actor=Actor.system(), tenant="addresses")
+    assert integrate().integrated == [event.id]
+    assert verify_chain("tenant:addresses").ok and integration().ok
+
+
+def test_an_event_hidden_behind_a_planted_rejection_is_named(chain_of_five):
+    from django.utils import timezone
+
+    hidden = record("key.released", actor=Actor.system(), tenant="hide")
+    # What the application role can do: insert a rejection and delete the pointer.
+    AuditRejection.objects.create(event_id=hidden.id, reason="made up", rejected_at=timezone.now())
+    AuditPending.objects.filter(event_id=hidden.id).delete()
+    integrate_all()
+    assert "planted rejection" in _verify_fails_naming(hidden.id)

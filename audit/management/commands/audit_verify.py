@@ -36,8 +36,7 @@ class Command(BaseCommand):
             )
         if report.rejected:
             raise CommandError(
-                f"events refused by the sequencer (their MAC does not verify): "
-                f"{', '.join(report.rejected)}",
+                f"events kept out of the chains: {'; '.join(report.rejected)}",
                 returncode=1,
             )
         pending = f", {report.pending} awaiting integration" if report.pending else ""
