@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from functools import lru_cache
 
 from django.conf import settings
 
@@ -19,5 +20,10 @@ def audit_hmac(value: str) -> str:
 def event_mac_key() -> bytes:
     """The key of event MACs, derived from the audit key with its own label so that the
     two uses never share a key."""
-    key: bytes = settings.AUDIT_HMAC_KEY
+    return _derived(settings.AUDIT_HMAC_KEY)
+
+
+@lru_cache(maxsize=4)
+def _derived(key: bytes) -> bytes:
+    # Derived once per audit key, not on every audited request.
     return hmac.new(key, b"keyward/audit-event-mac/v1", hashlib.sha256).digest()

@@ -89,8 +89,8 @@ def _link(event_ids: list[uuid.UUID]) -> Batch:
     for event_id in event_ids:
         event = events.get(event_id)
         reason = _refusal(key, event, event_id in linked)
-        if reason or event is None:
-            batch.rejected[event_id] = reason or "no such event"
+        if event is None or reason:
+            batch.rejected[event_id] = reason
             continue
         chain = event["chain"]
         seq, prev = heads[chain] if chain in heads else _head(chain)

@@ -8,9 +8,9 @@ import pytest
 from django.db import connection, connections
 
 from tests import pg
+from tests.audit.tamper import triggers_lifted
 from tests.factories import Actors, make_actors
 
-APPEND_ONLY = ("audit_event", "audit_link", "audit_rejection")
 USES_POSTGRES = os.environ.get("KEYWARD_DATABASE_URL", "").startswith(("postgres", "postgresql"))
 
 
@@ -67,34 +67,14 @@ def _reset_committed_state() -> None:
         if t not in ("django_migrations", "django_content_type", "auth_permission")
     ]
     connections.close_all()
-    if connection.vendor == "sqlite":
-        _empty_sqlite(tables)
-        return
-    with pg.connect() as conn:
-        for table in APPEND_ONLY:
-            conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
-        conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
-        for table in APPEND_ONLY:
-            conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_no_update_delete")
-            conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_no_truncate")
-
-
-def _empty_sqlite(tables: list[str]) -> None:
-    """SQLite has no TRUNCATE and no way to switch a trigger off: drop the append-only
-    triggers, empty the tables, and put the triggers back as the migrations wrote them."""
-    from importlib import import_module
-
-    sequencer = import_module("audit.migrations.0005_sequencer")
-    with connection.cursor() as cursor:
-        for table in APPEND_ONLY:
-            cursor.execute(f"DROP TRIGGER IF EXISTS {table}_no_update")
-            cursor.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
-        cursor.execute("PRAGMA foreign_keys = OFF")
-        for table in tables:
-            cursor.execute(f'DELETE FROM "{table}"')
-        cursor.execute("PRAGMA foreign_keys = ON")
-        for statement in sequencer.sqlite_triggers():
-            cursor.execute(statement)
+    with triggers_lifted() as run:
+        if connection.vendor == "sqlite":  # no TRUNCATE on SQLite
+            run("PRAGMA foreign_keys = OFF", None)
+            for table in tables:
+                run(f'DELETE FROM "{table}"', None)
+            run("PRAGMA foreign_keys = ON", None)
+        else:
+            run("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE", None)
     connections.close_all()
 
 

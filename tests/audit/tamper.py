@@ -4,42 +4,53 @@ dropping and re-creating them on SQLite)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib import import_module
+from typing import Any
 
 from django.db import connection
 
 from tests import pg
 
 TABLES = ("audit_event", "audit_link", "audit_rejection")
+Run = Callable[[str, Sequence[Any] | None], Any]
 
 
-def tamper(statements: Sequence[str], params: Sequence[object] = ()) -> None:
+@contextmanager
+def triggers_lifted() -> Iterator[Run]:
+    """A way to run statements while the append-only triggers are off; they are back on
+    (as the migrations wrote them) when the block ends."""
     if connection.vendor == "sqlite":
-        _tamper_sqlite(statements, params)
+        triggers = import_module("audit.migrations.0005_sequencer").sqlite_triggers()
+        with connection.cursor() as cursor:
+            for statement in triggers:
+                if statement.startswith("DROP"):
+                    cursor.execute(statement)
+            try:
+                yield cursor.execute
+            finally:
+                for statement in triggers:
+                    cursor.execute(statement)
         return
     with pg.connect() as conn:
         for table in TABLES:
             conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
-        for statement in statements:
-            conn.execute(statement, params if "%s" in statement else None)
-        for table in TABLES:
-            conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_no_update_delete")
-            conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_no_truncate")
+        try:
+            yield conn.execute
+        finally:
+            for table in TABLES:
+                conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_no_update_delete")
+                conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_no_truncate")
 
 
-def _tamper_sqlite(statements: Sequence[str], params: Sequence[object]) -> None:
-    triggers = import_module("audit.migrations.0005_sequencer").sqlite_triggers()
-    with connection.cursor() as cursor:
-        for statement in triggers:
-            if statement.startswith("DROP"):
-                cursor.execute(statement)
+def tamper(statements: Sequence[str], params: Sequence[object] = ()) -> None:
+    values: list[Any] = list(params)
+    if connection.vendor == "sqlite":  # SQLite keeps UUIDs as 32 hex digits
+        values = [
+            v.hex if hasattr(v, "hex") and not isinstance(v, str | int) else v for v in values
+        ]
+        values = [v.replace("-", "") if isinstance(v, str) and len(v) == 36 else v for v in values]
+    with triggers_lifted() as run:
         for statement in statements:
-            values = [str(p) if not isinstance(p, int) else p for p in params]
-            # SQLite keeps UUIDs as 32 hex digits.
-            values = [
-                v.replace("-", "") if isinstance(v, str) and len(v) == 36 else v for v in values
-            ]
-            cursor.execute(statement, values if "%s" in statement else None)
-        for statement in triggers:
-            cursor.execute(statement)
+            run(statement, values if "%s" in statement else None)
