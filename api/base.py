@@ -12,13 +12,13 @@ from rest_framework import exceptions, permissions, serializers
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from api.authentication import actor_of_credential
 from api.errors import audit_refusal
 from audit.actors import Actor
 from core.errors import NotFound
 from kms.models import ProviderKey, ScopedToken
 from kms.ratelimit import check_rate
 from tenants.access import NO_ACCESS, Access, access_for
-from tenants.actors import actor_for
 from tenants.exceptions import TenantNotFound
 from tenants.models import Grant, ServicePrincipal, Tenant
 
@@ -90,14 +90,6 @@ class ScopedTokenCredential(permissions.BasePermission):
         return isinstance(request.auth, ScopedToken)
 
 
-def actor_of(request: Request) -> Actor:
-    """Who the audit log names for this request: the token for a scoped token, else the
-    principal or user behind the credential (anonymous when there is none)."""
-    if isinstance(request.auth, ScopedToken):
-        return Actor("token", str(request.auth.id))
-    return actor_for(request.user)
-
-
 class KeywardView(APIView):
     """Per-method permission lists; `access`, `actor` and, for URLs under
     /tenants/{slug}, the visible `tenant` are set before any handler runs. Every object a
@@ -111,7 +103,7 @@ class KeywardView(APIView):
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self.perform_authentication(request)
         self.access = access_for(request.user)
-        self.actor = actor_of(request)
+        self.actor = actor_of_credential(request.user, request.auth)
         super().initial(request, *args, **kwargs)
         if isinstance(request.user, ServicePrincipal):
             check_rate(str(request.user.id))

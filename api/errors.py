@@ -7,9 +7,11 @@ translated here, in one place. 5xx bodies are generic and carry only the request
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
@@ -67,51 +69,77 @@ def _drf_error(exc: drf.APIException) -> tuple[int, str, str, dict[str, Any]]:
     return exc.status_code, "error", str(exc.detail), {}
 
 
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
-    """DRF's EXCEPTION_HANDLER: map every exception to the one error shape."""
-    request = context.get("request")
-    headers: dict[str, str] = {"Cache-Control": "no-store"}
+@dataclass
+class Failure:
+    """How an exception is answered: status, code, message, extra fields and headers."""
+
+    status: int
+    code: str
+    message: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=lambda: {"Cache-Control": "no-store"})
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.code, self.message, **self.extra)
+
+
+def describe(exc: Exception) -> Failure:
+    """The one mapping from an exception to the error shape, for DRF views and the plain
+    hot-path views alike. Unexpected exceptions are logged without their text."""
+    if isinstance(exc, RequestDataTooBig):  # a chunked body past the limit, read in full
+        return Failure(413, "body_too_large", "The request body is too large.")
     if isinstance(exc, Http404):
         exc = drf.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = drf.PermissionDenied()
     if isinstance(exc, DomainError):
-        status, code, message, extra = exc.status, exc.code, exc.message, dict(exc.extra)
+        failure = Failure(exc.status, exc.code, exc.message, dict(exc.extra))
         if exc.retry_after:
-            headers["Retry-After"] = str(exc.retry_after)
+            failure.headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, drf.APIException):
-        status, code, message, extra = _drf_error(exc)
-        if status == 401:
-            headers["WWW-Authenticate"] = 'Bearer realm="keyward"'
+        failure = Failure(*_drf_error(exc))
+        if failure.status == 401:
+            failure.headers["WWW-Authenticate"] = 'Bearer realm="keyward"'
         wait = getattr(exc, "wait", None)
-        if status == 429 and wait:
-            headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+        if failure.status == 429 and wait:
+            failure.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
     elif isinstance(exc, OperationalError | InterfaceError):
         logger.error("database unavailable: %s", type(exc).__name__)
-        status, code, message, extra = (
-            503,
-            "database_unavailable",
-            "The database is unavailable.",
-            {},
-        )
-        headers["Retry-After"] = "5"
+        failure = Failure(503, "database_unavailable", "The database is unavailable.")
+        failure.headers["Retry-After"] = "5"
     else:
         log_unhandled(exc)
-        status, code, message, extra = 500, "internal_error", "Internal error.", {}
-    if request is not None and status in (401, 403) and not getattr(exc, "audited", False):
+        failure = Failure(500, "internal_error", "Internal error.")
+    return failure
+
+
+def needs_refusal_event(exc: Exception, failure: Failure) -> bool:
+    """A 401 or 403 that no action has recorded yet."""
+    return failure.status in (401, 403) and not getattr(exc, "audited", False)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """DRF's EXCEPTION_HANDLER: map every exception to the one error shape."""
+    request = context.get("request")
+    failure = describe(exc)
+    if request is not None and needs_refusal_event(exc, failure):
         view = context.get("view")
-        actor = Actor.anonymous() if status == 401 else getattr(view, "actor", None)
+        actor = Actor.anonymous() if failure.status == 401 else getattr(view, "actor", None)
         audit_refusal(
-            request, status, actor=actor or actor_for(request.user), tenant=_tenant_of(view)
+            request,
+            failure.status,
+            actor=actor or actor_for(request.user),
+            tenant=_tenant_of(view),
         )
-    return Response(error_body(code, message, **extra), status=status, headers=headers)
+    return Response(failure.body(), status=failure.status, headers=failure.headers)
 
 
 def audit_refusal(request: Any, status: int, *, actor: Actor, tenant: str | None) -> None:
     """Audit a 401 or 403 that no action recorded (or a 404 that hides another tenant's
     object), in the chain of the tenant it concerns. A failure to record is logged and the
     refusal still stands."""
-    failure: dict[str, str] = getattr(request._request, "keyward_auth_failure", {})
+    raw = getattr(request, "_request", request)  # a DRF request wraps Django's
+    failure: dict[str, str] = getattr(raw, "keyward_auth_failure", {})
     details: dict[str, Any] = {
         "method": request.method,
         "path": request.path[:200],

@@ -3,7 +3,7 @@
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from api.views import audit, grants, keys, tenants, tokens
+from api.views import audit, grants, hot, keys, tenants, tokens
 
 Routes = list[URLPattern | URLResolver]
 
@@ -23,8 +23,8 @@ key_routes: Routes = [
     path("/tokens", tokens.KeyTokensView.as_view(), name="key-tokens"),
 ]
 token_routes: Routes = [
-    path("", tokens.TokenIssueView.as_view(), name="token-issue"),
-    path("/introspect", tokens.IntrospectView.as_view(), name="token-introspect"),
+    path("", hot.issue_token, name="token-issue"),
+    path("/introspect", hot.introspect, name="token-introspect"),
     path("/revoke", tokens.RevokeView.as_view(), name="token-revoke"),
     path("/<str:token_id>/revoke", tokens.AdminRevokeView.as_view(), name="token-admin-revoke"),
 ]
@@ -46,7 +46,7 @@ urlpatterns: Routes = [
     path("grants", grants.GrantListView.as_view(), name="grant-list"),
     path("grants/<str:grant_id>", grants.GrantDetailView.as_view(), name="grant-detail"),
     path("tokens", include(token_routes)),
-    path("exchange", tokens.ExchangeView.as_view(), name="exchange"),
+    path("exchange", hot.exchange, name="exchange"),
     path("audit", include(audit_routes)),
     path("schema/", SpectacularAPIView.as_view(**docs), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema", **docs), name="docs"),

@@ -1,18 +1,15 @@
-"""Scoped tokens (principal-authenticated), introspection, revocation and exchange."""
+"""Token revocation (RFC 7009) and token metadata for admins; issue, introspection and
+exchange are the plain views of `api.views.hot`."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.base import (
     KeywardView,
-    PrincipalSecret,
-    ScopedTokenCredential,
     SecurityAdmin,
     StaffReader,
     StrictSerializer,
@@ -22,8 +19,7 @@ from kms import queries
 from kms.actions import tokens
 from kms.exceptions import KeyNotFound
 from kms.models import ScopedToken
-from kms.providers import ADAPTERS
-from tenants.models import Scope, ServicePrincipal
+from tenants.models import ServicePrincipal
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -33,32 +29,8 @@ class TokenNotFound(NotFound):
     message = "No such token."
 
 
-class TokenRequestSerializer(StrictSerializer):
-    tenant = serializers.CharField(max_length=63)
-    provider = serializers.ChoiceField(
-        choices=sorted(ADAPTERS), error_messages={"invalid_choice": "Unknown provider."}
-    )
-    key = serializers.CharField(max_length=100, required=False, allow_blank=False)
-    scopes = serializers.ListField(
-        child=serializers.ChoiceField(choices=Scope.choices), min_length=1, max_length=2
-    )
-    ttl_seconds = serializers.IntegerField(min_value=10, required=False)
-    max_uses = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False)
-    key_version = serializers.IntegerField(
-        min_value=1,
-        max_value=2**31 - 1,
-        required=False,
-        help_text="Pin a version (current, or previous within its grace); by default an "
-        "exchange releases whatever version is current at that moment.",
-    )
-
-
 class TokenBodySerializer(StrictSerializer):
     token = serializers.CharField(max_length=200, trim_whitespace=False, write_only=True)
-
-
-class EmptySerializer(StrictSerializer):
-    pass
 
 
 class TokenMetadataSerializer(serializers.ModelSerializer[ScopedToken]):
@@ -83,35 +55,6 @@ class TokenMetadataSerializer(serializers.ModelSerializer[ScopedToken]):
         read_only_fields = fields
 
 
-class TokenIssueView(KeywardView):
-    """A service principal trades its secret for a short-lived token (shown once)."""
-
-    permissions_by_method = {"POST": (PrincipalSecret,)}
-
-    @extend_schema(request=TokenRequestSerializer, responses={201: dict})
-    def post(self, request: Request) -> Response:
-        body = TokenRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        token, plaintext = tokens.do_issue_token(
-            self.principal, tokens.TokenRequest(**body.validated_data), actor=self.actor
-        )
-        ttl = int((token.expires_at - token.created_at).total_seconds())
-        data = {
-            "token": plaintext,
-            "token_type": "Bearer",
-            "expires_at": token.expires_at,
-            "expires_in": ttl,
-            "scopes": token.scopes,
-            "tenant": token.tenant.slug,
-            "provider": token.provider_key.provider,
-            "key_id": str(token.provider_key_id),
-            "key_version": token.key_version,
-            "token_id": str(token.id),
-            "max_uses": token.max_uses,
-        }
-        return Response(data, status=status.HTTP_201_CREATED, headers=NO_STORE)
-
-
 class TokenCallerView(KeywardView):
     """Endpoints a principal uses for its own tokens and a security admin for any token of
     the tenants they cover."""
@@ -129,20 +72,6 @@ class TokenCallerView(KeywardView):
         super().check_permissions(request)
         if not isinstance(request.auth, ServicePrincipal) and not self.access.is_security_admin:
             self.permission_denied(request)
-
-
-class IntrospectView(TokenCallerView):
-    """RFC 7662: `active` and details for a token the caller may see; only
-    `{"active": false}` for anything else."""
-
-    @extend_schema(request=TokenBodySerializer, responses=dict)
-    def post(self, request: Request) -> Response:
-        body = TokenBodySerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        token = queries.find_token(body.validated_data["token"])
-        return Response(
-            queries.introspect(token, may_see=self.may_see(request, token)), headers=NO_STORE
-        )
 
 
 class RevokeView(TokenCallerView):
@@ -180,16 +109,3 @@ class KeyTokensView(KeywardView):
         key = self.visible(queries.keys(), KeyNotFound, pk=key_id)
         live = queries.live_tokens(key)
         return Response({"results": TokenMetadataSerializer(live, many=True).data})
-
-
-class ExchangeView(KeywardView):
-    """Trade a `release` token for the provider key it is bound to (no-store)."""
-
-    permissions_by_method = {"POST": (ScopedTokenCredential,)}
-
-    @extend_schema(request=None, responses=dict)
-    def post(self, request: Request) -> Response:
-        if request._request.body:  # an empty body needs no content type
-            EmptySerializer(data=request.data).is_valid(raise_exception=True)
-        released: dict[str, Any] = tokens.do_exchange(self.scoped_token, actor=self.actor)
-        return Response(released, headers=NO_STORE)
