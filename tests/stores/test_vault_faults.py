@@ -154,3 +154,24 @@ def test_kubernetes_login_works_and_a_removed_service_account_fails_closed(bao, 
             get_store().get(path, 1)
     finally:
         kube.close()
+
+
+def test_reads_share_one_kept_alive_connection(bao, settings):
+    settings.SECRET_STORES = {"default": bao.store_config()}
+    store = get_store()
+    path = f"{rand()}/{rand()}"
+    store.put(path, "sk-pooled", expected_version=0)
+    for _ in range(20):
+        assert store.get(path, 1) == "sk-pooled"
+    assert isinstance(store, VaultStore) and store._pool.num_connections == 1
+
+
+def test_a_read_the_policy_denies_fails_closed(bao, settings):
+    path = f"{rand()}/{rand()}"
+    settings.SECRET_STORES = {"default": bao.store_config()}
+    get_store().put(path, "sk-denied", expected_version=0)
+    token = bao.client().auth.token.create(policies=["default"], ttl="1h")["auth"]["client_token"]
+    settings.SECRET_STORES = {"default": bao.store_config(token=token)}
+    with pytest.raises(StoreUnavailable) as refused:
+        get_store().get(path, 1)
+    assert "sk-denied" not in str(refused.value)
