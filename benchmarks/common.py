@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -17,7 +18,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SUPERUSER_URL = os.environ.get(
     "KEYWARD_BENCH_PG_SUPERUSER_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-BENCH_DB = "keyward_bench"
 OWNER, APP = "keyward_owner", "keyward_app"
 
 
@@ -71,27 +71,34 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def fresh_database() -> dict[str, str]:
-    """Create an empty benchmark database, migrate it as the owner role, and return the
-    environment under which the application role uses it."""
+def database_name() -> str:
+    """A database of its own for each run, so runs side by side never share rows."""
+    return f"keyward_bench_{datetime.now(UTC):%Y%m%d%H%M%S}_{secrets.token_hex(3)}"
+
+
+def fresh_database(name: str, service_env: dict[str, str] | None = None) -> dict[str, str]:
+    """Create the empty database `name`, migrate it as the owner role, and return the
+    environment under which the application role uses it. The harness passes on no
+    KEYWARD_ variable of its own environment: `service_env` (the `--service-env` option)
+    is the one way to change the service's configuration for a run."""
     with psycopg.connect(SUPERUSER_URL, autocommit=True) as conn:
         for role, options in ((OWNER, "LOGIN CREATEDB"), (APP, "LOGIN")):
             if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
                 conn.execute(f'CREATE ROLE "{role}" {options}')
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}" OWNER "{OWNER}"')
+        conn.execute(f'CREATE DATABASE "{name}" OWNER "{OWNER}"')
     base = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
     base.update(
         KEYWARD_QUIET_EMBEDDED="1",
         KEYWARD_DB_APP_ROLE=APP,
         KEYWARD_BROKER_URL="redis://127.0.0.1:6379/14",
         KEYWARD_DATA_DIR=str(ROOT / "var" / "bench"),
+        **(service_env or {}),
     )
-    migrate_env = {**base, "KEYWARD_DATABASE_URL": f"postgres://{OWNER}@127.0.0.1:5432/{BENCH_DB}"}
+    migrate_env = {**base, "KEYWARD_DATABASE_URL": f"postgres://{OWNER}@127.0.0.1:5432/{name}"}
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=migrate_env, check=True
     )
-    with psycopg.connect(SUPERUSER_URL.rsplit("/", 1)[0] + f"/{BENCH_DB}", autocommit=True) as conn:
+    with psycopg.connect(SUPERUSER_URL.rsplit("/", 1)[0] + f"/{name}", autocommit=True) as conn:
         # A logged table like audit_event, so the baseline pays the same commit (WAL flush).
         conn.execute(
             "CREATE TABLE bench_plain (id bigserial PRIMARY KEY, tenant text, actor text,"
@@ -99,4 +106,9 @@ def fresh_database() -> dict[str, str]:
         )
         conn.execute(f'GRANT INSERT, SELECT ON bench_plain TO "{APP}"')
         conn.execute(f'GRANT USAGE ON SEQUENCE bench_plain_id_seq TO "{APP}"')
-    return {**base, "KEYWARD_DATABASE_URL": f"postgres://{APP}@127.0.0.1:5432/{BENCH_DB}"}
+    return {**base, "KEYWARD_DATABASE_URL": f"postgres://{APP}@127.0.0.1:5432/{name}"}
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(SUPERUSER_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

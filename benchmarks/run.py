@@ -10,7 +10,15 @@ import subprocess
 import sys
 from typing import Any
 
-from benchmarks.common import ROOT, fresh_database, machine, now_iso, versions
+from benchmarks.common import (
+    ROOT,
+    database_name,
+    drop_database,
+    fresh_database,
+    machine,
+    now_iso,
+    versions,
+)
 
 WORKLOADS = {
     "W5": "benchmarks.w5_audit_append",
@@ -47,6 +55,14 @@ def _print_tokens(result: dict[str, Any]) -> None:
                 f"{name:<18} {conns:>5} {p['rps']:>9.1f} {p['p50_ms']:>8.2f} {p['p95_ms']:>8.2f}"
                 f" {p['p99_ms']:>8.2f} {p['errors']:>6}"
             )
+    rate = result["fixed_rate"]["W1"]["offered_rps"]
+    print(f"latency at an offered {rate} req/s, worst-case shape (open-loop paced client; hey)")
+    for name, p in result["fixed_rate"].items():
+        print(
+            f"{name:<18} achieved {p['achieved_rps']:>7.1f} req/s  p50 {p['p50_ms']:.2f}"
+            f"  p95 {p['p95_ms']:.2f}  p99 {p['p99_ms']:.2f} ms  errors {p['errors']}"
+            f"  (hey: p50 {p['hey']['p50_ms']:.2f}  p99 {p['hey']['p99_ms']:.2f} ms)"
+        )
     for name, value in result["ratios"].items():
         print(f"ratio {name}: {value}")
     for name, met in result["targets_met"].items():
@@ -84,6 +100,14 @@ def _print_w5(result: dict[str, Any]) -> None:
     )
 
 
+def _service_env(pairs: list[str]) -> dict[str, str]:
+    env = dict(pair.split("=", 1) for pair in pairs)
+    wrong = [name for name in env if not name.startswith("KEYWARD_")]
+    if wrong:
+        raise SystemExit(f"--service-env takes KEYWARD_ variables only: {', '.join(wrong)}")
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("workloads", nargs="*", default=sorted(WORKLOADS))
@@ -92,7 +116,16 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=4, help="granian blocking threads per worker"
     )
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="KEYWARD_X=VALUE",
+        help="configuration for the service under test (repeatable); the harness passes on "
+        "none of its own KEYWARD_ variables",
+    )
     args = parser.parse_args()
+    service_env = _service_env(args.service_env)
     out = ROOT / "benchmarks" / "results" / "latest.json"
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"workloads": {}}
     report.update(date=now_iso(), machine=machine(), versions=versions())
@@ -100,33 +133,51 @@ def main() -> None:
     for name in args.workloads:
         if name in ("W1", "W2", "W3") and measured & {"W1", "W2", "W3"}:
             continue  # one harness run measures W1, W2 and W3 together
-        env = fresh_database()
-        if name == "W6":
-            extra = ["--events", "20000"] if args.quick else []
-            report["workloads"][name] = _run_workload(name, env, extra)
-            print(json.dumps(report["workloads"][name], indent=2))
-            continue
-        if name == "W5":
-            extra = ["--events", "50", "--runs", "1"] if args.quick else []
-            report["workloads"][name] = _run_workload(name, env, extra)
-            _print_w5(report["workloads"][name])
-            continue
+        database = database_name()
+        env = fresh_database(database, service_env)
+        try:
+            _measure(name, env, args, service_env, report)
+        finally:
+            drop_database(database)
         measured.add(name)
-        # Imported only when W1-W3 run: it needs the service's settings loaded.
-        from benchmarks import w123_tokens
-
-        runs, seconds, connections = (1, 2.0, [1, 32]) if args.quick else (3, 5.0, [1, 8, 32])
-        report["workloads"][name] = w123_tokens.run(
-            env,
-            runs=runs,
-            seconds=seconds,
-            connections=connections,
-            workers=args.workers,
-            threads=args.threads,
-        )
-        _print_tokens(report["workloads"][name])
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written: {out.relative_to(ROOT)}")
+    failed = [n for n in measured if report["workloads"].get(n, {}).get("errors")]
+    if failed:
+        raise SystemExit(f"errors (non-2xx or failed requests) in {', '.join(sorted(failed))}")
+
+
+def _measure(
+    name: str,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    service_env: dict[str, str],
+    report: dict[str, Any],
+) -> None:
+    if name == "W6":
+        extra = ["--events", "20000"] if args.quick else []
+        report["workloads"][name] = _run_workload(name, env, extra)
+        print(json.dumps(report["workloads"][name], indent=2))
+        return
+    if name == "W5":
+        extra = ["--events", "50", "--runs", "1"] if args.quick else []
+        report["workloads"][name] = _run_workload(name, env, extra)
+        _print_w5(report["workloads"][name])
+        return
+    # Imported only when W1-W3 run: it needs the service's settings loaded.
+    from benchmarks import w123_tokens
+
+    runs, seconds, connections = (1, 2.0, [1, 32]) if args.quick else (3, 5.0, [1, 8, 32])
+    report["workloads"][name] = w123_tokens.run(
+        env,
+        runs=runs,
+        seconds=seconds,
+        connections=connections,
+        workers=args.workers,
+        threads=args.threads,
+        service_env=service_env,
+    )
+    _print_tokens(report["workloads"][name])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,11 @@
-"""Seed the benchmark database: a tenant, a key in Vault, a principal with a grant, and a
-long-lived token. Writes the credentials the load generator needs to the file named as the
-only argument (created with mode 0600), never to standard output."""
+"""Seed the benchmark database for W1-W3 in its two shapes, and write the credentials the
+load generator needs to the file named as the only argument (created with mode 0600),
+never to standard output.
+
+- worst case: one tenant, one principal, one token;
+- mix: 16 tenants with a key each, 64 principals (four per tenant, each granted its own
+  tenant), each holding one long-lived token that it reuses, as a service would.
+"""
 
 from __future__ import annotations
 
@@ -20,28 +25,43 @@ from tenants.actions import (  # noqa: E402
     do_create_principal,
     do_create_tenant,
 )
+from tenants.models import Tenant  # noqa: E402
 
 SYSTEM = Actor.system("benchmark")
+MIX_TENANTS, PRINCIPALS_PER_TENANT = 16, 4
 
 
-def main() -> None:
-    tenant = do_create_tenant("bench", "Benchmark tenant", actor=SYSTEM)
-    secret = "sk-proj-" + "BenchmarkKey0123456789" * 2
+def _tenant(slug: str) -> Tenant:
+    tenant = do_create_tenant(slug, f"Benchmark tenant {slug}", actor=SYSTEM)
+    secret = "sk-proj-" + f"Benchmark{slug}Key0123456789".ljust(44, "x")
     keys.do_onboard_key(
         tenant, keys.KeyInput("openai", "prod", secret), validate=False, actor=SYSTEM
     )
-    principal, principal_secret = do_create_principal("bench-svc", actor=SYSTEM)
+    return tenant
+
+
+def _principal(name: str, tenant: Tenant) -> dict[str, str]:
+    principal, principal_secret = do_create_principal(name, actor=SYSTEM)
     do_create_grant(principal, tenant, "openai", ["release", "proxy"], 3600, actor=SYSTEM)
     _, token = tokens.do_issue_token(
         principal,
         tokens.TokenRequest(
-            tenant="bench", provider="openai", scopes=["release", "proxy"], ttl_seconds=3600
+            tenant=tenant.slug, provider="openai", scopes=["release", "proxy"], ttl_seconds=3600
         ),
         actor=Actor("principal", str(principal.id)),
     )
+    return {"tenant": tenant.slug, "principal_secret": principal_secret, "token": token}
+
+
+def main() -> None:
+    worst = _principal("bench-svc", _tenant("bench"))
+    mix = []
+    for t in range(MIX_TENANTS):
+        tenant = _tenant(f"mix-{t:02d}")
+        mix += [_principal(f"mix-{t:02d}-svc-{p}", tenant) for p in range(PRINCIPALS_PER_TENANT)]
     fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump({"principal_secret": principal_secret, "token": token, "tenant": "bench"}, out)
+        json.dump({"worst": worst, "mix": mix}, out)
 
 
 if __name__ == "__main__":

@@ -117,8 +117,9 @@ def start_dev_server(workdir: Path, *, tls: bool = False) -> BaoServer:
     return server
 
 
-def start_raft_server(workdir: Path) -> BaoServer:
-    """A persistent, sealable server: initialised with one unseal key, then unsealed."""
+def start_raft_server(workdir: Path, *, audit_log: bool = False) -> BaoServer:
+    """A persistent, sealable server: initialised with one unseal key, then unsealed. With
+    `audit_log`, a file audit device declared in its config, as production runs it."""
     port, cluster_port = free_port(), free_port()
     data = workdir / "raft"
     data.mkdir(parents=True, exist_ok=True)
@@ -130,6 +131,12 @@ def start_raft_server(workdir: Path) -> BaoServer:
         f'api_addr = "http://127.0.0.1:{port}"\ncluster_addr = "http://127.0.0.1:{cluster_port}"\n'
         "disable_mlock = true\n"
     )
+    if audit_log:
+        with config.open("a", encoding="utf-8") as extra:
+            extra.write(
+                f'audit "file" "main" {{\n  options {{\n'
+                f'    file_path = "{workdir / "bao-audit.log"}"\n  }}\n}}\n'
+            )
     log = (workdir / "bao-raft.log").open("wb")
     proc = subprocess.Popen(
         [bao_binary(), "server", f"-config={config}"],
