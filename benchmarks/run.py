@@ -124,8 +124,16 @@ def main() -> None:
         help="configuration for the service under test (repeatable); the harness passes on "
         "none of its own KEYWARD_ variables",
     )
+    parser.add_argument(
+        "--compare",
+        metavar="REF",
+        help="paired before/after of W1-W3: the code at git REF against the working tree",
+    )
     args = parser.parse_args()
     service_env = _service_env(args.service_env)
+    if args.compare:
+        _compare(args.compare)
+        return
     out = ROOT / "benchmarks" / "results" / "latest.json"
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"workloads": {}}
     report.update(date=now_iso(), machine=machine(), versions=versions())
@@ -145,6 +153,21 @@ def main() -> None:
     failed = [n for n in measured if report["workloads"].get(n, {}).get("errors")]
     if failed:
         raise SystemExit(f"errors (non-2xx or failed requests) in {', '.join(sorted(failed))}")
+
+
+def _compare(ref: str) -> None:
+    from benchmarks import compare  # loads the service's settings, as W1-W3 do
+
+    result = compare.compare(ref)
+    print(f"before: {ref}; after: the working tree; medians of {result['rounds']} rounds")
+    print(f"{'figure':<28} {'before':>9} {'after':>9} {'after/before':>13}")
+    for name, row in result["rows"].items():
+        print(
+            f"{name:<28} {row['before']:>9.1f} {row['after']:>9.1f} {row['after_to_before']:>13.3f}"
+        )
+    out = ROOT / "benchmarks" / "results" / "compare.json"
+    out.write_text(json.dumps({**result, "date": now_iso(), "machine": machine()}, indent=2) + "\n")
+    print(f"written: {out.relative_to(ROOT)}")
 
 
 def _measure(

@@ -35,7 +35,7 @@ FIXED_RATE, FIXED_SECONDS, FIXED_WORKERS = 300, 10, 30
 JSON = {"Content-Type": "application/json"}
 
 
-def _production_env(
+def production_env(
     base: dict[str, str], bao: BaoServer, overrides: dict[str, str]
 ) -> dict[str, str]:
     return {
@@ -190,7 +190,7 @@ def _token_body(tenant: str) -> str:
     )
 
 
-def _keyward_workloads(base: str, creds: dict[str, Any], workdir: Path) -> dict[str, Any]:
+def keyward_workloads(base: str, creds: dict[str, Any], workdir: Path) -> dict[str, Any]:
     worst, mix = creds["worst"], creds["mix"]
 
     def principal(body: str) -> dict[str, Any]:
@@ -239,7 +239,16 @@ def _bao_workloads(name: str, bao: BaoServer) -> dict[str, Any]:
     }
 
 
-def _seed(env: dict[str, str], workdir: Path) -> dict[str, Any]:
+def _points(
+    workloads: dict[str, Any], runs: int, seconds: float, connections: list[int]
+) -> dict[str, Any]:
+    return {
+        name: {str(c): _point(runs, seconds, connections=c, **request) for c in connections}
+        for name, request in workloads.items()
+    }
+
+
+def seed(env: dict[str, str], workdir: Path) -> dict[str, Any]:
     seed_file = workdir / "credentials.json"
     subprocess.run(
         [sys.executable, "-m", "benchmarks.seed_tokens", str(seed_file)],
@@ -267,27 +276,26 @@ def run(
     (workdir / "raft").mkdir()
     dev = start_dev_server(workdir / "dev")
     raft = start_raft_server(workdir / "raft", audit_log=True)
-    env = _production_env(base_env, raft, service_env)
+    env = production_env(base_env, raft, service_env)
     server: subprocess.Popen[bytes] | None = None
     try:
-        creds = _seed(env, workdir)
+        creds = seed(env, workdir)
         port = free_port()
         server = _start_server(env, port, workers, threads)
         base = f"http://127.0.0.1:{port}"
-        workloads = {
-            **_keyward_workloads(base, creds, workdir),
+        ours = keyward_workloads(base, creds, workdir)
+        baselines = {
             "healthz": {"url": f"{base}/healthz"},
             **_bao_workloads("bao_dev", dev),
             **_bao_workloads("bao_raft", raft),
         }
-        results = {
-            name: {str(c): _point(runs, seconds, connections=c, **request) for c in connections}
-            for name, request in workloads.items()
-        }
+        results = _points(ours, runs, seconds, connections)
+        # Before the baselines: OpenBao's thousands of raft writes leave compaction behind.
         fixed = {
-            name: fixed_rate(**{k: v for k, v in workloads[name].items() if k != "callers"})
+            name: fixed_rate(**{k: v for k, v in ours[name].items() if k != "callers"})
             for name in ("W1", "W2", "W3")
         }
+        results.update(_points(baselines, runs, seconds, connections))
     finally:
         if server is not None:
             server.terminate()
