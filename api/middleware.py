@@ -32,7 +32,8 @@ def client_ip(request: HttpRequest) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Gives each request an id (reusing a well-formed X-Request-ID) and echoes it back."""
+    """Gives each request an id (reusing a well-formed X-Request-ID) and echoes it back;
+    sets Content-Length on every response whose body is known."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -45,6 +46,9 @@ class RequestContextMiddleware:
         with bound_origin(origin):
             response = self.get_response(request)
         response["X-Request-ID"] = request_id
+        if not response.streaming and not response.has_header("Content-Length"):
+            # Lets a keep-alive client read the body without chunked framing.
+            response["Content-Length"] = str(len(response.content))
         return response
 
 

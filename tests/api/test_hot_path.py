@@ -155,3 +155,8 @@ def test_the_openapi_document_describes_the_plain_views(client):
     for path in (INTROSPECT, EXCHANGE):
         assert {"200", "401", "403"} <= set(schema["paths"][path]["post"]["responses"])
     assert "api_key" in json.dumps(schema["paths"][EXCHANGE])
+
+
+def test_responses_state_their_length(world):
+    for response in (world.issue(), world.api().get(TOKENS), client().get("/healthz")):
+        assert int(response["Content-Length"]) == len(response.content)
