@@ -96,6 +96,11 @@ class InsufficientScope(DomainError):
     message = "The token does not carry the scope this needs."
 
 
+class RateLimiterUnavailable(ServiceUnavailable):
+    code = "rate_limiter_unavailable"
+    message = "Request counting is unavailable, so requests are refused; try again shortly."
+
+
 class RateLimited(DomainError):
     status = 429
     code = "rate_limited"

@@ -1,15 +1,17 @@
 """Per-principal rate limiting with counters every web replica shares.
 
 A fixed window per principal: Redis (INCR + EXPIRE in one round trip) when
-KEYWARD_REDIS_URL is set, otherwise a row in the database. If Redis is unreachable the
-limiter lets the request through and logs it: rate limiting protects capacity, it does not
-grant access.
+KEYWARD_REDIS_URL is set, otherwise a row in the database. The limiter never fails open:
+while Redis cannot be reached it counts in the database (KEYWARD_RATE_LIMIT_FALLBACK =
+`database`, the default) or refuses with 503 (`refuse`), tries Redis again after a few
+seconds, and logs the outage once and the recovery once.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from datetime import timedelta
 from functools import lru_cache
@@ -20,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core import sql
-from kms.exceptions import RateLimited
+from kms.exceptions import RateLimited, RateLimiterUnavailable
 from kms.models import RateCounter
 
 logger = logging.getLogger("keyward.ratelimit")
@@ -33,18 +35,59 @@ def _redis(url: str) -> Any:
     return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
+_RETRY_REDIS_AFTER = 5.0  # seconds between attempts while Redis is down
+
+
+class _Outage:
+    """This process's view of Redis: down since when (0 when up). Only decides whether to
+    try Redis and what to log; the counts themselves live in Redis or the database."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.since = 0.0
+
+    def skip_redis(self, now: float) -> bool:
+        return bool(self.since) and now - self.since < _RETRY_REDIS_AFTER
+
+    def failed(self, now: float) -> None:
+        with self.lock:
+            if not self.since:
+                logger.warning(
+                    "rate limiter: Redis unreachable; %s until it answers",
+                    "counting in the database"
+                    if settings.RATE_LIMIT_FALLBACK == "database"
+                    else "refusing requests",
+                )
+            self.since = now
+
+    def recovered(self) -> None:
+        if self.since:
+            with self.lock:
+                if self.since:
+                    logger.warning("rate limiter: Redis reachable again")
+                self.since = 0.0
+
+
+_outage = _Outage()
+
+
 def _count_redis(bucket: str, window: int) -> int | None:
+    """The count in Redis, or None when Redis cannot answer now."""
     import redis
 
+    now = time.monotonic()
+    if _outage.skip_redis(now):
+        return None
     try:
         with _redis(settings.REDIS_URL).pipeline(transaction=True) as pipe:
             pipe.incr(bucket)
             pipe.expire(bucket, window + 1, nx=True)
             count, _ = pipe.execute()
-        return int(count)
     except redis.RedisError:
-        logger.warning("rate limiter: Redis unreachable, request let through")
+        _outage.failed(now)
         return None
+    _outage.recovered()
+    return int(count)
 
 
 def _count_database(bucket: str, window: int) -> int:
@@ -70,8 +113,12 @@ def check_rate(principal_id: str) -> None:
     now = time.time()
     slot = int(now // window)
     bucket = f"keyward:rate:{principal_id}:{window}:{slot}"
-    count = _count_redis(bucket, window) if settings.REDIS_URL else _count_database(bucket, window)
-    if count is not None and count > limit:
+    count = _count_redis(bucket, window) if settings.REDIS_URL else None
+    if count is None:
+        if settings.REDIS_URL and settings.RATE_LIMIT_FALLBACK == "refuse":
+            raise RateLimiterUnavailable()
+        count = _count_database(bucket, window)
+    if count > limit:
         raise RateLimited(retry_after=max(1, math.ceil((slot + 1) * window - now)))
 
 

@@ -407,6 +407,8 @@ except (ValueError, KeyError):
         f"KEYWARD_RATE_LIMIT: expected N/second, N/minute or N/hour (0 turns it off), got {_rate!r}"
     ) from None
 
+RATE_LIMIT_FALLBACK = env.choice("KEYWARD_RATE_LIMIT_FALLBACK", ("database", "refuse"), "database")
+
 LOG_LEVEL = env.choice("KEYWARD_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
 LOGGING = {
     "version": 1,

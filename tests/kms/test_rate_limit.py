@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from kms.models import RateCounter
+from kms.models import RateCounter, ScopedToken
 from tests.factories import client
 
 pytestmark = pytest.mark.django_db
@@ -49,11 +49,44 @@ def test_scoped_tokens_count_against_their_principal(world, limiter):
     assert statuses == [200, 200, 429]
 
 
-def test_an_unreachable_redis_lets_requests_through(world, settings):
+@pytest.fixture
+def redis_down(settings):
+    from kms import ratelimit
+
     settings.RATE_LIMIT = (1, 60)
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    ratelimit._outage.since = 0.0
+    yield
+    ratelimit._outage.since = 0.0
+
+
+def test_an_unreachable_redis_counts_in_the_database_and_logs_once(world, redis_down, caplog):
+    statuses = [world.issue().status_code for _ in range(3)]
+    assert statuses == [201, 429, 429], "the limit holds while Redis is down"
+    assert RateCounter.objects.filter(bucket__contains=str(world.principal.id)).get().count == 3
+    outage_lines = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(outage_lines) == 1
+
+
+def test_an_unreachable_redis_can_refuse_instead(world, redis_down, settings):
+    settings.RATE_LIMIT_FALLBACK = "refuse"
+    response = world.issue()
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "rate_limiter_unavailable"
+    assert response["Retry-After"]
+    assert not ScopedToken.objects.exists()
+
+
+def test_redis_is_tried_again_and_its_return_is_logged(world, redis_down, settings, caplog):
+    from kms import ratelimit
+
+    assert world.issue().status_code == 201  # counted in the database
+    settings.RATE_LIMIT = (100, 60)
+    settings.REDIS_URL = "redis://127.0.0.1:6379/15"
+    ratelimit._outage.since -= ratelimit._RETRY_REDIS_AFTER  # the retry interval has passed
     assert world.issue().status_code == 201
-    assert world.issue().status_code == 201
+    assert ratelimit._outage.since == 0.0
+    assert any("reachable again" in r.getMessage() for r in caplog.records)
 
 
 def test_zero_turns_the_limit_off(world, settings):
