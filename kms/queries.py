@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from core import sql
@@ -42,7 +42,12 @@ def key_counts_by_status() -> dict[str, int]:
 
 
 def live_token_count() -> int:
-    return ScopedToken.objects.filter(revoked_at=None, expires_at__gt=timezone.now()).count()
+    return (
+        ScopedToken.objects.filter(revoked_at=None, expires_at__gt=timezone.now())
+        .filter(_not_cut_off("tenant__tokens_revoked_before"))
+        .filter(_not_cut_off("principal__secret_rotated_at"))
+        .count()
+    )
 
 
 def tokens() -> QuerySet[ScopedToken]:
@@ -55,8 +60,15 @@ def live_tokens(key: ProviderKey) -> QuerySet[ScopedToken]:
     return (
         key.tokens.select_related("tenant")
         .filter(revoked_at=None, expires_at__gt=timezone.now())
+        .filter(_not_cut_off("tenant__tokens_revoked_before"))
+        .filter(_not_cut_off("principal__secret_rotated_at"))
         .order_by("expires_at")
     )
+
+
+def _not_cut_off(cutoff: str) -> Q:
+    """Tokens issued after `cutoff` (a path to a nullable time), or with no cutoff."""
+    return Q(**{f"{cutoff}__isnull": True}) | Q(created_at__gte=F(cutoff))
 
 
 # -- tokens --------------------------------------------------------------------------------
@@ -70,8 +82,11 @@ def inactive_reason(token: ScopedToken, now: datetime | None = None) -> str | No
         return "expired"
     if token.max_uses is not None and token.uses >= token.max_uses:
         return "used_up"
-    if token.tenant.status != TenantStatus.ACTIVE:
+    tenant, principal = token.tenant, token.principal
+    if tenant.status != TenantStatus.ACTIVE or _before(token, tenant.tokens_revoked_before):
         return "tenant_suspended"
+    if _before(token, principal.secret_rotated_at):
+        return "principal_secret_rotated"
     key = token.provider_key
     if key.status != KeyStatus.ACTIVE:
         return "key_not_active"
@@ -79,6 +94,11 @@ def inactive_reason(token: ScopedToken, now: datetime | None = None) -> str | No
     if pinned is not None and pinned != key.current_version and not in_grace(key, pinned, now):
         return "key_version_retired"
     return None
+
+
+def _before(token: ScopedToken, cutoff: datetime | None) -> bool:
+    """Issued before `cutoff` (a suspension of its tenant, a new secret of its principal)."""
+    return cutoff is not None and token.created_at < cutoff
 
 
 def in_grace(key: ProviderKey, version: int, now: datetime) -> bool:
@@ -89,7 +109,7 @@ def in_grace(key: ProviderKey, version: int, now: datetime) -> bool:
 
 
 _TOKEN = sql.Columns(list(ScopedToken._meta.concrete_fields))
-_TOKEN_TENANT = sql.Columns.of(Tenant, ["id", "slug", "status"])
+_TOKEN_TENANT = sql.Columns.of(Tenant, ["id", "slug", "status", "tokens_revoked_before"])
 _TOKEN_KEY = sql.Columns.of(
     ProviderKey,
     [
@@ -104,7 +124,7 @@ _TOKEN_KEY = sql.Columns.of(
         "store_path",
     ],
 )
-_TOKEN_PRINCIPAL = sql.Columns.of(ServicePrincipal, ["id", "name", "key_id"])
+_TOKEN_PRINCIPAL = sql.Columns.of(ServicePrincipal, ["id", "name", "key_id", "secret_rotated_at"])
 _LOAD_TOKEN = (
     "SELECT "
     + ", ".join(

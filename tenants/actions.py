@@ -53,12 +53,16 @@ def do_update_tenant(
         if name is not None and name != locked.name:
             changes["name"] = [locked.name, name]
             locked.name = name
+        fields = ["updated_at"]
         if status is not None and status != locked.status:
             changes["status"] = [locked.status, status]
             locked.status = status
+            if status == TenantStatus.SUSPENDED:
+                locked.tokens_revoked_before = timezone.now()
+                fields.append("tokens_revoked_before")
         if not changes:
             return locked
-        locked.save(update_fields=[*changes, "updated_at"])
+        locked.save(update_fields=[*changes, *fields])
         action = "tenant.updated"
         if "status" in changes:
             action = "tenant.suspended" if status == TenantStatus.SUSPENDED else "tenant.activated"
@@ -98,7 +102,8 @@ def do_create_principal(name: str, *, actor: Actor) -> tuple[ServicePrincipal, s
 def do_rotate_principal_secret(
     principal_id: uuid.UUID, *, actor: Actor
 ) -> tuple[ServicePrincipal, str]:
-    """Replace a principal's secret; the old one stops working when this commits."""
+    """Replace a principal's secret; the old one, and every token issued under it, stops
+    working when this commits."""
     secret = credentials.mint(credentials.PRINCIPAL_PREFIX)
     with transaction.atomic(durable=True):
         principal = _locked_principal(principal_id)

@@ -28,6 +28,8 @@ class Tenant(models.Model):
     status = models.CharField(
         max_length=16, choices=TenantStatus.choices, default=TenantStatus.ACTIVE
     )
+    # A suspension revokes every token issued before it, so reactivating revives none.
+    tokens_revoked_before = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

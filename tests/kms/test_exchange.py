@@ -101,7 +101,21 @@ def _suspend_tenant(world, token):
     )
 
 
+def _rotate_principal_secret(world, token):
+    url = f"/api/v1/principals/{world.principal.id}/rotate-secret"
+    assert world.actors.as_("alice").post(url).status_code == 200
+
+
+def _suspend_and_reactivate_tenant(world, token):
+    _suspend_tenant(world, token)
+    url = f"/api/v1/tenants/{world.actors.tenant_a.slug}"
+    active = world.actors.as_("alice").patch(url, {"status": "active"}, format="json")
+    assert active.status_code == 200
+
+
 CAUSES = {
+    "principal secret rotated": _rotate_principal_secret,
+    "tenant suspended and reactivated": _suspend_and_reactivate_tenant,
     "expired": _expire,
     "used up": _use_up,
     "revoked": _revoke_token,
@@ -110,6 +124,15 @@ CAUSES = {
     "principal deleted": _delete_principal,
     "grant deleted": _delete_grant,
     "tenant suspended": _suspend_tenant,
+}
+
+
+ENDED = {
+    "expired",
+    "revoked",
+    "principal secret rotated",
+    "tenant suspended",
+    "tenant suspended and reactivated",
 }
 
 
@@ -128,8 +151,15 @@ def test_a_token_stops_working(world, cause):
     introspected = client(world.secret).post(
         "/api/v1/tokens/introspect", {"token": token}, format="json"
     )
-    if cause != "principal deleted":
+    if cause not in ("principal deleted", "principal secret rotated"):
         assert introspected.json() == {"active": False}
+    admin = world.actors.as_("alice")
+    assert admin.post("/api/v1/tokens/introspect", {"token": token}, format="json").json() == {
+        "active": False
+    }
+    if cause in ENDED:  # a token that can never work again is no longer listed as live
+        url = f"/api/v1/tenants/{world.actors.tenant_a.slug}/keys/{world.key_a.id}/tokens"
+        assert admin.get(url).json()["results"] == []
     denied = AuditEvent.objects.filter(
         action__in=("credential.denied", "auth.failed"), outcome="denied"
     )
@@ -311,3 +341,21 @@ def test_deleting_a_principal_or_grant_removes_its_tokens(world):
     Grant.objects.filter(pk=world.grant.pk).delete()
     assert ScopedToken.objects.count() == 0
     assert ServicePrincipal.objects.filter(pk=world.principal.pk).exists()
+
+
+@pytest.mark.django_db
+def test_what_ends_old_tokens_leaves_new_ones_working(world):
+    old = world.token()
+    rotated = world.actors.as_("alice").post(
+        f"/api/v1/principals/{world.principal.id}/rotate-secret"
+    )
+    world.secret = rotated.json()["client_secret"]
+    fresh = world.token()
+    url = f"/api/v1/tenants/{world.actors.tenant_a.slug}"
+    alice = world.actors.as_("alice")
+    assert alice.patch(url, {"status": "suspended"}, format="json").status_code == 200
+    assert alice.patch(url, {"status": "active"}, format="json").status_code == 200
+    after = world.token()
+    assert [exchange(t).status_code for t in (old, fresh, after)] == [401, 401, 200]
+    event = AuditEvent.objects.filter(action="credential.denied").latest("occurred_at")
+    assert event.details["reason"] == "tenant_suspended"
