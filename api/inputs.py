@@ -169,6 +169,26 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _no_bad_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys hold no NUL and no lone surrogate: such a key could not be
+    named back in an error message, stored or logged safely."""
+    for key, _ in pairs:
+        if "\x00" in key or _SURROGATE.search(key):
+            raise ValueError("a key holds a NUL or a lone surrogate")
+    return dict(pairs)
+
+
+def strict_json(raw: bytes) -> Any:
+    """Parse a body as strict JSON (UTF-8, no NaN or Infinity, keys without NUL or lone
+    surrogates, nesting Python can parse); MalformedBody otherwise."""
+    try:
+        return json.loads(
+            raw.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=_no_bad_keys
+        )
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise MalformedBody() from None
+
+
 def json_body(request: HttpRequest) -> Any:
     """The request's JSON body (an empty body reads as `{}`); 415 for another media type,
     400 `malformed_body` for anything that is not strict JSON."""
@@ -177,7 +197,4 @@ def json_body(request: HttpRequest) -> Any:
         return {}
     if request.content_type != "application/json":
         raise UnsupportedMediaType()
-    try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise MalformedBody() from None
+    return strict_json(raw)

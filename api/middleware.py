@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -50,6 +51,27 @@ class RequestContextMiddleware:
             # Lets a keep-alive client read the body without chunked framing.
             response["Content-Length"] = str(len(response.content))
         return response
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class RequestLineMiddleware:
+    """Refuses a path or query string that holds control characters (NUL first of all) or
+    bytes that are not UTF-8, with 400, before any view, filter or query sees them."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        query = request.META.get("QUERY_STRING", "")
+        try:
+            decoded = unquote_to_bytes(query.replace("+", " ")).decode("utf-8") if query else ""
+        except UnicodeDecodeError:
+            return error_response(400, "bad_request", "The query string is not valid UTF-8.")
+        if _CONTROL.search(request.path) or _CONTROL.search(decoded):
+            return error_response(400, "bad_request", "The URL holds control characters.")
+        return self.get_response(request)
 
 
 class BodySizeLimitMiddleware:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -10,8 +11,9 @@ from django.http import StreamingHttpResponse
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -70,16 +72,48 @@ class EventSerializer(serializers.ModelSerializer[AuditEvent]):
         return {"type": event.actor_type, "id": event.actor_id}
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
 class OldestFirst(CursorPagination):
     ordering = ("occurred_at", "id")
     page_size = 100
     max_page_size = 1000
     page_size_query_param = "limit"
 
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        """The cursor, or 400 when it is not one this API issued (its position must be a
+        time, as the ordering's first field is)."""
+        raw = request.query_params.get(self.cursor_query_param, "")
+        try:
+            if raw and not _BASE64.fullmatch(raw):  # b64decode would skip the strange bytes
+                raise NotFound()
+            cursor = super().decode_cursor(request)
+        except NotFound:
+            cursor = None
+            bad = True
+        else:
+            bad = (
+                cursor is not None
+                and cursor.position is not None
+                and (_maybe_moment(str(cursor.position)) is None)
+            )
+        if bad:
+            raise BadFilter("Malformed cursor.", fields={"cursor": ["Not a cursor of this API."]})
+        return cursor
+
+
+def _maybe_moment(raw: str) -> datetime | None:
+    try:
+        moment = parse_datetime(raw)
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
+
 
 def _moment(name: str, raw: str) -> datetime:
-    moment = parse_datetime(raw)
-    if moment is None or moment.tzinfo is None:
+    moment = _maybe_moment(raw)  # None also when well-formed but impossible (month 13)
+    if moment is None:
         raise BadFilter(
             f"{name} must be an ISO 8601 time with a zone.",
             fields={name: ["Not an ISO 8601 time."]},

@@ -67,6 +67,8 @@ MALFORMED = {
     "Infinity": b'{"ttl_seconds": Infinity}',
     "invalid UTF-8": b'{"tenant": "\xff\xfe"}',
     "deep nesting": b"[" * 20_000 + b"]" * 20_000,
+    "a lone surrogate as a key": b'{"\\ud800": 1}',
+    "a NUL in a key": b'{"a\\u0000": 1}',
 }
 
 
