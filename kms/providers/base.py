@@ -8,6 +8,7 @@ mistake a provider's bad day for a bad key.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import re
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from django.conf import settings
@@ -69,13 +71,54 @@ class ErrorInfo:
 _KEYISH = re.compile(r"(sk-|gsk_|AIza|kw[apt]_)[A-Za-z0-9_\-*.]{3,}")
 
 
+# A run this long of the key (or of one of its spellings) in a provider's text is treated
+# as the key: providers echo keys partly ("Incorrect API key provided: sk-abc...wxyz").
+MIN_ECHO = 8
+
+
 def redact(text: str, secret: str) -> str:
-    """The provider's words with the key, and anything shaped like a key, removed."""
-    if secret:
-        text = text.replace(secret, "[redacted]")
-        if len(secret) >= 12:  # providers echo fragments, e.g. "sk-abc...wxyz"
-            text = text.replace(secret[:8], "[redacted]").replace(secret[-6:], "[redacted]")
+    """The provider's words with every run of MIN_ECHO or more characters of the key, of
+    its URL-encoded form or of its base64 forms (at every alignment) removed, and anything
+    shaped like a key as well."""
+    for spelling in spellings(secret):
+        text = _without_runs(text, spelling)
     return _KEYISH.sub("[redacted]", text)
+
+
+def spellings(secret: str) -> list[str]:
+    """The ways a provider may write the key back: as is, URL-encoded, base64 (standard
+    and URL-safe) at each of the three alignments, without the characters that depend on
+    what precedes or follows the key."""
+    if not secret:
+        return []
+    raw = secret.encode()
+    found = {secret, quote(secret, safe="")}
+    for pad, skip in ((b"", 0), (b"x", 2), (b"xx", 3)):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = encode(pad + raw).decode()
+            found.add(encoded[skip : skip + 4 * (len(raw) // 3) - 4])
+    return sorted(f for f in found if f)
+
+
+def _without_runs(text: str, spelling: str) -> str:
+    """`text` with every stretch covered by a MIN_ECHO-long piece of `spelling` (or the
+    whole of a shorter one) replaced by "[redacted]"."""
+    size = min(MIN_ECHO, len(spelling))
+    pieces = {spelling[i : i + size] for i in range(len(spelling) - size + 1)}
+    covered = [False] * len(text)
+    for i in range(len(text) - size + 1):
+        if text[i : i + size] in pieces:
+            covered[i : i + size] = [True] * size
+    out, i = [], 0
+    while i < len(text):
+        if covered[i]:
+            while i < len(text) and covered[i]:
+                i += 1
+            out.append("[redacted]")
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from audit.hmac import audit_hmac
 from audit.models import AuditEvent
 from kms.models import KeyVersion, ProviderKey
+from kms.providers.base import MIN_ECHO, spellings
 from stores.registry import get_store
 from tests import provider_stub as docs
 from tests.kms.helpers import nothing_stored, onboard, openai_key
@@ -214,3 +217,41 @@ def test_listing_and_detail_never_show_a_secret(setup):
         response = actors.as_("carol").get(f"/api/v1/tenants/{actors.tenant_a.slug}/keys{path}")
         assert response.status_code == 200
         assert secret not in response.content.decode()
+
+
+def _echo(secret: str) -> dict:
+    """An error body that writes the key back in part and in base64, as some gateways do."""
+    encoded = base64.b64encode(secret.encode()).decode()
+    return {
+        "error": {
+            "message": f"Incorrect API key provided: {secret[4:39]} (b64 {encoded}).",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key",
+        }
+    }
+
+
+def _no_run_of(secret: str, text: str, where: str) -> None:
+    for spelling in spellings(secret):
+        for i in range(len(spelling) - MIN_ECHO + 1):
+            assert spelling[i : i + MIN_ECHO] not in text, f"a run of the key is in {where}"
+
+
+def test_a_provider_that_echoes_the_key_leaves_no_run_of_it_anywhere(setup):
+    actors, stub, _, _ = setup
+    api, slug = actors.as_("alice"), actors.tenant_a.slug
+    secret = openai_key()
+    stub.answer(401, _echo(secret))
+    refused = onboard(api, slug, secret)
+    assert refused.status_code == 422
+    _no_run_of(secret, refused.content.decode(), "the 422 body")
+    assert "Incorrect API key provided" in refused.content.decode(), "the provider's words stay"
+    stub.answer(200)
+    key = onboard(api, slug, secret).json()
+    stub.answer(401, _echo(secret))
+    checked = api.post(f"/api/v1/tenants/{slug}/keys/{key['id']}/validate")
+    _no_run_of(secret, checked.content.decode(), "the validation answer")
+    history = api.get(f"/api/v1/tenants/{slug}/keys/{key['id']}/validations")
+    _no_run_of(secret, history.content.decode(), "the validation history")
+    events = repr(list(AuditEvent.objects.values_list("details", "target")))
+    _no_run_of(secret, events, "audit events")
