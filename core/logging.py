@@ -39,9 +39,13 @@ class ExceptionTextFilter(logging.Filter):
 
 
 class RequestContextLogFilter(logging.Filter):
-    """Adds the current request id to every log record."""
+    """Adds the request id to every log record: the current request's, or, for a record
+    Django writes about a request after the middleware has finished with it (the
+    `django.request` logger's "Internal Server Error" line), that request's."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         origin = bound_origin_or_none()
-        record.request_id = origin.request_id if origin is not None else "-"
+        if origin is None:
+            origin = getattr(getattr(record, "request", None), "keyward_origin", None)
+        record.request_id = getattr(origin, "request_id", "-")
         return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
+from tenants.access import Access
 from tenants.models import Grant, ServicePrincipal, Tenant
 
 
@@ -13,6 +14,16 @@ def tenants() -> QuerySet[Tenant]:
 
 def principals() -> QuerySet[ServicePrincipal]:
     return ServicePrincipal.objects.all()
+
+
+def principals_seen_by(access: Access) -> QuerySet[ServicePrincipal]:
+    """Every principal for an admin over every tenant; for one limited to some tenants, only
+    the principals granted on one of them (the names of the others are not theirs to see)."""
+    if access.all_tenants:
+        return principals()
+    if access.role is None:
+        return principals().none()
+    return principals().filter(grants__tenant__in=access.tenant_ids).distinct()
 
 
 def grants() -> QuerySet[Grant]:

@@ -84,7 +84,8 @@ class PrincipalListView(KeywardView):
 
     @extend_schema(responses=PrincipalSerializer(many=True))
     def get(self, request: Request) -> Response:
-        return _paginated(self, NameCursor(), queries.principals(), PrincipalSerializer)
+        seen = queries.principals_seen_by(self.access)
+        return _paginated(self, NameCursor(), seen, PrincipalSerializer)
 
     @extend_schema(
         request=PrincipalCreateSerializer, responses={201: PrincipalWithSecretSerializer}
@@ -113,7 +114,8 @@ class PrincipalDetailView(KeywardView):
 
     @extend_schema(responses=PrincipalSerializer)
     def get(self, request: Request, principal_id: str) -> Response:
-        principal = self.visible(queries.principals(), PrincipalNotFound, pk=principal_id)
+        seen = queries.principals_seen_by(self.access)
+        principal = self.visible(seen, PrincipalNotFound, pk=principal_id)
         return Response(PrincipalSerializer(principal).data)
 
     @extend_schema(responses={204: None})

@@ -220,3 +220,19 @@ def test_a_lost_database_connection_fails_one_request_cleanly_and_the_next_succe
     integrate_all()
     assert all(result.ok for result in verify_all()) and integration().ok
     assert AuditEvent.objects.filter(action="tenant.created", tenant="after-loss").count() == 1
+
+
+def test_a_log_line_about_a_finished_request_carries_its_id(rf, caplog):
+    import logging
+
+    from core.context import Origin
+    from core.logging import RequestContextLogFilter
+
+    request = rf.get("/api/v1/tenants")
+    request.keyward_origin = Origin(request_id="abcdef12-trace", source_ip=None)
+    about = logging.LogRecord("django.request", logging.ERROR, __file__, 1, "boom", None, None)
+    about.request = request
+    alone = logging.LogRecord("keyward", logging.ERROR, __file__, 1, "boom", None, None)
+    for record in (about, alone):
+        RequestContextLogFilter().filter(record)
+    assert (about.request_id, alone.request_id) == ("abcdef12-trace", "-")

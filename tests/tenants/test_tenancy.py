@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from audit.models import AuditEvent
+from tenants.actions import do_create_grant
 from tenants.models import ServicePrincipal, Tenant
-from tests.factories import Actors, make_principal, rand
+from tests.factories import SYSTEM, Actors, make_principal, rand
 
 STAFF = ("alice", "bob", "carol", "dave")
 
@@ -119,6 +120,7 @@ def test_only_a_global_security_admin_creates_principals(actors, who, status):
 )
 def test_security_admins_read_principals(actors, who, status):
     principal, _ = make_principal()
+    do_create_grant(principal, actors.tenant_a, "openai", ["release"], 60, actor=SYSTEM)
     assert actors.as_(who).get("/api/v1/principals").status_code == status
     response = actors.as_(who).get(f"/api/v1/principals/{principal.id}")
     assert response.status_code == status
@@ -179,3 +181,19 @@ def test_denials_about_a_tenant_land_in_that_tenants_chain(actors):
     assert all(e.chain == f"tenant:{slug_b}" and e.outcome == "denied" for e in denials)
     assert actors.as_("bob").get("/api/v1/tenants/never-existed").status_code == 404
     assert not AuditEvent.objects.filter(tenant="never-existed").exists()
+
+
+def test_a_tenant_limited_admin_sees_only_the_principals_granted_on_its_tenants(actors):
+    mine, _ = make_principal()
+    theirs, _ = make_principal()
+    idle, _ = make_principal()
+    do_create_grant(mine, actors.tenant_a, "openai", ["release"], 60, actor=SYSTEM)
+    do_create_grant(mine, actors.tenant_b, "openai", ["release"], 60, actor=SYSTEM)
+    do_create_grant(theirs, actors.tenant_b, "openai", ["release"], 60, actor=SYSTEM)
+    bob, alice = actors.as_("bob"), actors.as_("alice")
+    names = [p["name"] for p in bob.get("/api/v1/principals").json()["results"]]
+    assert names == [mine.name], "listed once, though granted twice"
+    for hidden in (theirs, idle):
+        assert bob.get(f"/api/v1/principals/{hidden.id}").status_code == 404
+    every = {p["name"] for p in alice.get("/api/v1/principals").json()["results"]}
+    assert {mine.name, theirs.name, idle.name} <= every
