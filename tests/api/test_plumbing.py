@@ -235,4 +235,4 @@ def test_a_log_line_about_a_finished_request_carries_its_id(rf, caplog):
     alone = logging.LogRecord("keyward", logging.ERROR, __file__, 1, "boom", None, None)
     for record in (about, alone):
         RequestContextLogFilter().filter(record)
-    assert (about.request_id, alone.request_id) == ("abcdef12-trace", "-")
+    assert (about.__dict__["request_id"], alone.__dict__["request_id"]) == ("abcdef12-trace", "-")
