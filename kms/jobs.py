@@ -13,9 +13,16 @@ from django.conf import settings
 from django.utils import timezone
 
 from audit.actors import Actor
-from kms.actions.keys import KeyCheck, do_flag_rotation_due, do_retire_version, do_validate_key
+from kms.actions.keys import (
+    KeyCheck,
+    do_destroy_key_secrets,
+    do_flag_rotation_due,
+    do_retire_version,
+    do_validate_key,
+)
 from kms.actions.tokens import do_purge_expired_tokens
 from kms.models import KeyStatus, KeyVersion, ProviderKey, Stage
+from stores.exceptions import StoreUnavailable
 
 JOBS = Actor.system("jobs")
 
@@ -73,6 +80,21 @@ def due_versions(now: datetime | None = None) -> list[int]:
             stage=Stage.PREVIOUS, retire_after__lte=now, destroyed_at=None
         ).values_list("id", flat=True)
     )
+
+
+def keys_awaiting_destruction() -> list[str]:
+    """Revoked keys whose versions the store has not destroyed yet (it was down)."""
+    rows = ProviderKey.objects.filter(status=KeyStatus.REVOKED, secrets_destroyed_at=None)
+    return [str(key_id) for key_id in rows.values_list("id", flat=True)]
+
+
+def destroy_key_secrets(key_id: str) -> bool:
+    """Finish a revoked key's destruction; False while the store cannot answer."""
+    try:
+        do_destroy_key_secrets(key_id, actor=JOBS)
+    except StoreUnavailable:
+        return False
+    return True
 
 
 def retire_version(version_pk: int) -> bool:

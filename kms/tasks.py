@@ -29,8 +29,18 @@ def schedule_key_checks() -> None:
 
 @shared_task(name="keyward.kms.retire_versions", acks_late=True)
 def retire_versions() -> None:
+    """Destroy previous versions past their grace, and finish the destruction of revoked
+    keys that the store could not destroy when they were revoked."""
     for version_pk in jobs.due_versions():
         retire_version.delay(version_pk)
+    for key_id in jobs.keys_awaiting_destruction():
+        destroy_key_secrets.delay(key_id)
+
+
+@shared_task(name="keyward.kms.destroy_key_secrets", acks_late=True)
+def destroy_key_secrets(key_id: str) -> None:
+    """One attempt; the next sweep tries again while the store cannot answer."""
+    jobs.destroy_key_secrets(key_id)
 
 
 @shared_task(

@@ -78,8 +78,17 @@ class KeyDetailView(KeyView):
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, slug: str, key_id: str) -> Response:
-        keys.do_revoke_key(self.key(key_id), actor=self.actor)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        revoked = keys.do_revoke_key(self.key(key_id), actor=self.actor)
+        if revoked.secrets_destroyed_at is not None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        pending = {
+            "id": str(revoked.id),
+            "status": revoked.status,
+            "secrets_destroyed": False,
+            "message": "The key is revoked and no token can use it. The secret store did not "
+            "answer, so its versions are destroyed in the background as soon as it does.",
+        }
+        return Response(pending, status=status.HTTP_202_ACCEPTED, headers={"Retry-After": "300"})
 
 
 class KeyRotateView(KeyView):

@@ -474,8 +474,10 @@ def _promote(
 
 # -- revocation --------------------------------------------------------------------------
 def do_revoke_key(key: ProviderKey, *, actor: Actor) -> ProviderKey:
-    """Make the key unusable at once, then destroy every version in the store. If the store
-    is down the key stays revoked and a repeat of this call finishes the destruction."""
+    """Make the key unusable at once, then destroy every version in the store. The
+    revocation stands whatever the store does; if the store cannot answer, the returned key
+    has no `secrets_destroyed_at` yet and the `retire_versions` sweep finishes the
+    destruction as soon as the store answers."""
     with transaction.atomic(durable=True):
         locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
         if locked.status != KeyStatus.REVOKED:
@@ -489,23 +491,35 @@ def do_revoke_key(key: ProviderKey, *, actor: Actor) -> ProviderKey:
                 target=_target(locked.id),
                 details={"previous_status": previous, "fingerprint": locked.fingerprint},
             )
-    if locked.secrets_destroyed_at is not None:
-        return locked
-    store = get_store(locked.store)
     try:
-        alive = [v.version for v in store.versions(locked.store_path) if not v.destroyed]
-        store.destroy(locked.store_path, alive)
+        return do_destroy_key_secrets(locked.pk, actor=actor)
+    except StoreUnavailable:
+        return locked  # audited as key.destroy_failed; the sweep retries
+
+
+def do_destroy_key_secrets(key_id: uuid.UUID | str, *, actor: Actor) -> ProviderKey:
+    """Destroy every version of a revoked key in its store (nothing to do once done);
+    StoreUnavailable, audited as `key.destroy_failed`, when the store cannot answer."""
+    key = ProviderKey.objects.select_related("tenant").get(pk=key_id, status=KeyStatus.REVOKED)
+    if key.secrets_destroyed_at is not None:
+        return key
+    store = get_store(key.store)
+    try:
+        alive = [v.version for v in store.versions(key.store_path) if not v.destroyed]
+        store.destroy(key.store_path, alive)
     except StoreUnavailable as outage:
         _record_store_outage(
             outage,
             "key.destroy_failed",
             actor=actor,
-            tenant=locked.tenant.slug,
-            target=_target(locked.id),
+            tenant=key.tenant.slug,
+            target=_target(key.id),
         )
         raise
     with transaction.atomic(durable=True):
-        locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
+        locked = ProviderKey.objects.select_for_update().select_related("tenant").get(pk=key.pk)
+        if locked.secrets_destroyed_at is not None:  # another run finished first
+            return locked
         now = timezone.now()
         KeyVersion.objects.filter(key=locked, destroyed_at=None).update(
             stage=Stage.DESTROYED, destroyed_at=now

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from audit.models import AuditEvent
+from kms import jobs, tasks
 from kms.models import ProviderKey
 from stores.models import LocalSecret
+from stores.registry import get_store
 from tests import bao as servers
 from tests.kms.helpers import onboard, openai_key
 
@@ -56,18 +58,29 @@ def test_validate_rotate_and_revoke_with_the_store_sealed(
         _assert_store_refusal(api.post(f"{url}/rotate", {"secret": openai_key()}, format="json"))
         row = ProviderKey.objects.get(pk=key["id"])
         assert row.current_version == 1 and row.versions.count() == 1
-        _assert_store_refusal(api.delete(url))
+        revoked = api.delete(url)
+        assert revoked.status_code == 202, revoked.content
+        assert revoked.json()["status"] == "revoked"
+        assert revoked.json()["secrets_destroyed"] is False
         row.refresh_from_db()
         assert row.status == "revoked", "a revocation takes effect even while the store is sealed"
         assert row.secrets_destroyed_at is None
+        assert jobs.keys_awaiting_destruction() == [key["id"]]
+        assert jobs.destroy_key_secrets(key["id"]) is False, "still sealed: tried, not done"
         assert not LocalSecret.objects.exists()
     finally:
         servers.unseal(bao_raft)
-    actions = set(AuditEvent.objects.filter(outcome="error").values_list("action", flat=True))
-    assert {"key.validate_failed", "key.rotate_failed", "key.destroy_failed"} <= actions
-    assert api.delete(url).status_code == 204, "repeating the revocation finishes the destruction"
+    actions = list(AuditEvent.objects.filter(outcome="error").values_list("action", flat=True))
+    assert {"key.validate_failed", "key.rotate_failed", "key.destroy_failed"} <= set(actions)
+    assert actions.count("key.destroy_failed") == 2
+    for key_id in jobs.keys_awaiting_destruction():  # what the retire_versions sweep enqueues
+        tasks.destroy_key_secrets(key_id)
     row = ProviderKey.objects.get(pk=key["id"])
     assert row.secrets_destroyed_at is not None
+    assert jobs.keys_awaiting_destruction() == []
+    assert [v.destroyed for v in get_store().versions(row.store_path)] == [True]
+    assert AuditEvent.objects.filter(action="key.secrets_destroyed").count() == 1
+    assert api.delete(url).status_code == 204, "revoking again changes nothing and says so"
 
 
 def test_a_slow_store_fails_closed(actors, provider_stub, settings):
