@@ -49,10 +49,20 @@ def do_record_chain_check(result: ChainResult, *, actor: Actor, now: datetime) -
     return newly_broken
 
 
-def do_note_export(fmt: str, scope: dict[str, Any], *, actor: Actor) -> None:
-    """Audit an export before its first line is sent."""
+def do_note_export(
+    fmt: str, scope: dict[str, Any], *, actor: Actor, phase: str, **facts: Any
+) -> None:
+    """Audit an export: `started` before its first line is sent (a read of the log is
+    recorded before anything leaves), then `exported` once its signed manifest has been
+    sent, or `export_failed` when it stopped before (the file then ends without one)."""
+    outcome = Outcome.ERROR if phase == "export_failed" else Outcome.SUCCESS
     with transaction.atomic(durable=True):
-        record("audit.exported", actor=actor, details={"format": fmt, **scope})
+        record(
+            f"audit.{phase}",
+            actor=actor,
+            outcome=outcome,
+            details={"format": fmt, **scope, **facts},
+        )
 
 
 def do_save_checkpoint(manifest_sha256: str, count: int, chains: dict[str, Any]) -> Checkpoint:

@@ -23,6 +23,7 @@ from audit.offline import FORMAT, canonical
 from audit.queries import integrated_events
 from auditor import signing
 from auditor.actions import do_note_export, do_save_checkpoint
+from core.logging import log_unhandled
 
 COLUMNS = (*HASHED_FIELDS, "prev_hash", "hash")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -79,7 +80,23 @@ class Export:
         self.count = 0
 
     def lines(self) -> Iterator[bytes]:
-        do_note_export(self.fmt, self.scope.describe(), actor=self.actor)
+        """The export's lines. If anything stops it before the signed manifest, the file
+        ends with an `incomplete` line instead, which no verifier accepts, and the failure
+        is audited; `audit.exported` is recorded only once the manifest has been sent."""
+        described = self.scope.describe()
+        do_note_export(self.fmt, described, actor=self.actor, phase="export_started")
+        try:
+            yield from self._body()
+        except Exception as exc:
+            log_unhandled(exc)
+            do_note_export(
+                self.fmt, described, actor=self.actor, phase="export_failed", lines=self.count
+            )
+            yield self._trailer({"incomplete": True, "events_sent": self.count})
+            return
+        do_note_export(self.fmt, described, actor=self.actor, phase="exported", count=self.count)
+
+    def _body(self) -> Iterator[bytes]:
         digest = hashlib.sha256()
         chains: dict[str, dict[str, Any]] = {}
         if self.fmt == "csv":
@@ -95,11 +112,15 @@ class Export:
                 if self.fmt == "jsonl"
                 else self._csv_row([_neutral(event[c]) for c in COLUMNS])
             )
-        trailer = canonical(self._signed_manifest(digest.hexdigest(), chains))
-        yield (
-            trailer + b"\n"
-            if self.fmt == "jsonl"
-            else self._csv_row(["#manifest", trailer.decode()])
+        yield self._trailer(self._signed_manifest(digest.hexdigest(), chains))
+
+    def _trailer(self, content: dict[str, Any]) -> bytes:
+        """The last line: the signed manifest, or the mark of an incomplete file."""
+        text = canonical(content)
+        if self.fmt == "jsonl":
+            return text + b"\n"
+        return self._csv_row(
+            ["#manifest" if "manifest" in content else "#incomplete", text.decode()]
         )
 
     @staticmethod

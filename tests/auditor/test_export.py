@@ -17,6 +17,7 @@ from audit.offline import verify_file
 from audit.recorder import record
 from audit.sequencer import integrate_all
 from auditor import signing
+from tests import bao as servers
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
@@ -248,3 +249,44 @@ def test_a_csv_export_verifies_offline_and_manipulations_are_named(actors, tmp_p
     edited = tmp_path / "edited.csv"
     edited.write_text(buffer.getvalue())
     assert "line 4:" in verify_file(edited, public).problems[0]
+
+
+@pytest.mark.postgresql  # the raft OpenBao is sealed mid-test; a worker's store is shared
+def test_an_export_the_signer_cannot_finish_says_it_is_incomplete(
+    actors, tmp_path, bao_raft, settings
+):
+    client = bao_raft.client()
+    if "transit/" not in client.sys.list_mounted_secrets_engines()["data"]:
+        client.sys.enable_secrets_engine("transit")
+    settings.SECRET_STORES = {"default": bao_raft.store_config(path_prefix="export-sealed")}
+    signing.reset()
+    integrate_all()
+    servers.seal(bao_raft)
+    try:
+        response = actors.as_("carol").get("/api/v1/audit/export")
+        assert response.status_code == 200
+        body = b"".join(response.streaming_content)
+    finally:
+        servers.unseal(bao_raft)
+        signing.reset()
+    last = json.loads(body.rstrip(b"\n").split(b"\n")[-1])
+    assert last["incomplete"] is True and last["events_sent"] > 0
+    assert b'"manifest"' not in body
+    path = tmp_path / "cut.jsonl"
+    path.write_bytes(body)
+    public = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    assert not verify_file(path, public).ok
+    actions = list(
+        AuditEvent.objects.filter(action__startswith="audit.export").values_list(
+            "action", "outcome"
+        )
+    )
+    assert sorted(actions) == [
+        ("audit.export_failed", "error"),
+        ("audit.export_started", "success"),
+    ]
+    assert not AuditEvent.objects.filter(action="audit.exported").exists()
