@@ -22,6 +22,9 @@ from urllib.parse import quote
 import httpx
 from django.conf import settings
 
+from kms import egress
+from kms.exceptions import ForbiddenBaseUrl
+
 
 class CheckOutcome(StrEnum):
     VALID = "valid"
@@ -186,11 +189,28 @@ class Adapter:
         """Ask the provider's cheapest authenticated endpoint whether `secret` works."""
         url = self.base_url(base_url) + self.check_path
         started = time.monotonic()
+        try:  # the policy of now, not of when the key was stored
+            destination = egress.pin(url)
+        except ForbiddenBaseUrl:
+            return _result(
+                CheckOutcome.PROVIDER_UNAVAILABLE,
+                None,
+                "the egress policy refuses the base_url",
+                started,
+            )
         try:
             with httpx.Client(timeout=_timeout(), follow_redirects=False) as client:
-                headers = {**self.auth_headers(secret), "Accept": "application/json"}
+                headers = {
+                    **self.auth_headers(secret),
+                    "Accept": "application/json",
+                    **destination.headers(),
+                }
                 response = client.request(
-                    self.check_method, url, headers=headers, params=self.check_params()
+                    self.check_method,
+                    destination.url,
+                    headers=headers,
+                    params=self.check_params(),
+                    extensions=destination.extensions(),
                 )
         except httpx.TimeoutException:
             return _result(CheckOutcome.PROVIDER_UNAVAILABLE, None, "timeout", started)
