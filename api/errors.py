@@ -7,9 +7,11 @@ translated here, in one place. 5xx bodies are generic and carry only the request
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
@@ -23,6 +25,7 @@ from audit.recorder import AuditUnavailable, record_refusal
 from core.context import current_origin
 from core.errors import DomainError
 from core.logging import log_unhandled
+from kms.ratelimit import note_auth_failure
 from tenants import queries
 from tenants.actors import actor_for
 from tenants.models import Tenant
@@ -118,11 +121,31 @@ def needs_refusal_event(exc: Exception, failure: Failure) -> bool:
     return failure.status in (401, 403) and not getattr(exc, "audited", False)
 
 
+def unauthenticated(request: Any, failure: Failure) -> Failure:
+    """Count a 401 against its source address. The first of each source, reason and
+    minute is audited at once; the rest are counted and summarised once the minute is over
+    (`auth.failed_repeated`), so no one can fill the append-only log; past
+    KEYWARD_AUTH_FAILURE_LIMIT in a minute the answer is 429."""
+    raw = getattr(request, "_request", request)
+    origin = getattr(raw, "keyward_origin", None)
+    reason = getattr(raw, "keyward_auth_failure", {}).get("reason", "no_credentials")
+    count = note_auth_failure(getattr(origin, "source_ip", None), reason)
+    if count == 1:
+        audit_refusal(request, 401, actor=Actor.anonymous(), tenant=None)
+    if count <= settings.AUTH_FAILURE_LIMIT:
+        return failure
+    limited = Failure(429, "rate_limited", "Too many failed authentications; slow down.")
+    limited.headers["Retry-After"] = str(60 - int(time.time()) % 60)
+    return limited
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's EXCEPTION_HANDLER: map every exception to the one error shape."""
     request = context.get("request")
     failure = describe(exc)
-    if request is not None and needs_refusal_event(exc, failure):
+    if request is not None and failure.status == 401 and not getattr(exc, "audited", False):
+        failure = unauthenticated(request, failure)
+    elif request is not None and needs_refusal_event(exc, failure):
         view = context.get("view")
         actor = Actor.anonymous() if failure.status == 401 else getattr(view, "actor", None)
         audit_refusal(

@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from api.authentication import AuthenticationFailed, actor_of_credential, identify
-from api.errors import audit_refusal, describe, needs_refusal_event
+from api.errors import audit_refusal, describe, needs_refusal_event, unauthenticated
 from api.inputs import Body, json_body
 from audit.actors import Actor
 from core.errors import DomainError
@@ -128,8 +128,10 @@ def _failure(request: HttpRequest, exc: Exception, caller: Caller | None) -> Htt
         failure.headers["WWW-Authenticate"] = 'Bearer realm="keyward"'
     if failure.status == 405:
         failure.headers["Allow"] = "POST"
-    if needs_refusal_event(exc, failure):
-        who = caller.actor if caller is not None and failure.status == 403 else Actor.anonymous()
+    if failure.status == 401 and not getattr(exc, "audited", False):
+        failure = unauthenticated(request, failure)
+    elif needs_refusal_event(exc, failure):
+        who = caller.actor if caller is not None else Actor.anonymous()
         audit_refusal(request, failure.status, actor=who, tenant=None)
     return _json(failure.status, failure.body(), failure.headers)
 

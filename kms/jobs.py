@@ -6,13 +6,15 @@ or concurrent run does nothing twice.
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
 from django.utils import timezone
 
 from audit.actors import Actor
+from audit.models import Outcome
+from audit.recorder import record
 from kms.actions.keys import (
     KeyCheck,
     do_destroy_key_secrets,
@@ -22,6 +24,7 @@ from kms.actions.keys import (
 )
 from kms.actions.tokens import do_purge_expired_tokens
 from kms.models import KeyStatus, KeyVersion, ProviderKey, Stage
+from kms.ratelimit import take_finished_auth_failures
 from stores.exceptions import StoreUnavailable
 
 JOBS = Actor.system("jobs")
@@ -113,3 +116,26 @@ def flag_rotation_due(now: datetime | None = None) -> int:
 
 def purge_expired_tokens(older_than: timedelta = timedelta(hours=1)) -> int:
     return do_purge_expired_tokens(older_than, actor=JOBS)
+
+
+def summarise_auth_failures(now: float | None = None) -> int:
+    """One `auth.failed_repeated` event per source, reason and finished minute that saw
+    more than one failed authentication (the first was recorded on its own, at once)."""
+    summaries = 0
+    for minute, source, reason, count in take_finished_auth_failures(now):
+        if count < 2:
+            continue
+        record(
+            "auth.failed_repeated",
+            actor=Actor.anonymous(),
+            outcome=Outcome.DENIED,
+            details={
+                "source_ip": None if source == "-" else source,
+                "reason": reason,
+                "minute": datetime.fromtimestamp(minute * 60, UTC).isoformat(),
+                "count": count,
+                "recorded_one_by_one": 1,
+            },
+        )
+        summaries += 1
+    return summaries

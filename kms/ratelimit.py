@@ -123,6 +123,39 @@ def check_rate(principal_id: str) -> None:
 
 
 def purge_expired_counters() -> int:
-    """Delete database counters whose window has passed."""
-    deleted, _ = RateCounter.objects.filter(expires_at__lt=timezone.now()).delete()
+    """Delete database counters whose window has passed (failed-authentication counters
+    are the summariser's to delete, once their count is in the audit log)."""
+    spent = RateCounter.objects.filter(expires_at__lt=timezone.now())
+    deleted, _ = spent.exclude(bucket__startswith=AUTH_FAILURES).delete()
     return deleted
+
+
+# -- failed authentication, per source address --------------------------------------------
+AUTH_FAILURES = "keyward:authfail:"
+
+
+def note_auth_failure(source: str | None, reason: str, now: float | None = None) -> int:
+    """Count one failed authentication from `source` for `reason` in this minute, in the
+    database every replica shares; returns the count so far. The first of a minute is
+    audited on its own, the rest by `take_finished_auth_failures`' summary."""
+    minute = int((now or time.time()) // 60)
+    bucket = f"{AUTH_FAILURES}{minute}:{source or '-'}:{reason}"[:120]
+    return _count_database(bucket, 60)
+
+
+def take_finished_auth_failures(now: float | None = None) -> list[tuple[int, str, str, int]]:
+    """Remove and return the failed-authentication counts of minutes that are over, as
+    (minute, source, reason, count); each is taken by one caller only."""
+    current = int((now or time.time()) // 60)
+    taken = []
+    with transaction.atomic():
+        rows = RateCounter.objects.select_for_update(skip_locked=True).filter(
+            bucket__startswith=AUTH_FAILURES
+        )
+        for bucket, count in rows.values_list("bucket", "count"):
+            minute, _, rest = bucket[len(AUTH_FAILURES) :].partition(":")
+            source, _, reason = rest.rpartition(":")
+            if minute.isdigit() and int(minute) < current:
+                taken.append((int(minute), source, reason, int(count), bucket))
+        RateCounter.objects.filter(bucket__in=[t[4] for t in taken]).delete()
+    return [t[:4] for t in taken]

@@ -64,3 +64,8 @@ def flag_rotation_due() -> None:
 @shared_task(name="keyward.kms.purge_expired_tokens", acks_late=True)
 def purge_expired_tokens() -> None:
     jobs.purge_expired_tokens()
+
+
+@shared_task(name="keyward.kms.summarise_auth_failures", acks_late=True)
+def summarise_auth_failures() -> None:
+    jobs.summarise_auth_failures()

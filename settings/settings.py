@@ -370,6 +370,7 @@ _SCHEDULE = {
     "keyward.kms.rewrap_local_store": ("KEYWARD_SCHEDULE_REWRAP", 24 * 3600),
     "keyward.audit.verify_chains": ("KEYWARD_SCHEDULE_VERIFY_AUDIT", 3600),
     "keyward.kms.deliver_pending_webhooks": ("KEYWARD_SCHEDULE_WEBHOOK_SWEEP", 120),
+    "keyward.kms.summarise_auth_failures": ("KEYWARD_SCHEDULE_AUTH_FAILURES", 60),
 }
 CELERY_BEAT_SCHEDULE = {
     task: {"task": task, "schedule": float(seconds)}
@@ -408,6 +409,8 @@ except (ValueError, KeyError):
         f"KEYWARD_RATE_LIMIT: expected N/second, N/minute or N/hour (0 turns it off), got {_rate!r}"
     ) from None
 
+# Failed authentications per source address and minute; past it the answer is 429.
+AUTH_FAILURE_LIMIT = env.number("KEYWARD_AUTH_FAILURE_LIMIT", 60, minimum=1)
 RATE_LIMIT_FALLBACK = env.choice("KEYWARD_RATE_LIMIT_FALLBACK", ("database", "refuse"), "database")
 
 LOG_LEVEL = env.choice("KEYWARD_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")

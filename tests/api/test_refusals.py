@@ -153,3 +153,55 @@ def test_scoping_refuses_a_kind_of_object_it_was_not_told_about(world):
     assert view.visible(keys(), NotFound, pk=world.key_a.pk) == world.key_a
     with pytest.raises(TypeError, match="no tenant scoping declared"):
         view.visible(KeyVersion.objects.all(), NotFound, key=world.key_a)
+
+
+def _auth_failed():
+    return AuditEvent.objects.filter(action__startswith="auth.failed")
+
+
+@pytest.fixture
+def one_minute():
+    """Start well inside a minute, so that a test's failures share one window."""
+    import time
+
+    if time.time() % 60 > 55:
+        time.sleep(60 - time.time() % 60 + 0.1)
+
+
+def test_repeated_failures_from_one_source_are_one_event_and_one_count(db, one_minute):
+    import time
+
+    from kms import jobs
+
+    nobody = client("kwa_" + "A" * 12 + "B" * 43 + "000000")
+    statuses = [nobody.get("/api/v1/tenants").status_code for _ in range(5)]
+    statuses.append(client().post("/api/v1/tokens", {}, format="json").status_code)
+    assert statuses == [401] * 6
+    first = list(_auth_failed().values_list("action", flat=True))
+    assert first == ["auth.failed", "auth.failed"], "the first of each reason, at once"
+    assert jobs.summarise_auth_failures() == 0, "the minute is not over yet"
+    assert jobs.summarise_auth_failures(now=time.time() + 60) == 1
+    summary = AuditEvent.objects.get(action="auth.failed_repeated")
+    assert summary.details["count"] == 5 and summary.details["reason"] == "malformed"
+    assert summary.details["source_ip"] == "127.0.0.1"
+    assert jobs.summarise_auth_failures(now=time.time() + 60) == 0, "each count is taken once"
+
+
+def test_too_many_failures_from_one_source_get_429(db, settings, one_minute):
+    settings.AUTH_FAILURE_LIMIT = 3
+    statuses = [client().get("/api/v1/tenants").status_code for _ in range(3)]
+    limited = client().post("/api/v1/tokens", {}, format="json")
+    assert statuses == [401, 401, 401]
+    assert limited.status_code == 429, limited.content
+    assert limited.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(limited["Retry-After"]) <= 60
+    assert _auth_failed().count() == 1
+
+
+def test_another_source_has_its_own_first_event(db, settings, one_minute):
+    settings.TRUSTED_PROXY_COUNT = 1
+    for source in ("203.0.113.7", "203.0.113.7", "198.51.100.9"):
+        client().get("/api/v1/tenants", HTTP_X_FORWARDED_FOR=source)
+    events = AuditEvent.objects.filter(action="auth.failed")
+    sources = sorted(str(ip) for ip in events.values_list("source_ip", flat=True))
+    assert sources == ["198.51.100.9", "203.0.113.7"]
