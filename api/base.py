@@ -43,6 +43,22 @@ def _owner(found: Model) -> tuple[bool, Tenant | None]:
     return True, tenant
 
 
+def _wrong_json_type(field: serializers.Field[Any, Any, Any, Any], value: Any) -> str:
+    """What is wrong with a value's JSON type for `field`, or "": DRF coerces "60" and 1.0
+    to integers and 0 to a string; the schema promises exact types, so the API keeps them.
+    `null` is left to the field's own `allow_null`."""
+    if value is None:
+        return ""
+    if isinstance(field, serializers.BooleanField):
+        return "" if isinstance(value, bool) else "Must be true or false."
+    if isinstance(field, serializers.IntegerField):
+        exact = isinstance(value, int) and not isinstance(value, bool)
+        return "" if exact else "Must be a JSON integer."
+    if isinstance(field, serializers.CharField | serializers.ChoiceField):
+        return "" if isinstance(value, str) else "Must be a JSON string."
+    return ""
+
+
 class StrictSerializer(serializers.Serializer[Any]):
     """Refuses a body that is not a JSON object or that names fields it does not know."""
 
@@ -56,6 +72,13 @@ class StrictSerializer(serializers.Serializer[Any]):
             raise serializers.ValidationError(
                 {name: ["Unknown field."] for name in unknown}, code="unknown_field"
             )
+        wrong = {
+            name: [message]
+            for name, value in data.items()
+            if (message := _wrong_json_type(self.fields[name], value))
+        }
+        if wrong:
+            raise serializers.ValidationError(wrong, code="invalid")
         return super().to_internal_value(data)
 
 

@@ -69,3 +69,38 @@ def test_hostile_bodies_on_the_admin_api_are_refused(actors, case):
     )
     _refused(response)
     assert Tenant.objects.count() == before
+
+
+WRONG_TYPES = {
+    "a number for a string": ("/api/v1/tenants", {"slug": "typed", "name": 0}),
+    "a boolean for a string": ("/api/v1/principals", {"name": True}),
+    "a string for an integer": (
+        "/api/v1/grants",
+        {"tenant": "*", "provider": "*", "scopes": ["release"], "max_ttl_seconds": "60"},
+    ),
+    "a float for an integer": (
+        "/api/v1/grants",
+        {"tenant": "*", "provider": "*", "scopes": ["release"], "max_ttl_seconds": 60.0},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_TYPES))
+def test_json_types_are_exact_on_the_admin_api(actors, case):
+    from tenants.models import Grant, ServicePrincipal
+
+    path, body = WRONG_TYPES[case]
+    if path.endswith("grants"):
+        principal = actors.as_("alice").post(
+            "/api/v1/principals", {"name": "typed-svc"}, format="json"
+        )
+        body = {**body, "principal": principal.json()["id"]}
+    before = (Tenant.objects.count(), ServicePrincipal.objects.count(), Grant.objects.count())
+    response = actors.as_("alice").post(path, body, format="json")
+    error = _refused(response)
+    assert set(error["fields"]) & {"name", "max_ttl_seconds"}
+    assert (
+        Tenant.objects.count(),
+        ServicePrincipal.objects.count(),
+        Grant.objects.count(),
+    ) == before
