@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tenants.models import Tenant
@@ -71,7 +73,7 @@ def test_hostile_bodies_on_the_admin_api_are_refused(actors, case):
     assert Tenant.objects.count() == before
 
 
-WRONG_TYPES = {
+WRONG_TYPES: dict[str, tuple[str, dict[str, Any]]] = {
     "a number for a string": ("/api/v1/tenants", {"slug": "typed", "name": 0}),
     "a boolean for a string": ("/api/v1/principals", {"name": True}),
     "a string for an integer": (
