@@ -5,6 +5,8 @@ from typing import Any
 
 from django.urls import URLPattern, URLResolver, get_resolver
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import inline_serializer
+from rest_framework import serializers
 
 
 class BearerScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
@@ -65,10 +67,7 @@ def _operation(operation: Any) -> dict[str, Any]:
         for status, schema in operation.responses.items()
     }
     for status, description in REFUSALS.items():
-        responses[status] = {
-            "description": description,
-            "content": {"application/json": {"schema": ERROR}},
-        }
+        responses[status] = _refusal(description)
     return {
         "operationId": operation.operation_id,
         "summary": operation.summary,
@@ -80,6 +79,32 @@ def _operation(operation: Any) -> dict[str, Any]:
         },
         "responses": responses,
     }
+
+
+def listing(serializer: type[serializers.Serializer[Any]], *, paginated: bool) -> Any:
+    """The response shape of a list endpoint: `{"results": [...]}`, with the `next` and
+    `previous` cursor URLs when it is paginated."""
+    fields: dict[str, serializers.Field[Any, Any, Any, Any]] = {"results": serializer(many=True)}
+    if paginated:
+        fields["next"] = serializers.CharField(allow_null=True)
+        fields["previous"] = serializers.CharField(allow_null=True)
+    name = serializer.__name__.removesuffix("Serializer") + ("Page" if paginated else "List")
+    return inline_serializer(name=name, fields=fields)
+
+
+def add_error_responses(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular post-processing hook: every operation documents the error shape for
+    the refusals any endpoint can give (its own successes are described where it is)."""
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status, description in REFUSALS.items():
+                responses.setdefault(status, _refusal(description))
+    return result
+
+
+def _refusal(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
 
 
 def add_plain_views(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

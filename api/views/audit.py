@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.base import KeywardView, StrictSerializer
+from api.schema import listing
 from audit import queries as audit_queries
 from audit.actions import do_lookup_hmac, do_note_search
 from audit.models import AuditEvent, Outcome
@@ -166,7 +167,9 @@ class EventListView(AuditView):
             events = events.filter(occurred_at__lt=_moment("until", params["until"]))
         return events
 
-    @extend_schema(responses=EventSerializer(many=True))
+    @extend_schema(
+        operation_id="audit_events_list", responses=listing(EventSerializer, paginated=True)
+    )
     def get(self, request: Request) -> Response:
         events = self.filtered(request.query_params)
         paginator = OldestFirst()

@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.base import GlobalSecurityAdmin, KeywardView, SecurityAdmin, StaffReader, StrictSerializer
+from api.schema import listing
 from core.errors import NotFound
 from kms.providers import ADAPTERS
 from tenants import queries
@@ -67,7 +68,7 @@ class GrantListView(KeywardView):
 
     permissions_by_method = {"GET": (StaffReader,), "POST": (SecurityAdmin,)}
 
-    @extend_schema(responses=GrantSerializer(many=True))
+    @extend_schema(operation_id="grants_list", responses=listing(GrantSerializer, paginated=False))
     def get(self, request: Request) -> Response:
         grants = self.restrict(queries.grants())
         return Response({"results": GrantSerializer(grants, many=True).data})

@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.base import KeywardView, SecurityAdmin, StaffReader
+from api.schema import listing
 from api.serializers.keys import (
     KeyCreateSerializer,
     KeyRotateSerializer,
@@ -50,7 +51,9 @@ class KeyListView(KeyView):
 
     permissions_by_method = {"GET": (StaffReader,), "POST": (SecurityAdmin,)}
 
-    @extend_schema(responses=KeySerializer(many=True))
+    @extend_schema(
+        operation_id="tenants_keys_list", responses=listing(KeySerializer, paginated=False)
+    )
     def get(self, request: Request, slug: str) -> Response:
         rows = queries.keys_with_versions().filter(tenant=self.tenant)
         return Response({"results": KeySerializer(rows, many=True).data})
@@ -125,7 +128,10 @@ class KeyValidationsView(KeyView):
 
     permissions_by_method = {"GET": (StaffReader,)}
 
-    @extend_schema(responses=ValidationSerializer(many=True))
+    @extend_schema(
+        operation_id="tenants_keys_validations_list",
+        responses=listing(ValidationSerializer, paginated=False),
+    )
     def get(self, request: Request, slug: str, key_id: str) -> Response:
         key = self.key(key_id)
         return Response(

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.base import GlobalSecurityAdmin, KeywardView, SecurityAdmin, StaffReader
+from api.schema import listing
 from api.serializers.tenants import (
     PrincipalCreateSerializer,
     PrincipalSerializer,
@@ -48,7 +49,7 @@ class TenantListView(KeywardView):
 
     permissions_by_method = {"GET": (StaffReader,), "POST": (GlobalSecurityAdmin,)}
 
-    @extend_schema(responses=TenantSerializer(many=True))
+    @extend_schema(operation_id="tenants_list", responses=listing(TenantSerializer, paginated=True))
     def get(self, request: Request) -> Response:
         return _paginated(self, SlugCursor(), self.access.tenants(), TenantSerializer)
 
@@ -82,7 +83,9 @@ class PrincipalListView(KeywardView):
 
     permissions_by_method = {"GET": (SecurityAdmin,), "POST": (GlobalSecurityAdmin,)}
 
-    @extend_schema(responses=PrincipalSerializer(many=True))
+    @extend_schema(
+        operation_id="principals_list", responses=listing(PrincipalSerializer, paginated=True)
+    )
     def get(self, request: Request) -> Response:
         seen = queries.principals_seen_by(self.access)
         return _paginated(self, NameCursor(), seen, PrincipalSerializer)

@@ -14,6 +14,7 @@ from api.base import (
     StaffReader,
     StrictSerializer,
 )
+from api.schema import listing
 from core.errors import NotFound
 from kms import queries
 from kms.actions import tokens
@@ -104,7 +105,10 @@ class KeyTokensView(KeywardView):
 
     permissions_by_method = {"GET": (StaffReader,)}
 
-    @extend_schema(responses=TokenMetadataSerializer(many=True))
+    @extend_schema(
+        operation_id="tenants_keys_tokens_list",
+        responses=listing(TokenMetadataSerializer, paginated=False),
+    )
     def get(self, request: Request, slug: str, key_id: str) -> Response:
         key = self.visible(queries.keys(), KeyNotFound, pk=key_id)
         live = queries.live_tokens(key)

@@ -236,3 +236,23 @@ def test_a_log_line_about_a_finished_request_carries_its_id(rf, caplog):
     for record in (about, alone):
         RequestContextLogFilter().filter(record)
     assert (about.__dict__["request_id"], alone.__dict__["request_id"]) == ("abcdef12-trace", "-")
+
+
+def test_the_openapi_document_tells_the_truth_about_lists_and_errors(client):
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+    def response_schema(path, status="200"):
+        content = schema["paths"][path]["get"]["responses"][status]["content"]
+        ref = content["application/json"]["schema"]
+        while "$ref" in ref:
+            ref = schema["components"]["schemas"][ref["$ref"].rsplit("/", 1)[-1]]
+        return ref
+
+    page = response_schema("/api/v1/tenants")
+    assert page["type"] == "object" and {"results", "next", "previous"} <= set(page["properties"])
+    plain = response_schema("/api/v1/grants")
+    assert plain["type"] == "object" and set(plain["properties"]) == {"results"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert {"400", "401", "403", "404"} <= set(operation["responses"]), (path, method)
+    assert "error" in response_schema("/api/v1/tenants", "401")["properties"]
