@@ -4,7 +4,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.urls import URLPattern, URLResolver, get_resolver
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import (
+    OpenApiAuthenticationExtension,
+    OpenApiSerializerExtension,
+)
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
@@ -19,6 +22,19 @@ class BearerScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-c
             "scheme": "bearer",
             "description": "kwa_ admin token, kwp_ principal secret or kwt_ scoped token",
         }
+
+
+class StrictBodies(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]
+    """Request bodies of `StrictSerializer`s refuse unknown fields: the schema says so."""
+
+    target_class = "api.base.StrictSerializer"
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> Any:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        if direction == "request":
+            schema["additionalProperties"] = False
+        return schema
 
 
 ERROR = {

@@ -256,3 +256,5 @@ def test_the_openapi_document_tells_the_truth_about_lists_and_errors(client):
         for method, operation in operations.items():
             assert {"400", "401", "403", "404"} <= set(operation["responses"]), (path, method)
     assert "error" in response_schema("/api/v1/tenants", "401")["properties"]
+    bodies = {k: v for k, v in schema["components"]["schemas"].items() if k.endswith("Request")}
+    assert bodies and all(v["additionalProperties"] is False for v in bodies.values())
