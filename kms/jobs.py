@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
+from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -38,10 +39,32 @@ def check_key(key_id: UUID | str) -> KeyCheck | None:
     return do_validate_key(key, actor=JOBS, trigger="job")
 
 
-def keys_to_check() -> list[tuple[str, str]]:
-    """(key id, provider) of every active key."""
-    rows = ProviderKey.objects.filter(status=KeyStatus.ACTIVE).values_list("id", "provider")
-    return [(str(key_id), provider) for key_id, provider in rows]
+def claim_due_checks(now: datetime | None = None) -> list[tuple[str, str]]:
+    """(key id, provider) of the active keys whose periodic check is due, at most what
+    each provider's cap allows in one dispatch tick. Each is claimed with a
+    compare-and-set that also sets its next check (the interval, with 10 % jitter), so two
+    dispatchers never enqueue the same key and no check waits in the broker for long."""
+    now = now or timezone.now()
+    cap = settings.KEY_CHECKS_PER_PROVIDER_PER_MINUTE * max(1, settings.KEY_CHECK_TICK // 60)
+    due = (
+        ProviderKey.objects.filter(status=KeyStatus.ACTIVE)
+        .filter(Q(next_check_at__isnull=True) | Q(next_check_at__lte=now))
+        .order_by(F("next_check_at").asc(nulls_first=True))
+        .values_list("id", "provider", "next_check_at")
+    )
+    claimed: list[tuple[str, str]] = []
+    per_provider: dict[str, int] = {}
+    for key_id, provider, seen in due:
+        if per_provider.get(provider, 0) >= cap:
+            continue
+        jitter = random.uniform(0.9, 1.1)  # noqa: S311 - scheduling jitter
+        following = now + timedelta(seconds=settings.KEY_CHECK_INTERVAL * jitter)
+        if ProviderKey.objects.filter(pk=key_id, next_check_at=seen).update(
+            next_check_at=following
+        ):
+            claimed.append((str(key_id), provider))
+            per_provider[provider] = per_provider.get(provider, 0) + 1
+    return claimed
 
 
 def spread(count: int, interval_seconds: int, per_minute: int | None = None) -> list[float]:
@@ -56,24 +79,25 @@ def spread(count: int, interval_seconds: int, per_minute: int | None = None) -> 
 
 
 def schedule(keys: list[tuple[str, str]]) -> list[tuple[str, float]]:
-    """When to check each key: spread over the interval, capped per provider."""
+    """When to start each claimed check within this tick, capped per provider."""
     by_provider: dict[str, list[str]] = {}
     for key_id, provider in keys:
         by_provider.setdefault(provider, []).append(key_id)
     plan: list[tuple[str, float]] = []
     for ids in by_provider.values():
         offsets = spread(
-            len(ids), settings.KEY_CHECK_INTERVAL, settings.KEY_CHECKS_PER_PROVIDER_PER_MINUTE
+            len(ids), settings.KEY_CHECK_TICK, settings.KEY_CHECKS_PER_PROVIDER_PER_MINUTE
         )
         plan.extend(zip(ids, offsets, strict=True))
     return sorted(plan, key=lambda item: item[1])
 
 
-def backoff(retries: int, retry_after: float | None, cap: float = 3600) -> float:
-    """Exponential backoff with full jitter, never sooner than the provider's Retry-After."""
+def backoff(retries: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter, never sooner than the provider's Retry-After,
+    and never longer than a message may wait unacknowledged in the broker."""
     base = settings.JOB_RETRY_BASE_SECONDS
-    delay = random.uniform(0, min(cap, base * 2**retries))  # noqa: S311 - jitter
-    return max(delay, retry_after or 0.0)
+    delay = random.uniform(0, min(settings.JOB_MAX_COUNTDOWN, base * 2**retries))  # noqa: S311
+    return min(max(delay, retry_after or 0.0), settings.JOB_MAX_COUNTDOWN)
 
 
 def due_versions(now: datetime | None = None) -> list[int]:

@@ -53,6 +53,8 @@ class ProviderKey(models.Model):
     created_by = models.CharField(max_length=150, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
     last_validated_at = models.DateTimeField(null=True, blank=True)
+    # When the periodic check is next due (null: at the next dispatch).
+    next_check_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_validation = models.CharField(max_length=8, choices=Validation.choices, blank=True)
     last_validation_result = models.CharField(max_length=32, blank=True)
     last_validation_reason = models.CharField(max_length=500, blank=True)

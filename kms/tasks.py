@@ -5,12 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from kombu.exceptions import OperationalError as BrokerError
 
 from kms import jobs
 from kms.providers import TRANSIENT, CheckOutcome
 
+# A database or broker that did not answer: retried with backoff, never longer than a
+# message may wait unacknowledged in the broker (KEYWARD_BROKER_VISIBILITY_TIMEOUT).
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerError)
+RETRY_TRANSIENT: dict[str, Any] = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": settings.JOB_RETRY_BASE_SECONDS,
+    "retry_backoff_max": settings.JOB_MAX_COUNTDOWN,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
 
-@shared_task(name="keyward.kms.check_key", bind=True, acks_late=True, max_retries=6)
+
+@shared_task(name="keyward.kms.check_key", bind=True, acks_late=True, **RETRY_TRANSIENT)
 def check_key(self: Any, key_id: str) -> None:
     """Check one key; a transient answer is retried later and never changes its status."""
     checked = jobs.check_key(key_id)
@@ -20,14 +34,15 @@ def check_key(self: Any, key_id: str) -> None:
         raise self.retry(countdown=jobs.backoff(self.request.retries, checked.retry_after))
 
 
-@shared_task(name="keyward.kms.schedule_key_checks", acks_late=True)
+@shared_task(name="keyward.kms.schedule_key_checks", acks_late=True, **RETRY_TRANSIENT)
 def schedule_key_checks() -> None:
-    """Spread a check of every active key over the check interval, capped per provider."""
-    for key_id, offset in jobs.schedule(jobs.keys_to_check()):
+    """Each dispatch tick: enqueue the checks that are due, spread over the tick and
+    capped per provider (no check waits in the broker longer than a tick)."""
+    for key_id, offset in jobs.schedule(jobs.claim_due_checks()):
         check_key.apply_async((key_id,), countdown=offset)
 
 
-@shared_task(name="keyward.kms.retire_versions", acks_late=True)
+@shared_task(name="keyward.kms.retire_versions", acks_late=True, **RETRY_TRANSIENT)
 def retire_versions() -> None:
     """Destroy previous versions past their grace, and finish the destruction of revoked
     keys that the store could not destroy when they were revoked."""
@@ -37,7 +52,7 @@ def retire_versions() -> None:
         destroy_key_secrets.delay(key_id)
 
 
-@shared_task(name="keyward.kms.destroy_key_secrets", acks_late=True)
+@shared_task(name="keyward.kms.destroy_key_secrets", acks_late=True, **RETRY_TRANSIENT)
 def destroy_key_secrets(key_id: str) -> None:
     """One attempt; the next sweep tries again while the store cannot answer."""
     jobs.destroy_key_secrets(key_id)
@@ -49,23 +64,23 @@ def destroy_key_secrets(key_id: str) -> None:
     max_retries=10,
     autoretry_for=(Exception,),
     retry_backoff=30,
-    retry_backoff_max=3600,
+    retry_backoff_max=settings.JOB_MAX_COUNTDOWN,
     retry_jitter=True,
 )
 def retire_version(version_pk: int) -> None:
     jobs.retire_version(version_pk)
 
 
-@shared_task(name="keyward.kms.flag_rotation_due", acks_late=True)
+@shared_task(name="keyward.kms.flag_rotation_due", acks_late=True, **RETRY_TRANSIENT)
 def flag_rotation_due() -> None:
     jobs.flag_rotation_due()
 
 
-@shared_task(name="keyward.kms.purge_expired_tokens", acks_late=True)
+@shared_task(name="keyward.kms.purge_expired_tokens", acks_late=True, **RETRY_TRANSIENT)
 def purge_expired_tokens() -> None:
     jobs.purge_expired_tokens()
 
 
-@shared_task(name="keyward.kms.summarise_auth_failures", acks_late=True)
+@shared_task(name="keyward.kms.summarise_auth_failures", acks_late=True, **RETRY_TRANSIENT)
 def summarise_auth_failures() -> None:
     jobs.summarise_auth_failures()

@@ -302,6 +302,11 @@ SPECTACULAR_SETTINGS = {
 }
 
 CELERY_BROKER_URL = env.secret("KEYWARD_BROKER_URL") or ""
+# How long a delivered, unacknowledged message waits before Redis hands it to another worker
+# (a worker killed mid-task). Every countdown and retry stays below it (JOB_MAX_COUNTDOWN),
+# so no message is ever delivered twice for waiting.
+BROKER_VISIBILITY_TIMEOUT = env.number("KEYWARD_BROKER_VISIBILITY_TIMEOUT", 300, minimum=2)
+JOB_MAX_COUNTDOWN = max(1, BROKER_VISIBILITY_TIMEOUT * 4 // 5)
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {}
 if not CELERY_BROKER_URL:
     if PRODUCTION:
@@ -318,9 +323,7 @@ if not CELERY_BROKER_URL:
     }
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # An unacknowledged task (its worker died) is handed out again after this many seconds.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env.number("KEYWARD_BROKER_VISIBILITY_TIMEOUT", 3600, minimum=1)
-    }
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": BROKER_VISIBILITY_TIMEOUT}
 CELERY_TASK_DEFAULT_QUEUE = env.text("KEYWARD_CELERY_QUEUE", "keyward")
 # Publishing must not hang a request when the broker is down: webhook deliveries are kept
 # in the database and re-sent by a periodic sweep, so a failed publish loses nothing.
@@ -364,7 +367,7 @@ INVALID_AFTER_PERMISSION_FAILURES = env.number("KEYWARD_INVALID_AFTER_PERMISSION
 KEY_CHECK_INTERVAL = env.number("KEYWARD_KEY_CHECK_INTERVAL", 6 * 3600, minimum=1)
 _SCHEDULE = {
     # task name: (environment variable, default seconds); 0 turns an entry off
-    "keyward.kms.schedule_key_checks": ("KEYWARD_SCHEDULE_KEY_CHECKS", KEY_CHECK_INTERVAL),
+    "keyward.kms.schedule_key_checks": ("KEYWARD_SCHEDULE_KEY_CHECKS", 60),
     "keyward.kms.retire_versions": ("KEYWARD_SCHEDULE_RETIRE_VERSIONS", 300),
     "keyward.kms.flag_rotation_due": ("KEYWARD_SCHEDULE_ROTATION_DUE", 3600),
     "keyward.kms.purge_expired_tokens": ("KEYWARD_SCHEDULE_PURGE_TOKENS", 3600),
@@ -378,6 +381,10 @@ CELERY_BEAT_SCHEDULE = {
     for task, (variable, default) in _SCHEDULE.items()
     if (seconds := env.number(variable, default, minimum=0))
 }
+# The dispatch tick of periodic key checks: due checks are spread over one tick, which
+# stays below the broker's visibility timeout.
+_dispatch = env.number("KEYWARD_SCHEDULE_KEY_CHECKS", 60, minimum=0)
+KEY_CHECK_TICK = min(_dispatch or 60, JOB_MAX_COUNTDOWN)
 
 PROVIDER_TIMEOUT_MS = env.number("KEYWARD_PROVIDER_TIMEOUT_MS", 5000, minimum=100, maximum=60000)
 _base_urls = env.text("KEYWARD_PROVIDER_BASE_URLS")

@@ -44,6 +44,7 @@ class Worker:
             KEYWARD_PROVIDER_TIMEOUT_MS="1000",
             KEYWARD_BROKER_VISIBILITY_TIMEOUT=str(visibility_timeout),
             KEYWARD_KEY_CHECK_INTERVAL="2",
+            KEYWARD_SCHEDULE_KEY_CHECKS="2",
             KEYWARD_KEY_CHECKS_PER_PROVIDER_PER_MINUTE="600",
         )
         if webhooks:

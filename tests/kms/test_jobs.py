@@ -138,7 +138,7 @@ def test_each_notifying_job_queues_one_delivery_per_webhook(world, settings, pro
 
 
 def test_checks_are_capped_per_provider(settings):
-    settings.KEY_CHECK_INTERVAL = 60
+    settings.KEY_CHECK_TICK = 60
     settings.KEY_CHECKS_PER_PROVIDER_PER_MINUTE = 10
     keys_ = [(f"o{i}", "openai") for i in range(20)] + [(f"a{i}", "anthropic") for i in range(2)]
     plan = dict(jobs.schedule(keys_))
@@ -161,3 +161,35 @@ def test_consecutive_permission_failures_mark_a_key_invalid_only_when_configured
     jobs.check_key(world.key_a.id)
     world.key_a.refresh_from_db()
     assert world.key_a.status == final
+
+
+def test_due_checks_are_claimed_once_and_come_back_after_the_interval(world, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.KEY_CHECK_INTERVAL = 3600
+    settings.KEY_CHECK_TICK = 60
+    settings.KEY_CHECKS_PER_PROVIDER_PER_MINUTE = 60
+    now = timezone.now()
+    first = sorted(key_id for key_id, _ in jobs.claim_due_checks(now))
+    assert first == sorted([str(world.key_a.id), str(world.key_b.id)])
+    assert jobs.claim_due_checks(now) == [], "claimed: not enqueued twice"
+    later = now + timedelta(seconds=3600 * 1.1 + 1)
+    assert len(jobs.claim_due_checks(later)) == 2, "due again after the interval"
+
+
+def test_a_dispatch_claims_no_more_than_the_cap_and_no_countdown_outlives_the_broker(
+    world, settings
+):
+    settings.KEY_CHECK_TICK = 60
+    settings.KEY_CHECKS_PER_PROVIDER_PER_MINUTE = 1
+    claimed = jobs.claim_due_checks()
+    assert len(claimed) == 1, "two openai keys due, one a minute allowed"
+    assert all(offset <= 60 for _, offset in jobs.schedule(claimed))
+    assert all(
+        jobs.backoff(retries, retry_after) <= settings.JOB_MAX_COUNTDOWN
+        for retries in range(12)
+        for retry_after in (None, 86400.0)
+    )
+    assert settings.JOB_MAX_COUNTDOWN < settings.BROKER_VISIBILITY_TIMEOUT
