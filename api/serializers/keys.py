@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from api.base import StrictSerializer
 from kms.actions.keys import MAX_GRACE_SECONDS
-from kms.models import KeyVersion, ProviderKey, ValidationResult
+from kms.models import KeyVersion, ProviderKey, Validation, ValidationResult
 from kms.providers import ADAPTERS
 
 LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 ._:/-]{0,98}[A-Za-z0-9])?", re.ASCII)
@@ -76,6 +76,12 @@ class KeySerializer(serializers.ModelSerializer[ProviderKey]):
         slug_field="slug", read_only=True
     )
     versions = VersionSerializer(many=True, read_only=True)
+    last_validation = serializers.ChoiceField(
+        choices=Validation.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text="Empty until the key's first check with its provider.",
+    )
 
     class Meta:
         model = ProviderKey

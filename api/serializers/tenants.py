@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rest_framework import serializers
@@ -21,15 +22,34 @@ def _django_validator(func: Any) -> Any:
     return run
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_control_characters(value: str) -> None:
+    if _CONTROL.search(value):
+        raise serializers.ValidationError("Control characters are not allowed.")
+
+
+def _display_name(required: bool = True) -> serializers.CharField:
+    """A display name: up to 200 characters as sent (no trimming that would make the
+    length check lie), none of them a control character."""
+    return serializers.CharField(
+        max_length=200,
+        required=required,
+        trim_whitespace=False,
+        validators=[_no_control_characters],
+    )
+
+
 class TenantCreateSerializer(StrictSerializer):
     slug = serializers.CharField(
         max_length=63, trim_whitespace=False, validators=[_django_validator(validate_slug)]
     )
-    name = serializers.CharField(max_length=200)
+    name = _display_name()
 
 
 class TenantUpdateSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=200, required=False)
+    name = _display_name(required=False)
     status = serializers.ChoiceField(choices=TenantStatus.choices, required=False)
 
 

@@ -106,3 +106,25 @@ def test_json_types_are_exact_on_the_admin_api(actors, case):
         ServicePrincipal.objects.count(),
         Grant.objects.count(),
     ) == before
+
+
+@pytest.mark.parametrize(
+    "name", ["Acme\u001b[31m", "Acme\u0085Corp", "Acme\nCorp", "\u001c" + "x" * 200]
+)
+def test_a_tenant_name_holds_no_control_characters(actors, name):
+    response = actors.as_("alice").post(
+        "/api/v1/tenants", {"slug": "named", "name": name}, format="json"
+    )
+    assert "name" in _refused(response)["fields"]
+    assert not Tenant.objects.filter(slug="named").exists()
+
+
+def test_a_key_never_checked_matches_its_documented_schema(actors, client):
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    field = schema["components"]["schemas"]["Key"]["properties"]["last_validation"]
+    allowed = set()
+    for option in field.get("oneOf", [field]):
+        ref = option.get("$ref", "")
+        target = schema["components"]["schemas"][ref.rsplit("/", 1)[-1]] if ref else option
+        allowed |= set(target.get("enum", []))
+    assert {"", "ok", "invalid", "error"} <= allowed
