@@ -53,3 +53,31 @@ def test_a_principal_is_not_created_and_no_secret_is_returned(failing_audit):
     assert response.status_code == 503
     assert "kwp_" not in response.content.decode()
     assert not ServicePrincipal.objects.filter(name=name).exists()
+
+
+@pytest.fixture
+def failing_after(committed_world):
+    """The world first, then an audit table that refuses every event."""
+    token = committed_world.token()
+    with pg.connect() as conn:
+        conn.execute(FAILING_TRIGGER)
+    try:
+        yield committed_world, token
+    finally:
+        with pg.connect() as conn:
+            conn.execute("DROP TRIGGER audit_event_test_failure ON audit_event")
+            conn.execute("DROP FUNCTION audit_event_test_failure()")
+
+
+def test_one_statement_actions_fail_closed_when_their_event_cannot_be_written(failing_after):
+    from kms.models import ScopedToken
+
+    world, token = failing_after
+    tokens_before = ScopedToken.objects.count()
+    issued = world.issue()  # no transaction is open: token and event are one statement
+    assert issued.status_code == 503, issued.content
+    assert issued.json()["error"]["code"] == "audit_unavailable"
+    assert ScopedToken.objects.count() == tokens_before
+    released = api_client(token).post("/api/v1/exchange")
+    assert released.status_code == 503, released.content
+    assert world.secret_a not in released.content.decode()
