@@ -1,171 +1,36 @@
-"""Where Keyward may send a provider key: the base_url policy.
-
-Under the strict policy (the production default) a base_url must be https, carry no
-credentials, query or fragment, and its host must resolve only to public addresses: no
-loopback, private, link-local (cloud metadata at 169.254.169.254 included), carrier-grade
-NAT, multicast or reserved ranges, unless KEYWARD_PROVIDER_URL_ALLOWLIST names the host or
-a network containing the address (an entry may name a port: `host:8443`). An IPv6
-address that carries an IPv4 one (IPv4-mapped, IPv4-compatible, 6to4, Teredo, NAT64) is
-judged by the IPv4 address it carries as well.
-
-The policy is applied on every outbound call, not only when a key is stored: `pin()`
-checks the URL at the time of the call and names the address that was checked, and the
-caller connects to that address (with the host name kept for TLS and the Host header),
-so a DNS answer that changes between the check and the connection changes nothing.
-"""
+"""The egress policy for provider calls: `core.egress` under KEYWARD_PROVIDER_URL_POLICY and
+KEYWARD_PROVIDER_URL_ALLOWLIST, refusing with the API's `forbidden_base_url`."""
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-from dataclasses import dataclass
-from urllib.parse import SplitResult, urlsplit, urlunsplit
-
 from django.conf import settings
 
+from core import egress
+from core.egress import Destination
 from kms.exceptions import ForbiddenBaseUrl
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+__all__ = ["Destination", "check_base_url", "pin"]
 
 
-def _allowed(host: str, address: IPAddress | None, port: int | None = None) -> bool:
-    for entry in settings.PROVIDER_URL_ALLOWLIST:
-        name, wanted = _entry(entry)
-        if wanted is not None and wanted != port:
-            continue
-        if name.lower() == host.lower():
-            return True
-        try:
-            network = ipaddress.ip_network(name, strict=False)
-        except ValueError:
-            continue
-        if address is not None and address in network:
-            return True
-    return False
-
-
-def _entry(entry: str) -> tuple[str, int | None]:
-    """An allowlist entry as (host or network, port or None): `host`, `host:8443`,
-    `10.0.0.0/8`, `[fd00::1]:8443`."""
-    head, colon, tail = entry.rpartition(":")
-    if colon and tail.isdigit() and (head.startswith("[") or ":" not in head):
-        return head.strip("[]"), int(tail)
-    return entry.strip("[]"), None
-
-
-def _carried(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """The IPv4 addresses an IPv6 address carries, in every form a router would honour."""
-    carried = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
-    if address.teredo is not None:
-        carried.extend(address.teredo)
-    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    if any(address in net for net in _NAT64):
-        carried.append(low32)
-    if address in _IPV4_COMPATIBLE and int(address) > 1:
-        carried.append(low32)
-    return carried
-
-
-def _public(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address):
-        carried = _carried(address)
-        if carried:
-            return all(_public(inner) for inner in carried)
-    return not (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or address in _CGNAT
+def policy() -> egress.Policy:
+    return egress.Policy(
+        strict=settings.PROVIDER_URL_POLICY == "strict",
+        allowlist=tuple(settings.PROVIDER_URL_ALLOWLIST),
+        subject="base_url",
     )
 
 
-def _addresses(host: str) -> list[IPAddress]:
-    try:
-        return [ipaddress.ip_address(host.strip("[]"))]
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise ForbiddenBaseUrl(f"The host {host!r} does not resolve.") from None
-    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-
-
 def check_base_url(url: str) -> str:
-    """The normalised base_url if the policy allows it; ForbiddenBaseUrl otherwise."""
-    parts = _parts(url)
-    if settings.PROVIDER_URL_POLICY == "strict":
-        _checked_address(parts.scheme, parts.hostname or "", _port(parts))
-    return url.rstrip("/")
-
-
-@dataclass(frozen=True)
-class Destination:
-    """Where to connect for a URL the policy allowed just now: `url` names the checked
-    address in place of the host (unless nothing was resolved), and `host` is the name to
-    present in TLS (SNI and certificate check) and in the Host header."""
-
-    url: str
-    host: str
-    pinned: bool
-
-    def headers(self) -> dict[str, str]:
-        return {"Host": self.host} if self.pinned else {}
-
-    def extensions(self) -> dict[str, str]:
-        return {"sni_hostname": self.host.rsplit(":", 1)[0].strip("[]")} if self.pinned else {}
+    """The normalised base_url if the policy allows it now; ForbiddenBaseUrl otherwise."""
+    try:
+        return egress.check(url, policy())
+    except egress.Refused as refused:
+        raise ForbiddenBaseUrl(str(refused)) from None
 
 
 def pin(url: str) -> Destination:
-    """Check `url` against the policy now and name the address to connect to."""
-    parts = _parts(url)
-    host = parts.hostname or ""
-    if settings.PROVIDER_URL_POLICY != "strict":
-        return Destination(url, parts.netloc, pinned=False)
-    address = _checked_address(parts.scheme, host, _port(parts))
-    if address is None:  # an allowlisted name: the operator vouches for it
-        return Destination(url, parts.netloc, pinned=False)
-    literal = f"[{address}]" if address.version == 6 else str(address)
-    netloc = literal + (f":{parts.port}" if parts.port else "")
-    return Destination(urlunsplit(parts._replace(netloc=netloc)), parts.netloc, pinned=True)
-
-
-def _port(parts: SplitResult) -> int:
-    return parts.port or (443 if parts.scheme == "https" else 80)
-
-
-def _parts(url: str) -> SplitResult:
-    if len(url) > 2048 or not url.isascii() or any(c.isspace() for c in url):
-        raise ForbiddenBaseUrl("The base_url must be a plain ASCII URL.")
-    parts = urlsplit(url)
+    """Check a provider URL against the policy now and name the address to connect to."""
     try:
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        raise ForbiddenBaseUrl("The base_url has a malformed port.") from None
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ForbiddenBaseUrl("The base_url must be an http(s) URL with a host.")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ForbiddenBaseUrl("The base_url must not carry credentials, a query or a fragment.")
-    return parts
-
-
-def _checked_address(scheme: str, host: str, port: int) -> IPAddress | None:
-    """The first address of `host`, every one of which the strict policy allows; None for
-    a host the allowlist names (it is not resolved here)."""
-    if _allowed(host, None, port):
-        return None
-    if scheme != "https":
-        raise ForbiddenBaseUrl("The base_url must use https.")
-    addresses = _addresses(host)
-    for address in addresses:
-        if not _public(address) and not _allowed(host, address, port):
-            raise ForbiddenBaseUrl(
-                "The base_url points at a loopback, private, link-local or metadata address."
-            )
-    return addresses[0]
+        return egress.pin(url, policy())
+    except egress.Refused as refused:
+        raise ForbiddenBaseUrl(str(refused)) from None

@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core import egress
 from notify.models import WebhookDelivery
 
 EVENTS = frozenset({"key.invalid", "key.rotation_due", "key.version_retired", "audit.chain_broken"})
@@ -103,10 +104,23 @@ def claim(delivery_id: UUID | str) -> Claim | None:
     return Claim(delivery.id, delivery.attempts, delivery.url, delivery.event, body, hook["secret"])
 
 
+def policy() -> egress.Policy:
+    return egress.Policy(
+        strict=settings.WEBHOOK_URL_POLICY == "strict",
+        allowlist=tuple(settings.WEBHOOK_URL_ALLOWLIST),
+        subject="webhook URL",
+    )
+
+
 def post(attempt: Claim) -> tuple[int | None, str]:
     """Send one claimed attempt: (HTTP status or None, error class name or "")."""
+    try:  # the policy of now, and the address it checked
+        destination = egress.pin(attempt.url, policy())
+    except egress.Refused:
+        return None, "egress_refused"
     stamp = int(time.time())
     headers = {
+        **destination.headers(),
         "Content-Type": "application/json",
         "User-Agent": "keyward-webhooks/1",
         "X-Keyward-Event": attempt.event,
@@ -116,14 +130,17 @@ def post(attempt: Claim) -> tuple[int | None, str]:
     try:
         # Only the status matters: the body is never read, so a receiver cannot stall a
         # worker by dripping it.
-        with httpx.stream(
-            "POST",
-            attempt.url,
-            content=attempt.body,
-            headers=headers,
-            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
-            follow_redirects=False,
-        ) as response:
+        timeout = settings.WEBHOOK_TIMEOUT_SECONDS
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=False) as client,
+            client.stream(
+                "POST",
+                destination.url,
+                content=attempt.body,
+                headers=headers,
+                extensions=destination.extensions(),
+            ) as response,
+        ):
             return response.status_code, ""
     except Exception as exc:  # whatever failed (a bad URL too), the attempt is recorded
         return None, type(exc).__name__

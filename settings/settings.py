@@ -358,6 +358,11 @@ if not isinstance(WEBHOOKS, list) or not all(
 WEBHOOK_SWEEP_AFTER_SECONDS = env.number("KEYWARD_WEBHOOK_SWEEP_AFTER_SECONDS", 60)
 WEBHOOK_MAX_ATTEMPTS = env.number("KEYWARD_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
 WEBHOOK_TIMEOUT_SECONDS = env.number("KEYWARD_WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1, maximum=60)
+# The egress policy of webhook posts, on its own allowlist: receivers are often internal.
+WEBHOOK_URL_POLICY = env.choice(
+    "KEYWARD_WEBHOOK_URL_POLICY", ("strict", "open"), "strict" if PRODUCTION else "open"
+)
+WEBHOOK_URL_ALLOWLIST = env.csv("KEYWARD_WEBHOOK_URL_ALLOWLIST")
 JOB_RETRY_BASE_SECONDS = env.number("KEYWARD_JOB_RETRY_BASE_SECONDS", 30, minimum=1)
 KEY_CHECKS_PER_PROVIDER_PER_MINUTE = env.number(
     "KEYWARD_KEY_CHECKS_PER_PROVIDER_PER_MINUTE", 60, minimum=1

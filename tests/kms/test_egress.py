@@ -48,6 +48,8 @@ def strict(settings):
         "https://[::a9fe:a9fe]/",  # IPv4-compatible 169.254.169.254
         "https://[::ffff:a9fe:a9fe]/",  # IPv4-mapped 169.254.169.254
         "https://api.openai.com:notaport/v1",
+        "https://[::1",
+        "https://[::1]x/v1",
     ],
 )
 def test_strict_policy_refuses(strict, url):
@@ -71,8 +73,9 @@ def test_an_allowlisted_host_or_network_may_be_private(strict):
 def test_the_open_policy_still_refuses_credentials_in_the_url(settings):
     settings.PROVIDER_URL_POLICY = "open"
     assert check_base_url("http://127.0.0.1:8080/v1") == "http://127.0.0.1:8080/v1"
-    with pytest.raises(ForbiddenBaseUrl):
-        check_base_url("http://user:pw@127.0.0.1:8080/v1")
+    for url in ("http://user:pw@127.0.0.1:8080/v1", "http://[::1", "http://h:99999/v1"):
+        with pytest.raises(ForbiddenBaseUrl):
+            check_base_url(url)
 
 
 @pytest.mark.parametrize("url", ["https://[2002:0101:0101::]/v1", "https://[64:ff9b::101:101]/v1"])

@@ -9,7 +9,10 @@ import time
 import pytest
 from django.db import connection
 
+from core import egress
+from kms import egress as kms_egress
 from kms import jobs
+from kms.exceptions import ForbiddenBaseUrl
 from notify import webhooks
 from notify.models import WebhookDelivery
 from tests import provider_stub as docs
@@ -127,3 +130,62 @@ def test_a_claim_never_shows_its_secret(world, settings, receiver):
     claim = webhooks.claim(delivery.pk)
     assert claim is not None
     assert secret not in repr(claim) and secret not in str(claim)
+
+
+@pytest.mark.django_db
+def test_the_strict_policy_refuses_a_private_receiver_at_the_time_of_the_post(
+    world, settings, receiver
+):
+    settings.WEBHOOKS = [{"url": receiver.url + "/h", "secret": "z" * 20}]
+    settings.WEBHOOK_URL_POLICY = "strict"  # tightened after the delivery was queued
+    settings.WEBHOOK_URL_ALLOWLIST = []
+    settings.PROVIDER_URL_ALLOWLIST = [receiver.url.split("//")[1]]  # not the webhooks' list
+    (delivery,) = webhooks.queue("key.invalid", {"key_id": str(world.key_a.id)})
+    receiver.answer(200, {})
+    assert webhooks.deliver(delivery.pk) is False, "a refused attempt is retried later"
+    assert receiver.seen == [], "nothing was sent"
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_error) == (
+        "pending",
+        1,
+        "egress_refused",
+    )
+    settings.WEBHOOK_URL_ALLOWLIST = [receiver.url.split("//")[1]]  # host:port
+    assert webhooks.deliver(delivery.pk) is True
+    assert len(receiver.seen) == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://[2002:a9fe:a9fe::]/h",  # 6to4 of 169.254.169.254
+        "https://[64:ff9b::7f00:1]/h",  # NAT64 of 127.0.0.1
+        "https://[::ffff:10.0.0.1]/h",  # IPv4-mapped
+        "https://169.254.169.254/latest/meta-data",
+        "http://example.com/h",
+    ],
+)
+@pytest.mark.django_db
+def test_the_strict_policy_refuses_tunnelled_and_metadata_receivers(world, settings, url):
+    settings.WEBHOOKS = [{"url": url, "secret": "z" * 20}]
+    settings.WEBHOOK_URL_POLICY = "strict"
+    settings.WEBHOOK_URL_ALLOWLIST = []
+    (delivery,) = webhooks.queue("key.invalid", {"key_id": str(world.key_a.id)})
+    assert webhooks.deliver(delivery.pk) is False
+    delivery.refresh_from_db()
+    assert delivery.last_error == "egress_refused"
+
+
+def test_a_webhook_connects_to_the_address_its_policy_checked(settings):
+    settings.WEBHOOK_URL_POLICY = "strict"
+    settings.WEBHOOK_URL_ALLOWLIST = ["127.0.0.0/8", "::1/128"]
+    settings.PROVIDER_URL_POLICY = "strict"
+    settings.PROVIDER_URL_ALLOWLIST = []
+    target = egress.pin("https://localhost:9443/h", webhooks.policy())
+    assert target.url in ("https://127.0.0.1:9443/h", "https://[::1]:9443/h")
+    assert (target.headers(), target.extensions()) == (
+        {"Host": "localhost:9443"},
+        {"sni_hostname": "localhost"},
+    )
+    with pytest.raises(ForbiddenBaseUrl):  # the provider policy has its own allowlist
+        kms_egress.pin("https://localhost:9443/v1")
