@@ -63,6 +63,14 @@ def _print_tokens(result: dict[str, Any]) -> None:
             f"  p95 {p['p95_ms']:.2f}  p99 {p['p99_ms']:.2f} ms  errors {p['errors']}"
             f"  (hey: p50 {p['hey']['p50_ms']:.2f}  p99 {p['hey']['p99_ms']:.2f} ms)"
         )
+    timing = result["refusal_timing"]
+    print(f"refusal timing, {timing['rounds']} pairs each (known id + wrong secret : unknown id)")
+    for kind in ("token", "principal"):
+        t = timing[kind]
+        print(
+            f"{kind:<18} wrong secret p50 {t['wrong_secret']['p50_ms']:.3f} ms,"
+            f" unknown id p50 {t['unknown_id']['p50_ms']:.3f} ms, ratio {t['wrong_to_unknown']}"
+        )
     for name, value in result["ratios"].items():
         print(f"ratio {name}: {value}")
     for name, met in result["targets_met"].items():

@@ -3,6 +3,8 @@ load generator needs to the file named as the only argument (created with mode 0
 never to standard output.
 
 - worst case: one tenant, one principal, one token;
+- refused: for the refusal timing, credentials of the worst case's token and principal
+  spelled with another secret, and with a lookup id that does not exist;
 - mix: 16 tenants with a key each, 64 principals (four per tenant, each granted its own
   tenant), each holding one long-lived token that it reuses, as a service would.
 """
@@ -20,6 +22,7 @@ django.setup()
 
 from audit.actors import Actor  # noqa: E402
 from kms.actions import keys, tokens  # noqa: E402
+from tenants import credentials  # noqa: E402
 from tenants.actions import (  # noqa: E402
     do_create_grant,
     do_create_principal,
@@ -53,6 +56,18 @@ def _principal(name: str, tenant: Tenant) -> dict[str, str]:
     return {"tenant": tenant.slug, "principal_secret": principal_secret, "token": token}
 
 
+def _refused(presented: str) -> dict[str, str]:
+    """Two well-formed credentials that must be refused: the known lookup id with another
+    secret, and a lookup id that does not exist."""
+    parsed = credentials.parse(presented)
+    assert parsed is not None
+    other = "A" * credentials.SECRET_LEN
+    return {
+        "wrong_secret": credentials.spell(parsed.prefix, parsed.key_id, other),
+        "unknown_id": credentials.spell(parsed.prefix, "Z" * credentials.KEY_ID_LEN, other),
+    }
+
+
 def main() -> None:
     worst = _principal("bench-svc", _tenant("bench"))
     mix = []
@@ -61,7 +76,11 @@ def main() -> None:
         mix += [_principal(f"mix-{t:02d}-svc-{p}", tenant) for p in range(PRINCIPALS_PER_TENANT)]
     fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump({"worst": worst, "mix": mix}, out)
+        refused = {
+            "token": _refused(worst["token"]),
+            "principal": _refused(worst["principal_secret"]),
+        }
+        json.dump({"worst": worst, "mix": mix, "refused": refused}, out)
 
 
 if __name__ == "__main__":

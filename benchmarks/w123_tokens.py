@@ -26,12 +26,14 @@ from typing import Any
 
 import requests
 
+from benchmarks import refusal_timing
 from benchmarks.common import ROOT, median, percentile
 from benchmarks.paced import paced
 from tests.bao import BaoServer, free_port, start_dev_server, start_raft_server
 
 LUA = ROOT / "benchmarks" / "wrk" / "request.lua"
 FIXED_RATE, FIXED_SECONDS, FIXED_WORKERS = 300, 10, 30
+REFUSAL_ROUNDS = {False: 500, True: 3000}  # pairs per credential kind: quick, full
 JSON = {"Content-Type": "application/json"}
 
 
@@ -290,6 +292,7 @@ def run(
             **_bao_workloads("bao_raft", raft),
         }
         results = _points(ours, runs, seconds, connections)
+        refusals = refusal_timing.measure(base, creds["refused"], REFUSAL_ROUNDS[runs > 1])
         # Before the baselines: OpenBao's thousands of raft writes leave compaction behind.
         fixed = {
             name: fixed_rate(**{k: v for k, v in ours[name].items() if k != "callers"})
@@ -303,7 +306,13 @@ def run(
         dev.stop()
         raft.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return _summary(results, fixed, connections, workers, threads, seconds, service_env)
+    summary = _summary(results, fixed, connections, workers, threads, seconds, service_env)
+    summary["refusal_timing"] = refusals
+    summary["errors"] += refusals["errors"]
+    summary["targets_met"]["refusal_timing_within_5%"] = all(
+        abs(refusals[kind]["wrong_to_unknown"] - 1) <= 0.05 for kind in creds["refused"]
+    )
+    return summary
 
 
 def _summary(

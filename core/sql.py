@@ -53,6 +53,9 @@ class Columns:
     def __init__(self, fields: Sequence[Field[Any, Any]]) -> None:
         self.fields = tuple(fields)
         self._converters: list[tuple[Col, list[Converter]]] | None = None
+        self._positions: dict[str, int] = {}
+        for position, f in reversed(list(enumerate(self.fields))):
+            self._positions[f.attname] = position  # the first column of that name wins
 
     @classmethod
     def of(cls, model: type[Model], names: Sequence[str]) -> Columns:
@@ -63,6 +66,10 @@ class Columns:
 
     def __len__(self) -> int:
         return len(self.fields)
+
+    def position(self, attname: str) -> int:
+        """Where the first column read from a field of that attribute name is."""
+        return self._positions[attname]
 
     def names(self, alias: str = "") -> list[str]:
         """The column names, qualified by a table alias when one is given."""
@@ -111,6 +118,14 @@ def fetch(
     with connection.cursor() as cursor:
         cursor.execute(sql, _params(params))
         return [columns.convert(row) for row in cursor.fetchall()]
+
+
+def fetch_raw(sql: str, params: Sequence[Value | str | int | None]) -> list[tuple[Any, ...]]:
+    """Rows of a SELECT as the driver returns them, for a caller that converts a row
+    (`Columns.convert`) only once it knows it wants it."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _params(params))
+        return list(cursor.fetchall())
 
 
 def execute(sql: str, params: Sequence[Value | str | int | None]) -> int:

@@ -140,21 +140,22 @@ _LOAD_TOKEN = (
 _TOKEN_ROW = _TOKEN + _TOKEN_TENANT + _TOKEN_KEY + _TOKEN_PRINCIPAL
 
 
-def load_token(key_id: str) -> ScopedToken | None:
+def load_token(key_id: str) -> credentials.Stored[ScopedToken] | None:
     """A token with its tenant, key and principal in one plain query. This runs on every
-    token-authenticated request; the fields not loaded here stay deferred (read on access),
-    so nothing sees a default in place of a stored value."""
-    rows = sql.fetch(_LOAD_TOKEN, [key_id], _TOKEN_ROW)
-    if not rows:
-        return None
-    row = rows[0]
+    token-authenticated request; the row is built only once its digest matched, and the
+    fields not loaded here stay deferred (read on access), so nothing sees a default in
+    place of a stored value."""
+    return credentials.stored(_TOKEN_ROW, _LOAD_TOKEN, key_id, _token_of)
+
+
+def _token_of(values: list[Any]) -> ScopedToken:
     a = len(_TOKEN)
     b = a + len(_TOKEN_TENANT)
     c = b + len(_TOKEN_KEY)
-    token = sql.instance(ScopedToken, _TOKEN, row[:a])
-    token.tenant = sql.instance(Tenant, _TOKEN_TENANT, row[a:b])
-    token.provider_key = sql.instance(ProviderKey, _TOKEN_KEY, row[b:c])
-    token.principal = sql.instance(ServicePrincipal, _TOKEN_PRINCIPAL, row[c:])
+    token = sql.instance(ScopedToken, _TOKEN, values[:a])
+    token.tenant = sql.instance(Tenant, _TOKEN_TENANT, values[a:b])
+    token.provider_key = sql.instance(ProviderKey, _TOKEN_KEY, values[b:c])
+    token.principal = sql.instance(ServicePrincipal, _TOKEN_PRINCIPAL, values[c:])
     return token
 
 

@@ -9,6 +9,7 @@ next time it is used.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -16,12 +17,13 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from core import sql
 from tenants.models import HashedCredential
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -81,11 +83,15 @@ def mint(prefix: str) -> NewCredential:
     if prefix not in PREFIXES:
         raise ValueError(f"unknown credential prefix {prefix!r}")
     key_id = "".join(secrets.choice(ALPHABET) for _ in range(KEY_ID_LEN))
-    secret = _base62(secrets.randbits(256), SECRET_LEN)
-    body = prefix + key_id + secret
-    plaintext = body + _checksum(body)
+    plaintext = spell(prefix, key_id, _base62(secrets.randbits(256), SECRET_LEN))
     pepper_id = current_pepper_id()
     return NewCredential(plaintext, key_id, digest(plaintext, pepper_id), pepper_id)
+
+
+def spell(prefix: str, key_id: str, secret: str) -> str:
+    """The credential string of these parts, its checksum appended."""
+    body = prefix + key_id + secret
+    return body + _checksum(body)
 
 
 def parse(presented: str) -> Parsed | None:
@@ -109,23 +115,63 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def verify(model: type[C], parsed: Parsed, lookup: Callable[[str], C | None] | None = None) -> C:
+@dataclass(frozen=True)
+class Stored(Generic[C]):
+    """A credential row as read, before it is believed: its digest and pepper id, and how
+    to build the row (with whatever the lookup joined) once the digest has matched."""
+
+    digest: str
+    pepper_id: int
+    load: Callable[[], C]
+
+
+Lookup = Callable[[str], "Stored[C] | None"]
+
+
+def stored(
+    columns: sql.Columns, statement: str, key_id: str, build: Callable[[list[Any]], C]
+) -> Stored[C] | None:
+    """The row `statement` finds for `key_id`, whose leading columns are the credential's
+    own `columns`; its values are converted and `build` runs only when it is loaded."""
+    rows = sql.fetch_raw(statement, [key_id])
+    if not rows:
+        return None
+    raw = rows[0]
+    return Stored(
+        raw[columns.position("digest")],
+        raw[columns.position("pepper_id")],
+        lambda: build(columns.convert(raw)),
+    )
+
+
+@functools.cache
+def _by_key_id(model: type[C]) -> Lookup[C]:
+    columns = sql.Columns(list(model._meta.concrete_fields))
+    # Only the model's own table and column names are interpolated.
+    statement = f"SELECT {', '.join(columns.names())} FROM {model._meta.db_table} WHERE key_id = %s"  # noqa: S608
+
+    def lookup(key_id: str) -> Stored[C] | None:
+        return stored(columns, statement, key_id, lambda v: sql.instance(model, columns, v))
+
+    return lookup
+
+
+def verify(model: type[C], parsed: Parsed, lookup: Lookup[C] | None = None) -> C:
     """The row whose stored digest matches, in constant time; Rejected otherwise.
 
-    An unknown key id costs the same HMAC as a wrong secret, so timing does not tell them
+    An unknown key id costs what a wrong secret costs: one query, one HMAC, one comparison,
+    and the row is built only after its digest matched, so timing does not tell the two
     apart, and both produce the same response. `lookup` replaces the default query when a
-    caller loads the row (and what it needs with it) more cheaply.
+    caller loads the row (and what it needs with it) in one statement.
     """
-    if lookup is not None:
-        row = lookup(parsed.key_id)
-    else:
-        row = model._default_manager.filter(key_id=parsed.key_id).first()
-    known = row is not None and row.pepper_id in settings.PEPPERS
-    pepper_id = row.pepper_id if (row is not None and known) else current_pepper_id()
+    found = (lookup or _by_key_id(model))(parsed.key_id)
+    known = found is not None and found.pepper_id in settings.PEPPERS
+    pepper_id = found.pepper_id if (found is not None and known) else current_pepper_id()
     computed = digest(parsed.plaintext, pepper_id)
-    expected = row.digest if (row is not None and known) else _DUMMY_DIGEST
-    if not hmac.compare_digest(computed, expected) or row is None:
-        raise Rejected("unknown" if row is None else "mismatch")
+    expected = found.digest if (found is not None and known) else _DUMMY_DIGEST
+    if not hmac.compare_digest(computed, expected) or found is None:
+        raise Rejected("unknown" if found is None else "mismatch")
+    row = found.load()
     _after_use(model, row, parsed.plaintext)
     return row
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import math
 import zlib
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.models import signals
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from kms.models import ScopedToken
+from kms.queries import load_token
 from tenants import credentials
 from tenants.models import AdminToken, ServicePrincipal
 from tests.factories import client, make_admin, make_principal
@@ -131,3 +136,43 @@ def test_an_expired_admin_token_is_refused_like_any_other():
     response = client(token).get("/api/v1/tenants")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "unauthenticated"
+
+
+@pytest.mark.django_db
+def test_a_known_id_with_a_wrong_secret_does_the_work_of_an_unknown_id(world):
+    """The refusal of a known lookup id costs what an unknown one costs: one query, one
+    HMAC, and no row built (building the row and what it joins was the measurable
+    difference); `scripts/bench W1-W3` reports the timing of both."""
+    other = "A" * credentials.SECRET_LEN
+    presented: dict[type[Any], str] = {
+        AdminToken: make_admin("security_admin")[1],
+        ServicePrincipal: world.secret,
+        ScopedToken: world.token(scopes=["release"]),
+    }
+    lookups: dict[type[Any], Any] = {ScopedToken: load_token}
+    built: list[type] = []
+
+    def count(sender: type, **kwargs: object) -> None:
+        built.append(sender)
+
+    signals.post_init.connect(count)
+    try:
+        for model, plaintext in presented.items():
+            parsed = credentials.parse(plaintext)
+            assert parsed is not None
+            for key_id, reason in ((parsed.key_id, "mismatch"), ("Z" * 12, "unknown")):
+                spelled = credentials.parse(credentials.spell(parsed.prefix, key_id, other))
+                assert spelled is not None
+                built.clear()
+                with (
+                    CaptureQueriesContext(connection) as queries,
+                    pytest.raises(credentials.Rejected) as refused,
+                ):
+                    credentials.verify(model, spelled, lookup=lookups.get(model))
+                assert refused.value.reason == reason
+                assert (len(queries), built) == (1, []), (model.__name__, reason)
+            built.clear()
+            assert credentials.verify(model, parsed, lookup=lookups.get(model)).key_id
+            assert model in built, "a matching credential is built"
+    finally:
+        signals.post_init.disconnect(count)
