@@ -124,6 +124,10 @@ class KeywardView(APIView):
     scope: Tenant | None = None
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        # A method no handler serves is 405 for everyone, before the caller is looked at,
+        # as on the plain views.
+        if request.method != "OPTIONS" and not self._handles(request.method):
+            raise exceptions.MethodNotAllowed(request.method or "")
         self.perform_authentication(request)
         self.access = access_for(request.user)
         self.actor = actor_of_credential(request.user, request.auth)

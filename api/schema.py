@@ -58,6 +58,8 @@ REFUSALS = {
     "403": "Not allowed",
     "404": "Not found",
     "409": "State conflict",
+    "413": "Body too large",
+    "415": "Unsupported media type",
     "429": "Rate limited",
     "503": "A dependency is down",
 }

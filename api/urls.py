@@ -1,11 +1,28 @@
 """Routes of /api/v1/."""
 
-from django.urls import URLPattern, URLResolver, include, path
+from django.urls import URLPattern, URLResolver, include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from api.views import audit, grants, hot, keys, tenants, tokens
+from tenants.validators import SLUG_PATTERN
 
 Routes = list[URLPattern | URLResolver]
+
+
+class SlugConverter:
+    """A tenant slug as tenants.validators defines it (the OpenAPI document states the
+    same pattern through SPECTACULAR_SETTINGS["PATH_CONVERTER_OVERRIDES"])."""
+
+    regex = SLUG_PATTERN.removeprefix("^").removesuffix("\\Z")
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(SlugConverter, "tenant_slug")
 
 principal_routes: Routes = [
     path("", tenants.PrincipalDetailView.as_view(), name="principal-detail"),
@@ -26,7 +43,7 @@ token_routes: Routes = [
     path("", hot.issue_token, name="token-issue"),
     path("/introspect", hot.introspect, name="token-introspect"),
     path("/revoke", tokens.RevokeView.as_view(), name="token-revoke"),
-    path("/<str:token_id>/revoke", tokens.AdminRevokeView.as_view(), name="token-admin-revoke"),
+    path("/<uuid:token_id>/revoke", tokens.AdminRevokeView.as_view(), name="token-admin-revoke"),
 ]
 audit_routes: Routes = [
     path("/events", audit.EventListView.as_view(), name="audit-events"),
@@ -38,13 +55,13 @@ docs: dict[str, list[object]] = {"authentication_classes": [], "permission_class
 
 urlpatterns: Routes = [
     path("tenants", tenants.TenantListView.as_view(), name="tenant-list"),
-    path("tenants/<str:slug>", tenants.TenantDetailView.as_view(), name="tenant-detail"),
-    path("tenants/<str:slug>/keys", keys.KeyListView.as_view(), name="key-list"),
-    path("tenants/<str:slug>/keys/<str:key_id>", include(key_routes)),
+    path("tenants/<tenant_slug:slug>", tenants.TenantDetailView.as_view(), name="tenant-detail"),
+    path("tenants/<tenant_slug:slug>/keys", keys.KeyListView.as_view(), name="key-list"),
+    path("tenants/<tenant_slug:slug>/keys/<uuid:key_id>", include(key_routes)),
     path("principals", tenants.PrincipalListView.as_view(), name="principal-list"),
-    path("principals/<str:principal_id>", include(principal_routes)),
+    path("principals/<uuid:principal_id>", include(principal_routes)),
     path("grants", grants.GrantListView.as_view(), name="grant-list"),
-    path("grants/<str:grant_id>", grants.GrantDetailView.as_view(), name="grant-detail"),
+    path("grants/<uuid:grant_id>", grants.GrantDetailView.as_view(), name="grant-detail"),
     path("tokens", include(token_routes)),
     path("exchange", hot.exchange, name="exchange"),
     path("audit", include(audit_routes)),

@@ -16,6 +16,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from settings.env import Env, generated_secret, parse_ring, warn
+from tenants.validators import SLUG_PATTERN
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = Env()
@@ -294,6 +295,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "PATH_CONVERTER_OVERRIDES": {
+        "tenant_slug": {"type": "string", "pattern": SLUG_PATTERN.replace("\\Z", "$")},
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.schema.add_plain_views",

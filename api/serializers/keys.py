@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from api.base import StrictSerializer
@@ -10,15 +11,12 @@ from kms.actions.keys import MAX_GRACE_SECONDS
 from kms.models import KeyVersion, ProviderKey, Validation, ValidationResult
 from kms.providers import ADAPTERS
 
-LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 ._:/-]{0,98}[A-Za-z0-9])?", re.ASCII)
-
-
-def _label(value: str) -> None:
-    if not LABEL.fullmatch(value):
-        raise serializers.ValidationError(
-            "Use 1-100 ASCII letters, digits, spaces and . _ : / -, "
-            "starting and ending with a letter or digit."
-        )
+LABEL = RegexValidator(
+    re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 ._:/-]{0,98}[A-Za-z0-9])?\Z", re.ASCII),
+    "Use 1-100 ASCII letters, digits, spaces and . _ : / -, "
+    "starting and ending with a letter or digit.",
+    "invalid_label",
+)
 
 
 class SecretField(serializers.CharField):
@@ -40,7 +38,7 @@ class KeyCreateSerializer(StrictSerializer):
         choices=sorted(ADAPTERS), error_messages={"invalid_choice": "Unknown provider."}
     )
     label = serializers.CharField(  # type: ignore[assignment]
-        max_length=100, trim_whitespace=False, validators=[_label]
+        max_length=100, trim_whitespace=False, validators=[LABEL]
     )
     secret = SecretField()
     rotation_period_days = serializers.IntegerField(min_value=1, max_value=3650, default=90)

@@ -1,26 +1,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from rest_framework import serializers
 
 from api.base import StrictSerializer
 from tenants.models import ServicePrincipal, Tenant, TenantStatus
-from tenants.validators import validate_principal_name, validate_slug
-
-
-def _django_validator(func: Any) -> Any:
-    def run(value: Any) -> None:
-        from django.core.exceptions import ValidationError
-
-        try:
-            func(value)
-        except ValidationError as exc:
-            raise serializers.ValidationError(exc.messages) from None
-
-    return run
-
+from tenants.validators import principal_name_validator, slug_validator
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -42,9 +28,7 @@ def _display_name(required: bool = True) -> serializers.CharField:
 
 
 class TenantCreateSerializer(StrictSerializer):
-    slug = serializers.CharField(
-        max_length=63, trim_whitespace=False, validators=[_django_validator(validate_slug)]
-    )
+    slug = serializers.CharField(max_length=63, trim_whitespace=False, validators=[slug_validator])
     name = _display_name()
 
 
@@ -64,7 +48,7 @@ class PrincipalCreateSerializer(StrictSerializer):
     name = serializers.CharField(
         max_length=63,
         trim_whitespace=False,
-        validators=[_django_validator(validate_principal_name)],
+        validators=[principal_name_validator],
     )
 
 

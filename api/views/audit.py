@@ -9,7 +9,8 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from django.http import StreamingHttpResponse
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -82,6 +83,14 @@ class OldestFirst(CursorPagination):
     max_page_size = 1000
     page_size_query_param = "limit"
 
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param, "")
+        if not raw:
+            return self.page_size
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise BadFilter(fields={"limit": [f"An integer from 1 to {self.max_page_size}."]})
+        return int(raw)
+
     def decode_cursor(self, request: Request) -> Cursor | None:
         """The cursor, or 400 when it is not one this API issued (its position must be a
         time, as the ordering's first field is)."""
@@ -120,6 +129,32 @@ def _moment(name: str, raw: str) -> datetime:
             fields={name: ["Not an ISO 8601 time."]},
         )
     return moment
+
+
+def _query(name: str, description: str, **kwargs: Any) -> OpenApiParameter:
+    return OpenApiParameter(
+        name, location=OpenApiParameter.QUERY, description=description, **kwargs
+    )
+
+
+MOMENT = "an ISO 8601 time with a zone, e.g. 2026-01-31T12:00:00Z"
+SCOPE_PARAMETERS = [
+    _query("tenant", "only events of this tenant (slug)", type=OpenApiTypes.STR),
+    _query("since", f"events at or after {MOMENT}", type=OpenApiTypes.DATETIME),
+    _query("until", f"events before {MOMENT}", type=OpenApiTypes.DATETIME),
+]
+EVENT_PARAMETERS = [
+    *SCOPE_PARAMETERS,
+    _query("action", "a dotted action, e.g. key.created", type=OpenApiTypes.STR),
+    _query("actor", "an actor id, a type (user, principal, token, system) or type:id", type=str),
+    _query("outcome", "success, denied or error", type=str, enum=list(Outcome.values)),
+    _query("cursor", "the cursor of a page, from a previous page's next or previous", type=str),
+    _query(
+        "limit",
+        "events per page (default 100)",
+        type={"type": "integer", "minimum": 1, "maximum": 1000},
+    ),
+]
 
 
 class AuditView(KeywardView):
@@ -168,7 +203,9 @@ class EventListView(AuditView):
         return events
 
     @extend_schema(
-        operation_id="audit_events_list", responses=listing(EventSerializer, paginated=True)
+        operation_id="audit_events_list",
+        parameters=EVENT_PARAMETERS,
+        responses=listing(EventSerializer, paginated=True),
     )
     def get(self, request: Request) -> Response:
         events = self.filtered(request.query_params)
@@ -210,7 +247,16 @@ class ExportView(AuditView):
     permissions_by_method = {"GET": (Auditor,)}
     content_negotiation_class = _StreamNegotiation
 
-    @extend_schema(responses={(200, "application/x-ndjson"): str})
+    @extend_schema(
+        parameters=[
+            _query("format", "jsonl (the default) or csv", type=str, enum=["jsonl", "csv"]),
+            *SCOPE_PARAMETERS,
+        ],
+        responses={
+            (200, "application/x-ndjson"): OpenApiTypes.STR,
+            (200, "text/csv"): OpenApiTypes.STR,
+        },
+    )
     def get(self, request: Request) -> Any:
         params = request.query_params
         fmt = params.get("format", "jsonl")

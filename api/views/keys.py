@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -37,7 +39,7 @@ def _validate_flag(request: Request) -> bool:
 
 
 class KeyView(KeywardView):
-    def key(self, key_id: str) -> ProviderKey:
+    def key(self, key_id: UUID) -> ProviderKey:
         """A key of the URL's tenant."""
         return self.visible(queries.keys(), KeyNotFound, pk=key_id)
 
@@ -76,11 +78,11 @@ class KeyDetailView(KeyView):
     permissions_by_method = {"GET": (StaffReader,), "DELETE": (SecurityAdmin,)}
 
     @extend_schema(responses=KeySerializer)
-    def get(self, request: Request, slug: str, key_id: str) -> Response:
+    def get(self, request: Request, slug: str, key_id: UUID) -> Response:
         return self.keyed(self.key(key_id))
 
     @extend_schema(responses={204: None})
-    def delete(self, request: Request, slug: str, key_id: str) -> Response:
+    def delete(self, request: Request, slug: str, key_id: UUID) -> Response:
         revoked = keys.do_revoke_key(self.key(key_id), actor=self.actor)
         if revoked.secrets_destroyed_at is not None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -100,7 +102,7 @@ class KeyRotateView(KeyView):
     permissions_by_method = {"POST": (SecurityAdmin,)}
 
     @extend_schema(request=KeyRotateSerializer, responses=KeySerializer, parameters=[VALIDATE])
-    def post(self, request: Request, slug: str, key_id: str) -> Response:
+    def post(self, request: Request, slug: str, key_id: UUID) -> Response:
         key = self.key(key_id)
         validate = _validate_flag(request)
         body = KeyRotateSerializer(data=request.data)
@@ -117,7 +119,7 @@ class KeyValidateView(KeyView):
     permissions_by_method = {"POST": (SecurityAdmin,)}
 
     @extend_schema(request=None, responses=ValidationSerializer)
-    def post(self, request: Request, slug: str, key_id: str) -> Response:
+    def post(self, request: Request, slug: str, key_id: UUID) -> Response:
         result = keys.do_validate_key(self.key(key_id), actor=self.actor).result
         key = queries.keys().get(pk=result.key_id)
         return Response({**ValidationSerializer(result).data, "key_status": key.status})
@@ -132,7 +134,7 @@ class KeyValidationsView(KeyView):
         operation_id="tenants_keys_validations_list",
         responses=listing(ValidationSerializer, paginated=False),
     )
-    def get(self, request: Request, slug: str, key_id: str) -> Response:
+    def get(self, request: Request, slug: str, key_id: UUID) -> Response:
         key = self.key(key_id)
         return Response(
             {"results": ValidationSerializer(queries.recent_validations(key), many=True).data}

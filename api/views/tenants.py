@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
+from uuid import UUID
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -103,27 +103,20 @@ class PrincipalListView(KeywardView):
         return Response(data, status=status.HTTP_201_CREATED, headers=NO_STORE)
 
 
-def _principal_id(raw: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise PrincipalNotFound() from None
-
-
 class PrincipalDetailView(KeywardView):
     """One service principal: read or delete (its secret stops working at once)."""
 
     permissions_by_method = {"GET": (SecurityAdmin,), "DELETE": (GlobalSecurityAdmin,)}
 
     @extend_schema(responses=PrincipalSerializer)
-    def get(self, request: Request, principal_id: str) -> Response:
+    def get(self, request: Request, principal_id: UUID) -> Response:
         seen = queries.principals_seen_by(self.access)
         principal = self.visible(seen, PrincipalNotFound, pk=principal_id)
         return Response(PrincipalSerializer(principal).data)
 
     @extend_schema(responses={204: None})
-    def delete(self, request: Request, principal_id: str) -> Response:
-        actions.do_delete_principal(_principal_id(principal_id), actor=self.actor)
+    def delete(self, request: Request, principal_id: UUID) -> Response:
+        actions.do_delete_principal(principal_id, actor=self.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -133,9 +126,7 @@ class PrincipalRotateSecretView(KeywardView):
     permissions_by_method = {"POST": (GlobalSecurityAdmin,)}
 
     @extend_schema(request=None, responses=PrincipalWithSecretSerializer)
-    def post(self, request: Request, principal_id: str) -> Response:
-        principal, secret = actions.do_rotate_principal_secret(
-            _principal_id(principal_id), actor=self.actor
-        )
+    def post(self, request: Request, principal_id: UUID) -> Response:
+        principal, secret = actions.do_rotate_principal_secret(principal_id, actor=self.actor)
         data = PrincipalWithSecretSerializer(principal, context={"client_secret": secret}).data
         return Response(data, headers=NO_STORE)

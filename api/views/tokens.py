@@ -3,6 +3,8 @@ exchange are the plain views of `api.views.hot`."""
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -78,7 +80,7 @@ class TokenCallerView(KeywardView):
 class RevokeView(TokenCallerView):
     """RFC 7009: revoke a token; 200 whatever the token was, so nothing is revealed."""
 
-    @extend_schema(request=TokenBodySerializer, responses=dict)
+    @extend_schema(operation_id="tokens_revoke", request=TokenBodySerializer, responses=dict)
     def post(self, request: Request) -> Response:
         body = TokenBodySerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -93,8 +95,8 @@ class AdminRevokeView(KeywardView):
 
     permissions_by_method = {"POST": (SecurityAdmin,)}
 
-    @extend_schema(request=None, responses=dict)
-    def post(self, request: Request, token_id: str) -> Response:
+    @extend_schema(operation_id="tokens_admin_revoke", request=None, responses=dict)
+    def post(self, request: Request, token_id: UUID) -> Response:
         token = self.visible(queries.tokens(), TokenNotFound, pk=token_id)
         revoked = tokens.do_revoke_token(token, actor=self.actor)
         return Response({"token_id": str(token.id), "revoked": True, "changed": revoked})
@@ -109,7 +111,7 @@ class KeyTokensView(KeywardView):
         operation_id="tenants_keys_tokens_list",
         responses=listing(TokenMetadataSerializer, paginated=False),
     )
-    def get(self, request: Request, slug: str, key_id: str) -> Response:
+    def get(self, request: Request, slug: str, key_id: UUID) -> Response:
         key = self.visible(queries.keys(), KeyNotFound, pk=key_id)
         live = queries.live_tokens(key)
         return Response({"results": TokenMetadataSerializer(live, many=True).data})

@@ -7,6 +7,8 @@ from django.test import override_settings
 
 from audit.models import AuditEvent
 from tenants.models import Tenant
+from tests.factories import client as bearer
+from tests.factories import make_principal
 
 
 def _state():
@@ -258,3 +260,82 @@ def test_the_openapi_document_tells_the_truth_about_lists_and_errors(client):
     assert "error" in response_schema("/api/v1/tenants", "401")["properties"]
     bodies = {k: v for k, v in schema["components"]["schemas"].items() if k.endswith("Request")}
     assert bodies and all(v["additionalProperties"] is False for v in bodies.values())
+
+
+def _document(client):
+    return client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+
+def test_the_openapi_document_states_the_shape_of_identifiers_and_bounds(client, settings):
+    schema = _document(client)
+    paths, components = schema["paths"], schema["components"]["schemas"]
+    ids = [
+        parameter
+        for operations in paths.values()
+        for operation in operations.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "path"
+    ]
+    assert ids
+    for parameter in ids:
+        expected = {"slug": "pattern"}.get(parameter["name"], "format")
+        assert expected in parameter["schema"], parameter
+        if expected == "format":
+            assert parameter["schema"]["format"] == "uuid"
+    assert components["GrantCreateRequest"]["properties"]["max_ttl_seconds"]["maximum"] == (
+        settings.TOKEN_MAX_TTL
+    )
+    for component, name in (
+        ("TenantCreateRequest", "slug"),
+        ("PrincipalCreateRequest", "name"),
+        ("KeyCreateRequest", "label"),
+    ):
+        pattern = components[component]["properties"][name]["pattern"]
+        assert pattern.startswith("^") and pattern.endswith("$"), pattern
+    operation_ids = [op["operationId"] for ops in paths.values() for op in ops.values()]
+    assert len(operation_ids) == len(set(operation_ids)), "operation ids are unique"
+
+
+def test_the_openapi_document_names_the_audit_filters_and_formats(client):
+    schema = _document(client)
+    events = schema["paths"]["/api/v1/audit/events"]["get"]
+    named = {p["name"]: p["schema"] for p in events["parameters"]}
+    assert set(named) == {
+        "tenant",
+        "action",
+        "actor",
+        "outcome",
+        "since",
+        "until",
+        "cursor",
+        "limit",
+    }
+    assert named["since"]["format"] == "date-time"
+    assert named["limit"] == {"type": "integer", "minimum": 1, "maximum": 1000}
+    export = schema["paths"]["/api/v1/audit/export"]["get"]
+    assert {p["name"] for p in export["parameters"]} == {"format", "tenant", "since", "until"}
+    assert set(export["responses"]["200"]["content"]) == {"application/x-ndjson", "text/csv"}
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/tenants/Not_A_Slug", "/api/v1/principals/x", "/api/v1/grants/x"]
+)
+def test_an_identifier_of_the_wrong_shape_is_404_in_the_error_shape(actors, client, path):
+    _assert_error(actors.as_("alice").get(path), 404, "not_found")
+    _assert_error(client.get(path), 404, "not_found")
+
+
+@pytest.mark.parametrize("who", ["alice", "charlie", "principal", "anonymous"])
+def test_a_method_no_handler_serves_is_405_whoever_asks(actors, client, who):
+    """Whoever asks, and before anyone is looked at, as the plain views answer."""
+    callers = {"anonymous": lambda: client, "principal": lambda: bearer(make_principal()[1])}
+    api = callers.get(who, lambda: actors.as_(who))()
+    for path, allowed in (
+        ("/api/v1/tokens/revoke", "POST"),
+        ("/api/v1/grants", "GET, POST"),
+        ("/api/v1/audit/public-key", "GET"),
+        ("/api/v1/tokens", "POST"),
+    ):
+        response = api.put(path, {}, content_type="application/json")
+        _assert_error(response, 405, "method_not_allowed")
+        assert allowed.split(", ")[0] in response["Allow"], (path, response["Allow"])
