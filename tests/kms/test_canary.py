@@ -133,3 +133,114 @@ def test_a_canary_key_leaks_nowhere(
         assert_absent(secret, b"\n".join(bodies).decode(), "an HTTP response")
         assert_absent(secret, events, "the audit log")
         assert_absent(secret, dump, "pg_dump")
+
+
+RUN = 8  # security.md rule 18: no run of 8 or more characters of the key, in any spelling
+
+
+def assert_no_run(secret: str, haystack: str, where: str) -> None:
+    """No run of RUN characters of any spelling of `secret` is in `haystack`; runs of the
+    raw and URL-encoded spellings that lie wholly in the canary's fixed prefix or suffix are
+    left out (other text may share them)."""
+    fixed = ("sk-proj-CANARY_", "-x")
+    for form in forms(secret):
+        for i in range(len(form) - RUN + 1):
+            window = form[i : i + RUN]
+            if any(window in part for part in fixed):
+                continue
+            assert window not in haystack, f"a run of the canary is in {where}: {window}"
+
+
+def _echo(secret: str) -> dict:
+    """An error that writes the key back in part, in base64 and URL-encoded."""
+    encoded = base64.b64encode(secret.encode()).decode()
+    return {
+        "error": {
+            "message": f"Incorrect API key provided: {secret[4:39]} (b64 {encoded},"
+            f" url {quote(secret, safe='')}).",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key",
+        }
+    }
+
+
+def _redis_dump() -> str:
+    import redis
+    from django.conf import settings
+
+    connection = redis.Redis.from_url(settings.REDIS_URL)
+    out = []
+    for key in connection.scan_iter(count=1000):
+        out.append(repr(key))
+        if connection.type(key) == b"string":
+            out.append(repr(connection.get(key)))
+    return "\n".join(out)
+
+
+@pytest.mark.slow
+def test_a_provider_that_echoes_the_canary_leaves_no_run_of_it_anywhere(
+    committed_actors, provider_stub, settings, caplog, capfd
+):
+    """Onboarding, validation, rotation, the scheduled check and its webhook, each answered
+    by a provider that echoes the key: the answers, the logs, the audit log, the webhook
+    bodies, the database and Redis hold no run of it."""
+    from kms import jobs
+    from notify import webhooks
+    from notify.models import WebhookDelivery
+    from tests.provider_stub import ProviderStub
+
+    caplog.set_level(logging.DEBUG)
+    settings.SECRET_STORES = {"default": {"backend": "local"}}
+    receiver = ProviderStub()
+    settings.WEBHOOKS = [{"url": receiver.url + "/hook", "secret": "w" * 20}]
+    api, slug = committed_actors.as_("alice"), committed_actors.tenant_a.slug
+    first, second = canary(), canary()
+    bodies: list[str] = []
+
+    def call(method: str, url: str, body: dict | None = None) -> dict:
+        response = getattr(api, method)(url, body, format="json")
+        bodies.append(response.content.decode() + repr(sorted(response.items())))
+        return response.json() if response.content else {}
+
+    keys_url = f"/api/v1/tenants/{slug}/keys"
+    try:
+        provider_stub.answer(401, _echo(first))
+        assert call("post", keys_url, {"provider": "openai", "label": "c", "secret": first})[
+            "error"
+        ]["code"]
+        provider_stub.answer(200)
+        key = call("post", keys_url, {"provider": "openai", "label": "c", "secret": first})
+        for status in (429, 503, 401):  # a transient answer first, then the refusal
+            provider_stub.answer(status, _echo(first))
+            call("post", f"{keys_url}/{key['id']}/validate")
+        call("get", f"{keys_url}/{key['id']}/validations")
+        provider_stub.answer(401, _echo(second))
+        call("post", f"{keys_url}/{key['id']}/rotate", {"secret": second})
+        provider_stub.answer(200)
+        call("post", f"{keys_url}/{key['id']}/rotate", {"secret": second})
+        provider_stub.answer(401, _echo(second))
+        assert jobs.check_key(key["id"]) is not None, "the scheduled check ran"
+        receiver.answer(200, {})
+        for delivery in WebhookDelivery.objects.all():
+            webhooks.deliver(delivery.pk)
+        assert receiver.seen, "the key.invalid webhook was sent"
+        sent = "\n".join(repr(seen) for seen in receiver.seen)
+    finally:
+        receiver.close()
+
+    echoed = [s for s in provider_stub.seen if first in s.headers.get("authorization", "")]
+    assert echoed, "the canary did reach the provider"
+    logs = caplog.text + "\n".join(capfd.readouterr())
+    events = repr(list(AuditEvent.objects.values()))
+    assert "key.validated" in events or "key.invalid" in events
+    places = {
+        "an HTTP response": "\n".join(bodies),
+        "the logs": logs,
+        "the audit log": events,
+        "a webhook body": sent,
+        "pg_dump": pg_dump(),
+        "Redis": _redis_dump(),
+    }
+    for secret in (first, second):
+        for where, haystack in places.items():
+            assert_no_run(secret, haystack, where)
