@@ -5,17 +5,21 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.db import connection
+from psycopg import sql
 
 from audit.models import AuditEvent
 from kms import tasks
 from kms.actions import keys
 from kms.models import KeyVersion, ProviderKey, ValidationResult
+from tests import pg
 from tests import provider_stub as docs
 from tests.celery_worker import Worker, wait_for
 from tests.factories import make_tenant
 from tests.kms.helpers import openai_key
 from tests.kms.world import SYSTEM
 
+APP = pg.APP_ROLE
 pytestmark = [pytest.mark.slow, pytest.mark.postgresql]  # a worker process shares the database
 
 
@@ -234,3 +238,45 @@ def test_the_scheduled_sweep_checks_every_active_key_on_the_worker(worker, provi
         timeout=60,
         what="both scheduled checks",
     )
+
+
+@pytest.mark.parametrize("store_config", ["vault"], indirect=True)
+def test_a_check_that_loses_its_database_is_retried_until_the_database_answers(
+    worker, provider_stub
+):
+    """A real OperationalError on the worker: its connection is terminated and the role
+    may open no other, so the task fails on the database, and is retried with backoff
+    until it can connect again; then it runs once, to the end."""
+    key = _key()
+    provider_stub.answer(401, docs.OPENAI_INVALID)
+    with pg.connect(autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 0").format(sql.Identifier(APP)))
+        try:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE usename = %s AND datname = current_database() AND pid <> %s",
+                [APP, _own_backend()],
+            )
+            worker.send(tasks.check_key, str(key.id))
+            wait_for(
+                lambda: worker.log.read_text().count("Retry in") >= 2,
+                timeout=30,
+                what="the task to be retried on the database error",
+            )
+            assert "OperationalError" in worker.log.read_text()
+            assert not ValidationResult.objects.filter(key=key).exists()
+        finally:
+            admin.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT -1").format(sql.Identifier(APP)))
+    wait_for(
+        lambda: ProviderKey.objects.get(pk=key.pk).status == "invalid",
+        timeout=40,
+        what="the retried check to finish",
+    )
+    assert ValidationResult.objects.filter(key=key).count() == 1, "it ran to the end once"
+    assert len(provider_stub.seen) == 1
+
+
+def _own_backend() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
