@@ -295,6 +295,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Stable names for choice sets that share a field name ("status").
+    "ENUM_NAME_OVERRIDES": {
+        "TenantStatusEnum": "tenants.models.TenantStatus",
+        "KeyStatusEnum": "kms.models.KeyStatus",
+    },
     "PATH_CONVERTER_OVERRIDES": {
         "tenant_slug": {"type": "string", "pattern": SLUG_PATTERN.replace("\\Z", "$")},
     },
