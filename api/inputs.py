@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest
 
 from core.errors import DomainError, InvalidInput
@@ -79,6 +80,9 @@ class Integer:
     minimum: int
     maximum: int = 2**31 - 1
     help: str = ""
+    # A setting that caps the value. The service refuses past it with its own code (and
+    # audits the refusal); the document states it as the maximum.
+    cap: str = ""
 
     def clean(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -90,7 +94,8 @@ class Integer:
         return value
 
     def schema(self) -> dict[str, Any]:
-        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+        maximum = int(getattr(settings, self.cap)) if self.cap else self.maximum
+        return {"type": "integer", "minimum": self.minimum, "maximum": maximum}
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from api.base import StrictSerializer
 from kms.actions.keys import MAX_GRACE_SECONDS
+from kms.exceptions import ForbiddenBaseUrl
 from kms.models import KeyVersion, ProviderKey, Validation, ValidationResult
-from kms.providers import ADAPTERS
+from kms.providers import ADAPTERS, MAX_SECRET
 
 LABEL = RegexValidator(
     re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 ._:/-]{0,98}[A-Za-z0-9])?\Z", re.ASCII),
@@ -19,15 +22,49 @@ LABEL = RegexValidator(
 )
 
 
+BASE_URL_PATTERN = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(?:/[!\"$->@-~]*)?\Z", re.ASCII)
+
+
+class BaseUrlShape(RegexValidator):
+    """The documented shape of a base_url (a RegexValidator, so the OpenAPI document
+    states the pattern), refused with the API's own `forbidden_base_url`."""
+
+    def __call__(self, value: Any) -> None:
+        try:
+            super().__call__(value)
+        except DjangoValidationError:
+            raise ForbiddenBaseUrl(str(self.message)) from None
+
+
+BASE_URL = BaseUrlShape(
+    BASE_URL_PATTERN,
+    "The base_url must be an http(s) URL with a host, and no credentials, query or fragment.",
+)
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "writeOnly": True,
+        "format": "password",
+        "minLength": 1,
+        "maxLength": MAX_SECRET,
+        "pattern": "^[!-~]+$",
+        "description": "The provider's key: printable ASCII without spaces, in the"
+        " provider's own key format (checked per provider).",
+    }
+)
 class SecretField(serializers.CharField):
-    """Write-only, never trimmed, never echoed in an error."""
+    """Write-only, never trimmed, never echoed in an error. The rules the document states
+    are checked with the provider's own (kms.providers.check_secret_shape), so that every
+    refusal of a secret has the same code and never repeats it."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(
             write_only=True,
             trim_whitespace=False,
-            allow_blank=True,
             max_length=None,
+            error_messages={"blank": "Must not be empty."},
             style={"input_type": "password"},
             **kwargs,
         )
@@ -42,8 +79,14 @@ class KeyCreateSerializer(StrictSerializer):
     )
     secret = SecretField()
     rotation_period_days = serializers.IntegerField(min_value=1, max_value=3650, default=90)
+    # The shape is documented; whether the egress policy allows the address is decided
+    # when the URL is used (core.egress), and refused with `forbidden_base_url`.
     base_url = serializers.CharField(
-        max_length=2048, required=False, allow_blank=True, trim_whitespace=False
+        max_length=2048,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        validators=[BASE_URL],
     )
 
 

@@ -106,14 +106,21 @@ class OldestFirst(CursorPagination):
             bad = (
                 cursor is not None
                 and cursor.position is not None
-                and (_maybe_moment(str(cursor.position)) is None)
+                and (_parsed(str(cursor.position)) is None)
             )
         if bad:
             raise BadFilter("Malformed cursor.", fields={"cursor": ["Not a cursor of this API."]})
         return cursor
 
 
-def _maybe_moment(raw: str) -> datetime | None:
+# RFC 3339 (the OpenAPI `date-time` format): a zone is required, seconds too.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def _parsed(raw: str) -> datetime | None:
+    """A time with a zone in any form Django reads (a cursor's position is one)."""
     try:
         moment = parse_datetime(raw)
     except ValueError:
@@ -121,12 +128,17 @@ def _maybe_moment(raw: str) -> datetime | None:
     return moment if moment is not None and moment.tzinfo is not None else None
 
 
+def _maybe_moment(raw: str) -> datetime | None:
+    """A filter's time: RFC 3339 only, and a time that exists."""
+    return _parsed(raw.upper()) if _RFC3339.fullmatch(raw) else None
+
+
 def _moment(name: str, raw: str) -> datetime:
     moment = _maybe_moment(raw)  # None also when well-formed but impossible (month 13)
     if moment is None:
         raise BadFilter(
-            f"{name} must be an ISO 8601 time with a zone.",
-            fields={name: ["Not an ISO 8601 time."]},
+            f"{name} must be an RFC 3339 time with a zone.",
+            fields={name: ["Not an RFC 3339 time, such as 2026-01-31T12:00:00Z."]},
         )
     return moment
 
@@ -137,18 +149,20 @@ def _query(name: str, description: str, **kwargs: Any) -> OpenApiParameter:
     )
 
 
-MOMENT = "an ISO 8601 time with a zone, e.g. 2026-01-31T12:00:00Z"
+MOMENT = "an RFC 3339 time with a zone, e.g. 2026-01-31T12:00:00Z"
+# Any URL refuses control characters (api.middleware.RequestLineMiddleware).
+TEXT = {"type": "string", "pattern": "^[^\\u0000-\\u001f\\u007f]*$"}
 SCOPE_PARAMETERS = [
-    _query("tenant", "only events of this tenant (slug)", type=OpenApiTypes.STR),
+    _query("tenant", "only events of this tenant (slug)", type=TEXT),
     _query("since", f"events at or after {MOMENT}", type=OpenApiTypes.DATETIME),
     _query("until", f"events before {MOMENT}", type=OpenApiTypes.DATETIME),
 ]
 EVENT_PARAMETERS = [
     *SCOPE_PARAMETERS,
-    _query("action", "a dotted action, e.g. key.created", type=OpenApiTypes.STR),
-    _query("actor", "an actor id, a type (user, principal, token, system) or type:id", type=str),
+    _query("action", "a dotted action, e.g. key.created", type=TEXT),
+    _query("actor", "an actor id, a type (user, principal, token, system) or type:id", type=TEXT),
     _query("outcome", "success, denied or error", type=str, enum=list(Outcome.values)),
-    _query("cursor", "the cursor of a page, from a previous page's next or previous", type=str),
+    _query("cursor", "the cursor of a page, from a previous page's next or previous", type=TEXT),
     _query(
         "limit",
         "events per page (default 100)",
@@ -196,9 +210,9 @@ class EventListView(AuditView):
                 if ident
                 else events.filter(Q(actor_id=kind) | Q(actor_type=kind))
             )
-        if params.get("since"):
+        if "since" in params:
             events = events.filter(occurred_at__gte=_moment("since", params["since"]))
-        if params.get("until"):
+        if "until" in params:
             events = events.filter(occurred_at__lt=_moment("until", params["until"]))
         return events
 
@@ -270,8 +284,8 @@ class ExportView(AuditView):
         slugs = self.access.slugs()
         tenants = None if slugs is None else tuple(slugs)
         scope = Scope(
-            since=_moment("since", params["since"]) if params.get("since") else None,
-            until=_moment("until", params["until"]) if params.get("until") else None,
+            since=_moment("since", params["since"]) if "since" in params else None,
+            until=_moment("until", params["until"]) if "until" in params else None,
             tenant=self.named_tenant(params["tenant"]) if params.get("tenant") else None,
             tenants=tenants,
         )

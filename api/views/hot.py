@@ -33,7 +33,9 @@ TOKEN_REQUEST = Body(
     },
     optional={
         "key": Text(100, help="A key id or label; by default the tenant's one active key."),
-        "ttl_seconds": Integer(10, help="Capped by the grant and KEYWARD_TOKEN_MAX_TTL."),
+        "ttl_seconds": Integer(
+            10, help="Capped by the grant and KEYWARD_TOKEN_MAX_TTL.", cap="TOKEN_MAX_TTL"
+        ),
         "max_uses": Integer(1, 1_000_000),
         "key_version": Integer(
             1,

@@ -9,6 +9,7 @@ from kms.providers.base import AUTHENTIC, TRANSIENT, Adapter, CheckOutcome, Chec
 __all__ = [
     "ADAPTERS",
     "AUTHENTIC",
+    "MAX_SECRET",
     "TRANSIENT",
     "Adapter",
     "CheckOutcome",

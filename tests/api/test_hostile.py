@@ -33,6 +33,9 @@ def test_a_nul_in_the_path_is_refused(actors, path):
 QUERIES = {
     "an impossible date": "since=2024-13-01T00:00:00Z",
     "an impossible until": "until=2024-02-30T00:00:00Z",
+    "an empty until": "until=",
+    "a time without its zone": "since=2024-01-01T00:00:00",
+    "a time without seconds": "since=2024-01-01T00:00Z",
     "a malformed cursor": "cursor=cD0yMDI0",
     "a cursor that is not base64": "cursor=%%%",
     "a NUL in tenant": "tenant=a%00b",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import uuid
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -240,22 +242,59 @@ def test_the_scheduled_sweep_checks_every_active_key_on_the_worker(worker, provi
     )
 
 
+@pytest.fixture
+def own_role() -> Any:
+    """A login role of this test's own, a member of the application role (so it has its
+    privileges), whose connections the test can cut off without touching anyone else's."""
+    name = f"keyward_jobs_{uuid.uuid4().hex[:10]}"
+    with pg.connect(autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN INHERIT IN ROLE {}").format(
+                sql.Identifier(name), sql.Identifier(APP)
+            )
+        )
+    try:
+        yield name
+    finally:
+        with pg.connect(autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                [name],
+            )
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
 @pytest.mark.parametrize("store_config", ["vault"], indirect=True)
 def test_a_check_that_loses_its_database_is_retried_until_the_database_answers(
-    worker, provider_stub
+    committed_db, provider_stub, store_config, default_store, tmp_path, own_role
 ):
-    """A real OperationalError on the worker: its connection is terminated and the role
+    """A real OperationalError on the worker: its connection is terminated and its role
     may open no other, so the task fails on the database, and is retried with backoff
     until it can connect again; then it runs once, to the end."""
+    db = connection.settings_dict
+    url = f"postgres://{own_role}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    worker = Worker(
+        store_config,
+        provider_stub.url,
+        tmp_path / "worker.log",
+        extra_env={"KEYWARD_DATABASE_URL": url},
+    )
+    try:
+        _loses_its_database(worker, provider_stub, own_role)
+    finally:
+        worker.stop()
+
+
+def _loses_its_database(worker: Worker, provider_stub: Any, role: str) -> None:
     key = _key()
     provider_stub.answer(401, docs.OPENAI_INVALID)
+    limit = sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}")
     with pg.connect(autocommit=True) as admin:
-        admin.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 0").format(sql.Identifier(APP)))
+        admin.execute(limit.format(sql.Identifier(role), sql.Literal(0)))
         try:
             admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE usename = %s AND datname = current_database() AND pid <> %s",
-                [APP, _own_backend()],
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                [role],
             )
             worker.send(tasks.check_key, str(key.id))
             wait_for(
@@ -266,7 +305,7 @@ def test_a_check_that_loses_its_database_is_retried_until_the_database_answers(
             assert "OperationalError" in worker.log.read_text()
             assert not ValidationResult.objects.filter(key=key).exists()
         finally:
-            admin.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT -1").format(sql.Identifier(APP)))
+            admin.execute(limit.format(sql.Identifier(role), sql.Literal(-1)))
     wait_for(
         lambda: ProviderKey.objects.get(pk=key.pk).status == "invalid",
         timeout=40,
@@ -274,9 +313,3 @@ def test_a_check_that_loses_its_database_is_retried_until_the_database_answers(
     )
     assert ValidationResult.objects.filter(key=key).count() == 1, "it ran to the end once"
     assert len(provider_stub.seen) == 1
-
-
-def _own_backend() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return int(cursor.fetchone()[0])
