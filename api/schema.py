@@ -132,3 +132,66 @@ def add_plain_views(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         result.setdefault("paths", {})[route] = {"post": _operation(operation)}
     result["paths"] = dict(sorted(result["paths"].items()))
     return result
+
+
+# What each creation answers, and the operations that can use it next (OpenAPI links):
+# (operation id, status) -> {link name: (target operation id, parameters, request body)}.
+_BODY = "$response.body#/"
+_KEY = {"slug": "$request.path.slug", "key_id": _BODY + "id"}
+LINKS: dict[tuple[str, str], dict[str, tuple[str, dict[str, str], dict[str, str] | None]]] = {
+    ("tenants_create", "201"): {
+        "GetTenant": ("tenants_retrieve", {"slug": _BODY + "slug"}, None),
+        "UpdateTenant": ("tenants_partial_update", {"slug": _BODY + "slug"}, None),
+        "ListKeys": ("tenants_keys_list", {"slug": _BODY + "slug"}, None),
+        "CreateKey": ("tenants_keys_create", {"slug": _BODY + "slug"}, None),
+    },
+    ("tenants_keys_create", "201"): {
+        "GetKey": ("tenants_keys_retrieve", _KEY, None),
+        "RotateKey": ("tenants_keys_rotate_create", _KEY, None),
+        "ValidateKey": ("tenants_keys_validate_create", _KEY, None),
+        "ListValidations": ("tenants_keys_validations_list", _KEY, None),
+        "ListKeyTokens": ("tenants_keys_tokens_list", _KEY, None),
+        "RevokeKey": ("tenants_keys_destroy", _KEY, None),
+    },
+    ("principals_create", "201"): {
+        "GetPrincipal": ("principals_retrieve", {"principal_id": _BODY + "id"}, None),
+        "RotateSecret": ("principals_rotate_secret_create", {"principal_id": _BODY + "id"}, None),
+        "DeletePrincipal": ("principals_destroy", {"principal_id": _BODY + "id"}, None),
+    },
+    ("grants_create", "201"): {
+        "GetGrant": ("grants_retrieve", {"grant_id": _BODY + "id"}, None),
+        "DeleteGrant": ("grants_destroy", {"grant_id": _BODY + "id"}, None),
+    },
+    ("tokens_issue", "201"): {
+        "Introspect": ("tokens_introspect", {}, {"token": _BODY + "token"}),
+        "Revoke": ("tokens_revoke", {}, {"token": _BODY + "token"}),
+        "AdminRevoke": ("tokens_admin_revoke", {"token_id": _BODY + "token_id"}, None),
+        "GetTokenKey": (
+            "tenants_keys_retrieve",
+            {"slug": _BODY + "tenant", "key_id": _BODY + "key_id"},
+            None,
+        ),
+    },
+}
+
+
+def add_links(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular post-processing hook: OpenAPI links from each creation to the
+    operations that take what it returns, so a client (or a stateful test) can follow
+    them."""
+    operations = {
+        operation["operationId"]: operation
+        for path_item in result.get("paths", {}).values()
+        for operation in path_item.values()
+    }
+    for (operation_id, status), links in LINKS.items():
+        response = operations[operation_id]["responses"][status]
+        response["links"] = {
+            name: {
+                "operationId": target,
+                **({"parameters": parameters} if parameters else {}),
+                **({"requestBody": body} if body else {}),
+            }
+            for name, (target, parameters, body) in links.items()
+        }
+    return result

@@ -307,6 +307,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.schema.add_plain_views",
         "api.schema.add_error_responses",
+        "api.schema.add_links",
     ],
 }
 

@@ -339,3 +339,30 @@ def test_a_method_no_handler_serves_is_405_whoever_asks(actors, client, who):
         response = api.put(path, {}, content_type="application/json")
         _assert_error(response, 405, "method_not_allowed")
         assert allowed.split(", ")[0] in response["Allow"], (path, response["Allow"])
+
+
+def test_the_openapi_document_links_each_creation_to_what_uses_it(client):
+    schema = _document(client)
+    operations = {
+        op["operationId"]: (path, op)
+        for path, item in schema["paths"].items()
+        for op in item.values()
+    }
+    linked = 0
+    for path, operation in operations.values():
+        for status, response in operation["responses"].items():
+            for name, link in response.get("links", {}).items():
+                linked += 1
+                _, target = operations[link["operationId"]]
+                wanted = {p["name"] for p in target.get("parameters", []) if p["in"] == "path"}
+                assert set(link.get("parameters", {})) == wanted, (path, name)
+                for expression in [*link.get("parameters", {}).values()]:
+                    assert expression.startswith(("$response.body#/", "$request.path.")), name
+                    field = expression.rsplit("/", 1)[-1]
+                    if expression.startswith("$response.body#/"):
+                        ref = operation["responses"][status]["content"]["application/json"]
+                        body = ref["schema"]
+                        while "$ref" in body:
+                            body = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+                        assert field in body["properties"], (path, name, field)
+    assert linked >= 15
