@@ -17,6 +17,13 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+def origin_of(request: HttpRequest) -> Origin:
+    """The request's id (a well-formed X-Request-ID is kept) and source address."""
+    incoming = request.META.get("HTTP_X_REQUEST_ID", "")
+    request_id = incoming if _REQUEST_ID.fullmatch(incoming) else new_request_id()
+    return Origin(request_id=request_id, source_ip=client_ip(request))
+
+
 def client_ip(request: HttpRequest) -> str | None:
     """The caller's address, trusting exactly KEYWARD_TRUSTED_PROXY_COUNT proxy hops."""
     address = request.META.get("REMOTE_ADDR")
@@ -40,9 +47,8 @@ class RequestContextMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        incoming = request.META.get("HTTP_X_REQUEST_ID", "")
-        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else new_request_id()
-        origin = Origin(request_id=request_id, source_ip=client_ip(request))
+        origin = origin_of(request)
+        request_id = origin.request_id
         request.keyward_origin = origin  # type: ignore[attr-defined]
         with bound_origin(origin):
             response = self.get_response(request)

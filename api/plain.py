@@ -96,14 +96,14 @@ def bearer_post(
             try:
                 if request.method != "POST":
                     raise MethodNotAllowed()
-                caller = _authenticate(request)
+                caller = authenticate(request)
                 if not allowed(caller):
                     raise Forbidden()
                 if isinstance(caller.user, ServicePrincipal):
                     check_rate(str(caller.user.id))
                 status, payload = handler(request, caller, operation.body.clean(json_body(request)))
             except Exception as exc:
-                return _failure(request, exc, caller)
+                return failure_response(request, exc, caller)
             return _json(status, payload, NO_STORE)
 
         view.openapi = operation  # type: ignore[attr-defined]
@@ -112,7 +112,7 @@ def bearer_post(
     return wrap
 
 
-def _authenticate(request: HttpRequest) -> Caller:
+def authenticate(request: HttpRequest) -> Caller:
     try:
         found = identify(request)
     except AuthenticationFailed:
@@ -122,7 +122,7 @@ def _authenticate(request: HttpRequest) -> Caller:
     return Caller(*found)
 
 
-def _failure(request: HttpRequest, exc: Exception, caller: Caller | None) -> HttpResponse:
+def failure_response(request: HttpRequest, exc: Exception, caller: Caller | None) -> HttpResponse:
     failure = describe(exc)
     if failure.status == 401:
         failure.headers["WWW-Authenticate"] = 'Bearer realm="keyward"'

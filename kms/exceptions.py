@@ -90,6 +90,12 @@ class TokenInactive(DomainError):
         self.audit_reason = audit_reason  # for the audit log only, never the response
 
 
+class ProviderMismatch(DomainError):
+    status = 403
+    code = "provider_mismatch"
+    message = "The token is for another provider."
+
+
 class InsufficientScope(DomainError):
     status = 403
     code = "insufficient_scope"

@@ -417,6 +417,16 @@ PROVIDER_URL_POLICY = env.choice(
 )
 PROVIDER_URL_ALLOWLIST = env.csv("KEYWARD_PROVIDER_URL_ALLOWLIST")
 
+# The proxy: timeouts of the upstream call (the read timeout is per chunk, so a stream may
+# last longer) and the largest request body it forwards.
+PROXY_CONNECT_TIMEOUT_SECONDS = env.number(
+    "KEYWARD_PROXY_CONNECT_TIMEOUT_SECONDS", 5, minimum=1, maximum=120
+)
+PROXY_READ_TIMEOUT_SECONDS = env.number(
+    "KEYWARD_PROXY_READ_TIMEOUT_SECONDS", 120, minimum=1, maximum=3600
+)
+PROXY_MAX_BODY_BYTES = env.number("KEYWARD_PROXY_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+
 TOKEN_MAX_TTL = env.number("KEYWARD_TOKEN_MAX_TTL", 3600, minimum=10, maximum=86400)
 TOKEN_DEFAULT_TTL = env.number("KEYWARD_TOKEN_DEFAULT_TTL", 300, minimum=10, maximum=TOKEN_MAX_TTL)
 REDIS_URL = env.secret("KEYWARD_REDIS_URL") or ""

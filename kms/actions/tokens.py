@@ -8,7 +8,7 @@ Uses are counted with one conditional UPDATE, so `max_uses` holds under any conc
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from kms.exceptions import (
     KeyNotActive,
     KeyNotFound,
     KeyVersionUnavailable,
+    ProviderMismatch,
     TenantSuspended,
     TokenInactive,
     TtlTooLong,
@@ -254,11 +255,7 @@ def do_revoke_token(token: ScopedToken, *, actor: Actor) -> bool:
 def do_exchange(token: ScopedToken, *, actor: Actor) -> dict[str, Any]:
     """Release the key version a `release` token is bound to, counting one use. Refusals
     are audited as `credential.denied`."""
-    reason = "insufficient_scope" if "release" not in token.scopes else inactive_reason(token)
-    if reason is not None:
-        refusal = InsufficientScope() if reason == "insufficient_scope" else TokenInactive(reason)
-        _refuse_use(refusal, token, reason, actor)
-        raise refusal
+    _check_use(token, "release", actor)
     key = token.provider_key
     version = key.current_version if token.key_version is None else token.key_version
     secret = read_secret(key, version, actor=actor, purpose="credential.release")
@@ -277,10 +274,97 @@ def do_exchange(token: ScopedToken, *, actor: Actor) -> dict[str, Any]:
     }
 
 
+def _check_use(token: ScopedToken, scope: str, actor: Actor) -> None:
+    """Refuse, audited as `credential.denied`, a token without `scope` or no longer active."""
+    reason = "insufficient_scope" if scope not in token.scopes else inactive_reason(token)
+    if reason is not None:
+        refusal = InsufficientScope() if reason == "insufficient_scope" else TokenInactive(reason)
+        _refuse_use(refusal, token, reason, actor)
+        raise refusal
+
+
+@dataclass(frozen=True)
+class ProxyCall:
+    """One proxied call a `proxy` token may make: where to, with which key (never shown in
+    a repr), and what its audit event names."""
+
+    provider: str
+    base_url: str
+    tenant: str
+    key_id: str
+    key_version: int
+    token_id: str
+    principal: str
+    secret: str = field(repr=False)
+
+
+def do_open_proxy_call(token: ScopedToken, provider: str, *, actor: Actor) -> ProxyCall:
+    """Check a `proxy` token for a call to `provider` and count the use (under `max_uses`,
+    by the same conditional UPDATE as an exchange); the call's event is written when it
+    ends (`do_record_proxy_call`). Refusals are audited as `credential.denied`."""
+    _check_use(token, "proxy", actor)
+    key = token.provider_key
+    if key.provider != provider:
+        mismatch = ProviderMismatch()
+        _refuse_use(mismatch, token, "provider_mismatch", actor)
+        raise mismatch
+    version = key.current_version if token.key_version is None else token.key_version
+    if token.max_uses is not None and not _count_use(token):
+        used_up = TokenInactive("used_up")
+        _refuse_use(used_up, token, "used_up", actor)
+        raise used_up
+    secret = read_secret(key, version, actor=actor, purpose="proxy.request")
+    return ProxyCall(
+        provider=key.provider,
+        base_url=get_adapter(key.provider).base_url(key.base_url),
+        tenant=token.tenant.slug,
+        key_id=str(key.id),
+        key_version=version,
+        token_id=str(token.id),
+        principal=str(token.principal_id),
+        secret=secret,
+    )
+
+
+def do_record_proxy_call(call: ProxyCall, outcome: dict[str, Any], *, actor: Actor) -> None:
+    """The `proxy.request` event of a call that ended: `outcome` holds the method, the path
+    (no query), the model, the upstream status, the latency and the usage; never a body,
+    a header or the key."""
+    status = outcome.get("upstream_status")
+    record(
+        "proxy.request",
+        actor=actor,
+        tenant=call.tenant,
+        target=f"key:{call.key_id}",
+        outcome="success" if isinstance(status, int) and status < 400 else "error",
+        details={
+            "principal": call.principal,
+            "token_id": call.token_id,
+            "key_id": call.key_id,
+            "key_version": call.key_version,
+            "provider": call.provider,
+            **outcome,
+        },
+    )
+
+
 _COUNT_USE = (
     "UPDATE kms_scopedtoken SET uses = uses + 1 WHERE id = %s AND revoked_at IS NULL"
     " AND expires_at > %s AND (max_uses IS NULL OR uses < max_uses)"
 )
+
+
+def _count_use(token: ScopedToken) -> bool:
+    """One use of a token with `max_uses`; False when it has none left (or expired, or was
+    revoked), whatever the concurrency."""
+    counted = sql.execute(
+        _COUNT_USE,
+        [
+            sql.param(ScopedToken, "id", token.pk),
+            sql.param(ScopedToken, "expires_at", timezone.now()),
+        ],
+    )
+    return bool(counted)
 
 
 def _count_use_and_record(token: ScopedToken, key: ProviderKey, version: int, actor: Actor) -> None:
@@ -292,14 +376,7 @@ def _count_use_and_record(token: ScopedToken, key: ProviderKey, version: int, ac
         _record_release(token, key, version, actor)
         return
     with transaction.atomic(durable=True):
-        counted = sql.execute(
-            _COUNT_USE,
-            [
-                sql.param(ScopedToken, "id", token.pk),
-                sql.param(ScopedToken, "expires_at", timezone.now()),
-            ],
-        )
-        if not counted:
+        if not _count_use(token):
             raise TokenInactive("used_up")
         _record_release(token, key, version, actor)
 

@@ -1,0 +1,370 @@
+"""`ANY /api/v1/proxy/{provider}/{path}`: a provider call forwarded with the tenant's key
+injected, so the key never leaves Keyward.
+
+A plain ASGI application (no Django request handler): the upstream call is native async
+I/O (httpx's AsyncClient with pooled connections), and the response, server-sent events
+included, goes back chunk by chunk as it arrives, so a long stream holds no thread. The
+checks before the call (the token, its scope, key, grant and tenant, the use count, the
+rate limit, the secret read) and the audit event after it run the same code as the rest
+of the API, off the event loop.
+
+Keyward's own refusals carry the one error shape and `X-Keyward-Refusal: <code>`; a
+provider's answer, errors included, is passed through as it came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse
+
+from api.errors import describe
+from api.middleware import _CONTROL, origin_of
+from api.plain import Forbidden, authenticate, failure_response
+from audit.actors import Actor
+from core.context import bound_origin
+from core.errors import DomainError, InvalidInput
+from kms import egress
+from kms.actions.tokens import ProxyCall, do_open_proxy_call, do_record_proxy_call
+from kms.exceptions import ForbiddenBaseUrl
+from kms.models import ScopedToken
+from kms.providers import ADAPTERS, get_adapter
+from kms.ratelimit import check_rate
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PREFIX = "/api/v1/proxy/"
+# Never forwarded: the caller's credentials (Keyward's token, or a key of its own), cookies,
+# and what belongs to one connection (RFC 9110 7.6.1), which httpx sets itself.
+DROPPED = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "cookie",
+        "host",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+        "x-request-id",
+    }
+)
+# Headers of the provider's answer that belong to its connection to Keyward.
+NOT_RETURNED = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "set-cookie"}
+)
+USAGE_TAIL = 64 * 1024  # how much of the end of an answer is kept to read its usage
+
+
+class BadRequestLine(DomainError):
+    code = "bad_request"
+    message = "The URL holds control characters."
+
+
+class UnknownProvider(DomainError):
+    status = 404
+    code = "unknown_provider"
+    message = "No such provider."
+
+
+class UpstreamUnreachable(DomainError):
+    status = 502
+    code = "upstream_unreachable"
+    message = "The provider could not be reached."
+
+
+class BodyTooLarge(DomainError):
+    status = 413
+    code = "body_too_large"
+    message = "The request body is too large."
+
+
+# -- the checks, in a thread ---------------------------------------------------------------
+def open_call(request: HttpRequest, provider: str) -> tuple[ProxyCall, Actor] | HttpResponse:
+    """The call a `kwt_` token with the `proxy` scope may make, or the refusal to send."""
+    caller = None
+    try:
+        if provider not in ADAPTERS:
+            raise UnknownProvider()
+        caller = authenticate(request)
+        if not isinstance(caller.credential, ScopedToken):
+            raise Forbidden()
+        check_rate(str(caller.user.id))
+        if "key" in request.GET:
+            raise InvalidInput(
+                "A key= query parameter is refused: Keyward adds the key.",
+                fields={"key": ["Not allowed."]},
+            )
+        return do_open_proxy_call(caller.credential, provider, actor=caller.actor), caller.actor
+    except Exception as exc:
+        return _refused(failure_response(request, exc, caller))
+
+
+def _refused(response: HttpResponse) -> HttpResponse:
+    try:
+        code = json.loads(response.content)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        code = "error"
+    response["X-Keyward-Refusal"] = code
+    return response
+
+
+def close_call(call: ProxyCall, outcome: dict[str, Any], actor: Actor) -> None:
+    do_record_proxy_call(call, outcome, actor=actor)
+
+
+# -- the application -------------------------------------------------------------------------
+class Proxy:
+    """The ASGI application; one pooled AsyncClient per process."""
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The pool of this process's event loop (a server runs one; a new loop, as in
+        tests, gets a pool of its own)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._loop = loop
+            self._client = httpx.AsyncClient(
+                follow_redirects=False,
+                timeout=httpx.Timeout(
+                    settings.PROXY_READ_TIMEOUT_SECONDS,
+                    connect=settings.PROXY_CONNECT_TIMEOUT_SECONDS,
+                ),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+            )
+        return self._client
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        await self.handle(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._client is not None:
+                    await self._client.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = ASGIRequest(scope, io.BytesIO())  # headers and query; the body is read here
+        origin = origin_of(request)
+        stamped = _with_request_id(send, origin.request_id)
+        with bound_origin(origin):  # carried into the threads of the checks and the event
+            await self._handle(scope, request, receive, stamped)
+
+    async def _handle(
+        self, scope: Scope, request: HttpRequest, receive: Receive, send: Send
+    ) -> None:
+        if _CONTROL.search(str(scope["path"])) or _CONTROL.search(request.META["QUERY_STRING"]):
+            await _send_django(send, _refused(_error(request, BadRequestLine())))
+            return
+        provider, _, rest = str(scope["path"]).removeprefix(PREFIX).partition("/")
+        opened = await sync_to_async(open_call)(request, provider)
+        if isinstance(opened, HttpResponse):
+            await _send_django(send, opened)
+            return
+        call, actor = opened
+        try:
+            body = await _read_body(receive)
+        except DomainError as exc:
+            await _send_django(send, _refused(_error(request, exc)))
+            return
+        outcome: dict[str, Any] = {
+            "method": scope["method"],
+            "path": "/" + rest,
+            "model": _model(body),
+        }
+        started = time.monotonic()
+        try:
+            await self._forward(scope, request, call, body, outcome, send)
+        finally:
+            outcome["latency_ms"] = round((time.monotonic() - started) * 1000)
+            await sync_to_async(close_call)(call, outcome, actor)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        request: HttpRequest,
+        call: ProxyCall,
+        body: bytes,
+        outcome: dict[str, Any],
+        send: Send,
+    ) -> None:
+        rest = outcome["path"]
+        query = scope.get("query_string", b"").decode("latin-1")
+        try:
+            destination = egress.pin(call.base_url + rest)
+        except ForbiddenBaseUrl as exc:
+            outcome["upstream_status"] = None
+            await _send_django(send, _refused(_error(request, exc)))
+            return
+        headers = [
+            (name, value) for name, value in request.headers.items() if name.lower() not in DROPPED
+        ]
+        headers += list(_auth_headers(call, request).items())
+        headers += list(destination.headers().items())
+        upstream = self.client.build_request(
+            scope["method"],
+            destination.url + (f"?{query}" if query else ""),
+            headers=headers,
+            content=body,
+            extensions=destination.extensions(),
+        )
+        try:
+            response = await self.client.send(upstream, stream=True)
+        except httpx.HTTPError:
+            outcome["upstream_status"] = None
+            await _send_django(send, _refused(_error(request, UpstreamUnreachable())))
+            return
+        outcome["upstream_status"] = response.status_code
+        tail = bytearray()
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": [
+                        (name.lower(), value)
+                        for name, value in response.headers.raw
+                        if name.decode("latin-1").lower() not in NOT_RETURNED
+                    ],
+                }
+            )
+            async for chunk in response.aiter_raw():
+                tail.extend(chunk)
+                del tail[:-USAGE_TAIL]
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+            outcome["usage"] = _usage(bytes(tail), response.headers.get("content-type", ""))
+
+
+def _with_request_id(send: Send, request_id: str) -> Send:
+    async def stamped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [
+                *message.get("headers", []),
+                (b"x-request-id", request_id.encode("ascii")),
+            ]
+        await send(message)
+
+    return stamped
+
+
+def _auth_headers(call: ProxyCall, request: HttpRequest) -> dict[str, str]:
+    """The provider's own authentication with the tenant's key; Anthropic's version and
+    beta headers are the caller's when it sends them."""
+    headers = get_adapter(call.provider).auth_headers(call.secret)
+    if call.provider == "anthropic":
+        for name in ("anthropic-version", "anthropic-beta"):
+            if request.headers.get(name):
+                headers[name] = request.headers[name]
+    return headers
+
+
+async def _read_body(receive: Receive) -> bytes:
+    limit = settings.PROXY_MAX_BODY_BYTES
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        body.extend(message.get("body", b""))
+        if len(body) > limit:
+            raise BodyTooLarge()
+        if not message.get("more_body"):
+            break
+    return bytes(body)
+
+
+def _model(body: bytes) -> str | None:
+    """The `model` a JSON body names, for the audit event."""
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        model = json.loads(body).get("model")
+    except (ValueError, AttributeError):
+        return None
+    return model[:200] if isinstance(model, str) else None
+
+
+def _usage(tail: bytes, content_type: str) -> dict[str, int] | None:
+    """Token counts from a JSON answer, or from the last event of a stream that has them
+    (`usage` for OpenAI-style and Anthropic answers, `usageMetadata` for Gemini)."""
+    text = tail.decode("utf-8", "replace")
+    documents = (
+        [line[5:].strip() for line in reversed(text.splitlines()) if line.startswith("data:")]
+        if "event-stream" in content_type
+        else [text]
+    )
+    for document in documents:
+        try:
+            parsed = json.loads(document)
+        except ValueError:
+            continue
+        if not isinstance(parsed, dict):
+            continue
+        found = parsed.get("usage") or parsed.get("usageMetadata")
+        if found is None and isinstance(parsed.get("message"), dict):
+            found = parsed["message"].get("usage")  # Anthropic's message_start
+        if isinstance(found, dict):
+            counts = {k: v for k, v in found.items() if isinstance(v, int) and len(k) <= 64}
+            if counts:
+                return counts
+    return None
+
+
+def _error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    failure = describe(exc)
+    return HttpResponse(
+        json.dumps(failure.body()),
+        status=failure.status,
+        content_type="application/json",
+        headers=failure.headers,
+    )
+
+
+async def _send_django(send: Send, response: HttpResponse) -> None:
+    headers = [(b"content-type", response["Content-Type"].encode("latin-1"))]
+    headers += [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in response.items()
+        if name.lower() != "content-type"
+    ]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": response.content, "more_body": False})
+
+
+application = Proxy()

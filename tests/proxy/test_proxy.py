@@ -1,0 +1,151 @@
+"""The proxy: provider calls forwarded with the tenant's key injected (issue 12, first
+slice: the ASGI application in process, a stub provider on loopback)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import httpx
+import pytest
+from asgiref.sync import async_to_sync
+
+from api.proxy import application
+from audit.models import AuditEvent
+from kms.models import ScopedToken
+from tests.kms.test_canary import assert_no_run
+
+pytestmark = pytest.mark.django_db
+
+COMPLETION = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10},
+}
+
+
+def call(method: str, path: str, token: str | None, **kwargs: Any) -> httpx.Response:
+    """One request to the proxy application, in process; the checks it runs in a thread
+    share the test's database connection (async_to_sync runs them on this thread)."""
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=application)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers.update(kwargs.pop("headers", {}))
+        async with httpx.AsyncClient(transport=transport, base_url="http://keyward") as client:
+            return await client.request(method, path, headers=headers, **kwargs)
+
+    return async_to_sync(go)()
+
+
+@pytest.fixture
+def proxied(world, provider_stub, settings):
+    settings.PROVIDER_BASE_URLS = {"openai": provider_stub.url + "/v1"}
+    return world
+
+
+def test_a_call_is_forwarded_with_the_tenants_key_and_none_of_the_callers_credentials(
+    proxied, provider_stub
+):
+    token = proxied.token(scopes=["proxy"])
+    provider_stub.answer(200, COMPLETION)
+    response = call(
+        "POST",
+        "/api/v1/proxy/openai/chat/completions?stream=false",
+        token,
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-api-key": "caller-key", "Cookie": "s=1", "OpenAI-Beta": "assistants=v2"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == COMPLETION
+    assert response.headers["x-request-id"]
+    seen = provider_stub.seen[-1]
+    assert (seen.method, seen.path, seen.query) == ("POST", "/v1/chat/completions", "stream=false")
+    assert seen.headers["authorization"] == f"Bearer {proxied.secret_a}"
+    assert "x-api-key" not in seen.headers and "cookie" not in seen.headers
+    assert seen.headers["openai-beta"] == "assistants=v2"
+    assert token not in json.dumps(seen.headers)
+    assert json.loads(seen.body)["model"] == "gpt-4o-mini"
+    event = AuditEvent.objects.filter(action="proxy.request").get()
+    assert event.outcome == "success"
+    assert event.details["upstream_status"] == 200
+    assert event.details["model"] == "gpt-4o-mini"
+    assert event.details["path"] == "/chat/completions"
+    assert event.details["usage"] == COMPLETION["usage"]
+    assert event.details["latency_ms"] >= 0
+    assert event.details["key_id"] == str(proxied.key_a.id)
+
+
+def test_a_provider_error_is_passed_through_and_keywards_own_refusals_are_marked(
+    proxied, provider_stub
+):
+    token = proxied.token(scopes=["proxy"])
+    provider_stub.answer(429, {"error": {"message": "slow down", "type": "rate_limit"}})
+    passed = call("POST", "/api/v1/proxy/openai/chat/completions", token, json={})
+    assert passed.status_code == 429
+    assert passed.json()["error"]["message"] == "slow down"
+    assert "x-keyward-refusal" not in passed.headers
+    refused = call("POST", "/api/v1/proxy/openai/chat/completions", "kwt_nonsense", json={})
+    assert refused.status_code == 401
+    assert refused.headers["x-keyward-refusal"] == "unauthenticated"
+    assert set(refused.json()["error"]) >= {"code", "message", "request_id"}
+    event = AuditEvent.objects.filter(action="proxy.request").get()
+    assert (event.outcome, event.details["upstream_status"]) == ("error", 429)
+
+
+@pytest.mark.parametrize(
+    ("scopes", "path", "status", "code"),
+    [
+        (["release"], "/api/v1/proxy/openai/models", 403, "insufficient_scope"),
+        (["proxy"], "/api/v1/proxy/anthropic/v1/messages", 403, "provider_mismatch"),
+        (["proxy"], "/api/v1/proxy/nosuch/models", 404, "unknown_provider"),
+        (["proxy"], "/api/v1/proxy/openai/models?key=sk-mine", 400, "invalid"),
+    ],
+)
+def test_refusals_reach_no_provider(proxied, provider_stub, scopes, path, status, code):
+    token = proxied.token(scopes=scopes)
+    response = call("GET", path, token)
+    assert response.status_code == status, response.text
+    assert response.headers["x-keyward-refusal"] == code
+    assert provider_stub.seen == []
+    assert not AuditEvent.objects.filter(action="proxy.request").exists()
+
+
+def test_a_revoked_token_or_key_stops_the_next_call(proxied, provider_stub):
+    token = proxied.token(scopes=["proxy"])
+    provider_stub.answer(200, COMPLETION)
+    assert call("GET", "/api/v1/proxy/openai/models", token).status_code == 200
+    ScopedToken.objects.update(revoked_at="2020-01-01T00:00:00Z")
+    assert call("GET", "/api/v1/proxy/openai/models", token).status_code == 401
+    assert len(provider_stub.seen) == 1
+
+
+def test_max_uses_is_counted_per_call(proxied, provider_stub):
+    token = proxied.token(scopes=["proxy"], max_uses=2)
+    provider_stub.answer(200, COMPLETION)
+    statuses = [call("GET", "/api/v1/proxy/openai/models", token).status_code for _ in range(3)]
+    assert statuses == [200, 200, 401]
+    assert len(provider_stub.seen) == 2
+
+
+def test_the_key_appears_in_no_answer_event_or_log(proxied, provider_stub, caplog):
+    caplog.set_level(logging.DEBUG)
+    token = proxied.token(scopes=["proxy"])
+    secret = proxied.secret_a
+    provider_stub.answer(401, {"error": {"message": "bad key", "code": "invalid_api_key"}})
+    answers = [
+        call("POST", "/api/v1/proxy/openai/chat/completions", token, json={"model": "m"}),
+        call("GET", "/api/v1/proxy/openai/models?key=x", token),
+        call("GET", "/api/v1/proxy/anthropic/models", token),
+    ]
+    seen = "\n".join(r.text + repr(dict(r.headers)) for r in answers)
+    events = repr(list(AuditEvent.objects.values()))
+    for where, haystack in (
+        ("an answer", seen),
+        ("the audit log", events),
+        ("the logs", caplog.text),
+    ):
+        assert_no_run(secret, haystack, where)
