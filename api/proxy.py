@@ -15,6 +15,7 @@ provider's answer, errors included, is passed through as it came.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import time
@@ -90,6 +91,12 @@ class UpstreamUnreachable(DomainError):
     status = 502
     code = "upstream_unreachable"
     message = "The provider could not be reached."
+
+
+class ClientGone(DomainError):
+    status = 400
+    code = "client_gone"
+    message = "The client went away before its request was complete."
 
 
 class BodyTooLarge(DomainError):
@@ -206,9 +213,17 @@ class Proxy:
             "model": _model(body),
         }
         started = time.monotonic()
+        forward = asyncio.ensure_future(self._forward(scope, request, call, body, outcome, send))
+        gone = asyncio.ensure_future(_disconnected(receive))
         try:
-            await self._forward(scope, request, call, body, outcome, send)
+            await asyncio.wait({forward, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not forward.done():  # the client went away: stop the upstream call too
+                outcome["client_disconnected"] = True
+                forward.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await forward
         finally:
+            gone.cancel()
             outcome["latency_ms"] = round((time.monotonic() - started) * 1000)
             await sync_to_async(close_call)(call, outcome, actor)
 
@@ -299,14 +314,20 @@ async def _read_body(receive: Receive) -> bytes:
     body = bytearray()
     while True:
         message = await receive()
-        if message["type"] == "http.disconnect":
-            break
+        if message["type"] == "http.disconnect":  # gone before it sent it all: forward nothing
+            raise ClientGone()
         body.extend(message.get("body", b""))
         if len(body) > limit:
             raise BodyTooLarge()
         if not message.get("more_body"):
             break
     return bytes(body)
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (the request body was read before this runs)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _model(body: bytes) -> str | None:

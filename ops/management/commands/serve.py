@@ -23,7 +23,7 @@ from django.db import connections
 from core.shutdown import stop_on_signals
 
 
-def _children(host: str, port: int, web_workers: int) -> list[list[str]]:
+def _children(host: str, port: int, web_workers: int, proxy_port: int) -> list[list[str]]:
     python = sys.executable
     web = [
         python,
@@ -55,8 +55,24 @@ def _children(host: str, port: int, web_workers: int) -> list[list[str]]:
         "--without-gossip",
         "--without-mingle",
     ]
+    # The proxy streams on native async I/O: ASGI, on a port of its own.
+    proxy = [
+        python,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--host",
+        host,
+        "--port",
+        str(proxy_port),
+        "--workers",
+        str(web_workers),
+        "--no-ws",
+        "settings.asgi:application",
+    ]
     sequencer = [python, "manage.py", "audit_sequencer"]
-    return [web, worker, sequencer]
+    return [web, proxy, worker, sequencer]
 
 
 class Command(BaseCommand):
@@ -68,22 +84,31 @@ class Command(BaseCommand):
         parser.add_argument(
             "--web-workers", type=int, default=int(os.environ.get("KEYWARD_WEB_WORKERS", "1"))
         )
+        parser.add_argument(
+            "--proxy-port",
+            type=int,
+            default=int(os.environ.get("KEYWARD_PROXY_PORT", "0")) or None,
+            help="the proxy's port (default: --port + 1)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         connections.close_all()
-        code = supervise(options["host"], options["port"], options["web_workers"])
+        proxy_port = options["proxy_port"] or options["port"] + 1
+        code = supervise(options["host"], options["port"], options["web_workers"], proxy_port)
         if code:
             raise CommandError("a child process stopped; everything was shut down", returncode=code)
 
 
-def supervise(host: str, port: int, web_workers: int) -> int:
+def supervise(host: str, port: int, web_workers: int, proxy_port: int) -> int:
     """Start the children and wait until one exits or a signal arrives, then stop all."""
     env = {**os.environ, "KEYWARD_QUIET_EMBEDDED": "1"}
-    procs = [subprocess.Popen(cmd, env=env) for cmd in _children(host, port, web_workers)]
+    children = _children(host, port, web_workers, proxy_port)
+    procs = [subprocess.Popen(cmd, env=env) for cmd in children]
     url = f"http://{host}:{port}"
     print(
         f"\nKeyward is starting on {url}  (API docs: {url}/api/v1/docs/)\n"
+        f"The proxy listens on http://{host}:{proxy_port}/api/v1/proxy/\n"
         "Create the first admin and get an API token (shown once):\n"
         "    .venv/bin/python manage.py create_admin alice --role security_admin\n"
         "Stop with Ctrl-C.\n",

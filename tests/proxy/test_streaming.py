@@ -1,0 +1,167 @@
+"""The proxy under its production server (granian, ASGI): server-sent events reach the
+client as they arrive, and a client that goes away cancels the upstream call."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from django.conf import settings
+
+from audit.models import AuditEvent
+from tests import pg
+from tests.bao import free_port
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+EVENTS, GAP = 4, 0.4  # the stub's stream: four events, 0.4 s apart
+
+
+class SlowStream:
+    """An upstream that answers with an SSE stream, one event every GAP seconds, and
+    notes whether the stream was cut off before its end."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.finished_at: float | None = None
+        self.cut_off = threading.Event()
+        self.headers: dict[str, str] = {}
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                stub.headers = {k.lower(): v for k, v in self.headers.items()}
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                stub.started.set()
+                try:
+                    for n in range(EVENTS):
+                        chunk: dict[str, Any] = {"choices": [{"delta": {"content": f"part {n}"}}]}
+                        if n == EVENTS - 1:
+                            chunk["usage"] = {"prompt_tokens": 3, "completion_tokens": 4}
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        self.wfile.flush()
+                        time.sleep(GAP)
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except OSError:
+                    stub.cut_off.set()
+                    return
+                stub.finished_at = time.monotonic()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def upstream() -> Iterator[SlowStream]:
+    stub = SlowStream()
+    yield stub
+    stub.close()
+
+
+@pytest.fixture
+def proxy_server(committed_world: Any, upstream: SlowStream, tmp_path: Path) -> Iterator[str]:
+    """granian in ASGI mode serving settings.asgi over the test database."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
+    env.update(
+        KEYWARD_DATA_DIR=str(settings.DATA_DIR),
+        KEYWARD_QUIET_EMBEDDED="1",
+        KEYWARD_DATABASE_URL=pg.database_url(),
+        KEYWARD_PROVIDER_BASE_URLS=json.dumps({"openai": upstream.url + "/v1"}),
+    )
+    log = (tmp_path / "proxy.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--no-ws", "settings.asgi:application",
+        ],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+
+
+def _request(world: Any) -> dict[str, Any]:
+    return {
+        "headers": {"Authorization": f"Bearer {world.token(scopes=['proxy'])}"},
+        "json": {"model": "gpt-4o-mini", "stream": True, "messages": []},
+    }
+
+
+@pytest.mark.slow
+def test_the_first_event_arrives_before_the_upstream_stream_ends(
+    committed_world, upstream, proxy_server
+):
+    url = proxy_server + "/api/v1/proxy/openai/chat/completions"
+    received: list[tuple[float, str]] = []
+    with httpx.stream("POST", url, timeout=10, **_request(committed_world)) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                received.append((time.monotonic(), line))
+    assert len(received) == EVENTS + 1
+    assert upstream.finished_at is not None
+    assert received[0][0] < upstream.finished_at - GAP * (EVENTS - 2), "streamed, not buffered"
+    assert upstream.headers["authorization"] == f"Bearer {committed_world.secret_a}"
+    event = _wait_for_event()
+    assert event.details["usage"] == {"prompt_tokens": 3, "completion_tokens": 4}
+    assert event.details["upstream_status"] == 200
+
+
+@pytest.mark.slow
+def test_a_client_that_goes_away_cancels_the_upstream_call(committed_world, upstream, proxy_server):
+    url = proxy_server + "/api/v1/proxy/openai/chat/completions"
+    with httpx.stream("POST", url, timeout=10, **_request(committed_world)) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                break  # leave after the first event
+    assert upstream.cut_off.wait(GAP * EVENTS + 2), "the upstream stream was cut off"
+    assert upstream.finished_at is None
+    event = _wait_for_event()
+    assert event.details.get("client_disconnected") is True
+
+
+def _wait_for_event() -> AuditEvent:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        event = AuditEvent.objects.filter(action="proxy.request").first()
+        if event is not None:
+            return event
+        time.sleep(0.1)
+    raise AssertionError("no proxy.request event")
