@@ -112,6 +112,7 @@ def open_call(request: HttpRequest, provider: str) -> tuple[ProxyCall, Actor] | 
     try:
         if provider not in ADAPTERS:
             raise UnknownProvider()
+        _token_from_sdk_header(request)
         caller = authenticate(request)
         if not isinstance(caller.credential, ScopedToken):
             raise Forbidden()
@@ -124,6 +125,19 @@ def open_call(request: HttpRequest, provider: str) -> tuple[ProxyCall, Actor] | 
         return do_open_proxy_call(caller.credential, provider, actor=caller.actor), caller.actor
     except Exception as exc:
         return _refused(failure_response(request, exc, caller))
+
+
+def _token_from_sdk_header(request: HttpRequest) -> None:
+    """A provider SDK sends its "API key" in its provider's header (`x-api-key`, `api-key`,
+    `x-goog-api-key`); a `kwt_` token given to it as that key is read from there when no
+    Authorization header is sent. Either way, none of these headers is forwarded."""
+    if request.META.get("HTTP_AUTHORIZATION"):
+        return
+    for name in ("HTTP_X_API_KEY", "HTTP_API_KEY", "HTTP_X_GOOG_API_KEY"):
+        value = request.META.get(name, "")
+        if value.startswith("kwt_"):
+            request.META["HTTP_AUTHORIZATION"] = f"Bearer {value}"
+            return
 
 
 def _refused(response: HttpResponse) -> HttpResponse:
@@ -342,15 +356,19 @@ def _model(body: bytes) -> str | None:
 
 
 def _usage(tail: bytes, content_type: str) -> dict[str, int] | None:
-    """Token counts from a JSON answer, or from the last event of a stream that has them
-    (`usage` for OpenAI-style and Anthropic answers, `usageMetadata` for Gemini)."""
+    """Token counts from a JSON answer, or from the events of a stream that carry them,
+    later counts over earlier ones (Anthropic sends input tokens first and output tokens
+    last); `usage` for OpenAI-style and Anthropic answers, `usageMetadata` for Gemini."""
     text = tail.decode("utf-8", "replace")
     documents = (
-        [line[5:].strip() for line in reversed(text.splitlines()) if line.startswith("data:")]
+        [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
         if "event-stream" in content_type
         else [text]
     )
+    counts: dict[str, int] = {}
     for document in documents:
+        if "sage" not in document:
+            continue
         try:
             parsed = json.loads(document)
         except ValueError:
@@ -361,10 +379,8 @@ def _usage(tail: bytes, content_type: str) -> dict[str, int] | None:
         if found is None and isinstance(parsed.get("message"), dict):
             found = parsed["message"].get("usage")  # Anthropic's message_start
         if isinstance(found, dict):
-            counts = {k: v for k, v in found.items() if isinstance(v, int) and len(k) <= 64}
-            if counts:
-                return counts
-    return None
+            counts.update((k, v) for k, v in found.items() if isinstance(v, int) and len(k) <= 64)
+    return counts or None
 
 
 def _error(request: HttpRequest, exc: Exception) -> HttpResponse:

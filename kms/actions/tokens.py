@@ -316,7 +316,7 @@ def do_open_proxy_call(token: ScopedToken, provider: str, *, actor: Actor) -> Pr
     secret = read_secret(key, version, actor=actor, purpose="proxy.request")
     return ProxyCall(
         provider=key.provider,
-        base_url=get_adapter(key.provider).base_url(key.base_url),
+        base_url=get_adapter(key.provider).proxy_base(key.base_url),
         tenant=token.tenant.slug,
         key_id=str(key.id),
         key_version=version,

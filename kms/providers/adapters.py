@@ -26,6 +26,7 @@ class OpenAI(Adapter):
 class Anthropic(Adapter):
     name, title = "anthropic", "an Anthropic"
     default_base_url = "https://api.anthropic.com/v1"
+    sdk_path_prefix = "/v1"
     key_pattern = re.compile(r"sk-ant-[A-Za-z0-9_\-]{16,400}")
     distinctive = re.compile(r"sk-ant-.*")
     API_VERSION = "2023-06-01"
@@ -53,6 +54,7 @@ class Google(Adapter):
     """Gemini: the key goes in `x-goog-api-key`, never in the URL; a bad key is a 400."""
 
     name, title = "google", "a Google AI (Gemini)"
+    sdk_path_prefix = "/v1beta"
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
     key_pattern = re.compile(r"AIza[A-Za-z0-9_\-]{35}")
     distinctive = re.compile(r"AIza.*")

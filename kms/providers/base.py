@@ -185,6 +185,15 @@ class Adapter:
             configured or settings.PROVIDER_BASE_URLS.get(self.name) or self.default_base_url
         ).rstrip("/")
 
+    # What the provider's own SDK leaves out of its base URL and puts in each path
+    # (Anthropic's SDK calls `/v1/messages` on `https://api.anthropic.com`).
+    sdk_path_prefix = ""
+
+    def proxy_base(self, configured: str) -> str:
+        """The base URL a proxied path is appended to: the one the provider's SDK uses, so
+        an SDK pointed at the proxy sends the paths it always sends."""
+        return self.base_url(configured).removesuffix(self.sdk_path_prefix)
+
     def check(self, secret: str, base_url: str = "") -> CheckResult:
         """Ask the provider's cheapest authenticated endpoint whether `secret` works."""
         url = self.base_url(base_url) + self.check_path

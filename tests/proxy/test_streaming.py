@@ -4,30 +4,22 @@ client as they arrive, and a client that goes away cancels the upstream call."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from django.conf import settings
 
 from audit.models import AuditEvent
-from tests import pg
-from tests.bao import free_port
+from tests.proxy.server import QuietHandler, Upstream, serve_proxy
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 EVENTS, GAP = 4, 0.4  # the stub's stream: four events, 0.4 s apart
 
 
-class SlowStream:
+class SlowStream(Upstream):
     """An upstream that answers with an SSE stream, one event every GAP seconds, and
     notes whether the stream was cut off before its end."""
 
@@ -38,9 +30,7 @@ class SlowStream:
         self.headers: dict[str, str] = {}
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 stub.headers = {k.lower(): v for k, v in self.headers.items()}
@@ -64,16 +54,7 @@ class SlowStream:
                     return
                 stub.finished_at = time.monotonic()
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture
@@ -85,35 +66,8 @@ def upstream() -> Iterator[SlowStream]:
 
 @pytest.fixture
 def proxy_server(committed_world: Any, upstream: SlowStream, tmp_path: Path) -> Iterator[str]:
-    """granian in ASGI mode serving settings.asgi over the test database."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
-    env.update(
-        KEYWARD_DATA_DIR=str(settings.DATA_DIR),
-        KEYWARD_QUIET_EMBEDDED="1",
-        KEYWARD_DATABASE_URL=pg.database_url(),
-        KEYWARD_PROVIDER_BASE_URLS=json.dumps({"openai": upstream.url + "/v1"}),
-    )
-    log = (tmp_path / "proxy.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1", "--no-ws", "settings.asgi:application",
-        ],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
+    with serve_proxy({"openai": upstream.url + "/v1"}, tmp_path / "proxy.log") as url:
+        yield url
 
 
 def _request(world: Any) -> dict[str, Any]:
