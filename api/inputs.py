@@ -41,6 +41,7 @@ class UnsupportedMediaType(DomainError):
 class Text:
     max_length: int
     help: str = ""
+    pattern: str = ""  # anchored with ^ and $, in the subset Python and ECMA agree on
 
     def clean(self, value: Any) -> str:
         if not isinstance(value, str):
@@ -53,10 +54,30 @@ class Text:
             raise Invalid("This field may not be blank.")
         if len(value) > self.max_length:
             raise Invalid(f"Ensure this field has no more than {self.max_length} characters.")
+        if self.pattern and not re.fullmatch(self.pattern.removesuffix("$"), value):
+            raise Invalid(f"Must match {self.pattern}.")
         return value
 
     def schema(self) -> dict[str, Any]:
-        return {"type": "string", "minLength": 1, "maxLength": self.max_length}
+        schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": self.max_length}
+        return schema | ({"pattern": self.pattern} if self.pattern else {})
+
+
+@dataclass(frozen=True)
+class TextList:
+    item: Text
+    max_items: int
+    help: str = ""
+
+    def clean(self, value: Any) -> list[str]:
+        if not isinstance(value, list):
+            raise Invalid("Expected a list of items.")
+        if len(value) > self.max_items:
+            raise Invalid(f"Ensure this field has no more than {self.max_items} elements.")
+        return [self.item.clean(item) for item in value]
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": self.item.schema(), "maxItems": self.max_items}
 
 
 @dataclass(frozen=True)
@@ -123,7 +144,7 @@ class ChoiceList:
         }
 
 
-FieldType = Text | Choice | Integer | ChoiceList
+FieldType = Text | Choice | Integer | ChoiceList | TextList
 
 
 @dataclass(frozen=True)
@@ -203,3 +224,8 @@ def json_body(request: HttpRequest) -> Any:
     if request.content_type != "application/json":
         raise UnsupportedMediaType()
     return strict_json(raw)
+
+
+# A model name as providers spell them ("gpt-4o-mini", "models/gemini-2.5-pro",
+# "claude-sonnet-4-5-20250929"): printable ASCII without spaces.
+MODEL_NAME = Text(200, pattern="^[!-~]+$")

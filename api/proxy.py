@@ -35,7 +35,12 @@ from audit.actors import Actor
 from core.context import bound_origin
 from core.errors import DomainError, InvalidInput
 from kms import egress
-from kms.actions.tokens import ProxyCall, do_open_proxy_call, do_record_proxy_call
+from kms.actions.tokens import (
+    ProxyCall,
+    do_check_proxy_model,
+    do_open_proxy_call,
+    do_record_proxy_call,
+)
 from kms.exceptions import ForbiddenBaseUrl
 from kms.models import ScopedToken
 from kms.providers import ADAPTERS, get_adapter
@@ -149,6 +154,16 @@ def _refused(response: HttpResponse) -> HttpResponse:
     return response
 
 
+def check_model(
+    request: HttpRequest, call: ProxyCall, model: str | None, actor: Actor
+) -> HttpResponse | None:
+    try:
+        do_check_proxy_model(call, model, actor=actor)
+    except DomainError as exc:
+        return _refused(_error(request, exc))
+    return None
+
+
 def close_call(call: ProxyCall, outcome: dict[str, Any], actor: Actor) -> None:
     do_record_proxy_call(call, outcome, actor=actor)
 
@@ -221,10 +236,15 @@ class Proxy:
         except DomainError as exc:
             await _send_django(send, _refused(_error(request, exc)))
             return
+        model = _model(body)
+        refused = await sync_to_async(check_model)(request, call, model, actor)
+        if refused is not None:
+            await _send_django(send, refused)
+            return
         outcome: dict[str, Any] = {
             "method": scope["method"],
             "path": "/" + rest,
-            "model": _model(body),
+            "model": model[:200] if model else None,
         }
         started = time.monotonic()
         forward = asyncio.ensure_future(self._forward(scope, request, call, body, outcome, send))
@@ -352,7 +372,7 @@ def _model(body: bytes) -> str | None:
         model = json.loads(body).get("model")
     except (ValueError, AttributeError):
         return None
-    return model[:200] if isinstance(model, str) else None
+    return model if isinstance(model, str) else None
 
 
 def _usage(tail: bytes, content_type: str) -> dict[str, int] | None:

@@ -90,6 +90,18 @@ class TokenInactive(DomainError):
         self.audit_reason = audit_reason  # for the audit log only, never the response
 
 
+class ModelNotGranted(DomainError):
+    status = 403
+    code = "model_not_granted"
+    message = "The grant does not allow every model asked for."
+
+
+class ModelNotAllowed(DomainError):
+    status = 403
+    code = "model_not_allowed"
+    message = "The token does not allow this model."
+
+
 class ProviderMismatch(DomainError):
     status = 403
     code = "provider_mismatch"

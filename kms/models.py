@@ -145,6 +145,8 @@ class ScopedToken(HashedCredential):
     expires_at = models.DateTimeField()
     max_uses = models.PositiveIntegerField(null=True, blank=True)
     uses = models.PositiveIntegerField(default=0)
+    # The models a proxied call may name (the grant's, or fewer); empty: any.
+    allowed_models = models.JSONField(default=list, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

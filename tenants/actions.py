@@ -180,6 +180,7 @@ def do_create_grant(
     max_ttl_seconds: int,
     *,
     actor: Actor,
+    models: list[str] | None = None,
 ) -> Grant:
     with transaction.atomic(durable=True):
         grant = Grant.objects.create(
@@ -188,6 +189,7 @@ def do_create_grant(
             provider=provider,
             scopes=sorted(set(scopes)),
             max_ttl_seconds=max_ttl_seconds,
+            allowed_models=sorted(set(models or [])),
             created_by=actor.id,
         )
         record(
@@ -202,6 +204,7 @@ def do_create_grant(
                 "provider": provider,
                 "scopes": grant.scopes,
                 "max_ttl_seconds": max_ttl_seconds,
+                "models": grant.allowed_models,
             },
         )
     return grant

@@ -128,6 +128,8 @@ class Grant(models.Model):
     provider = models.CharField(max_length=32)  # a provider name, or "*"
     scopes = models.JSONField(default=list)
     max_ttl_seconds = models.PositiveIntegerField()
+    # The models its tokens may name in a proxied call; empty: any.
+    allowed_models = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.CharField(max_length=150, blank=True)
 

@@ -6,6 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -19,6 +20,9 @@ from tenants import queries
 from tenants.actions import do_create_grant, do_delete_grant
 from tenants.exceptions import PrincipalNotFound, TenantNotFound
 from tenants.models import Grant, Scope
+from tenants.validators import SLUG_PATTERN
+
+MODEL_NAME_SHAPE = RegexValidator(r"^[!-~]+\Z", "Printable ASCII without spaces.")
 
 
 class GrantNotFound(NotFound):
@@ -28,12 +32,28 @@ class GrantNotFound(NotFound):
 
 class GrantCreateSerializer(StrictSerializer):
     principal = serializers.UUIDField()
-    tenant = serializers.CharField(max_length=63)
+    tenant = serializers.CharField(
+        max_length=63,
+        trim_whitespace=False,
+        validators=[
+            RegexValidator(
+                "^(?:\\*|" + SLUG_PATTERN.removeprefix("^").removesuffix("\\Z") + ")\\Z",
+                "A tenant slug, or * for every tenant.",
+            )
+        ],
+    )
     provider = serializers.ChoiceField(
         choices=[*sorted(ADAPTERS), "*"], error_messages={"invalid_choice": "Unknown provider."}
     )
     scopes = serializers.ListField(
         child=serializers.ChoiceField(choices=Scope.choices), min_length=1, max_length=2
+    )
+
+    models = serializers.ListField(
+        child=serializers.CharField(max_length=200, validators=[MODEL_NAME_SHAPE]),
+        max_length=50,
+        required=False,
+        help_text="The models its tokens may name in proxied calls; empty or left out: any.",
     )
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
@@ -49,6 +69,7 @@ class GrantCreateSerializer(StrictSerializer):
 
 class GrantSerializer(serializers.ModelSerializer[Grant]):
     tenant = serializers.SerializerMethodField()
+    models = serializers.ListField(child=serializers.CharField(), source="allowed_models")
 
     class Meta:
         model = Grant
@@ -59,6 +80,7 @@ class GrantSerializer(serializers.ModelSerializer[Grant]):
             "provider",
             "scopes",
             "max_ttl_seconds",
+            "models",
             "created_at",
             "created_by",
         )
@@ -97,6 +119,7 @@ class GrantListView(KeywardView):
             data["scopes"],
             data["max_ttl_seconds"],
             actor=self.actor,
+            models=data.get("models"),
         )
         return Response(GrantSerializer(grant).data, status=status.HTTP_201_CREATED)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from api.inputs import Body, Choice, ChoiceList, Integer, Text
+from api.inputs import MODEL_NAME, Body, Choice, ChoiceList, Integer, Text, TextList
 from api.plain import Caller, Operation, bearer_post
 from kms import queries
 from kms.actions import tokens
@@ -37,6 +37,12 @@ TOKEN_REQUEST = Body(
             10, help="Capped by the grant and KEYWARD_TOKEN_MAX_TTL.", cap="TOKEN_MAX_TTL"
         ),
         "max_uses": Integer(1, 1_000_000),
+        "models": TextList(
+            MODEL_NAME,
+            50,
+            help="The models proxied calls may name (the grant's, or fewer); by default the"
+            " grant's list (empty: any).",
+        ),
         "key_version": Integer(
             1,
             help="Pin a version (current, or previous within its grace); by default an "
@@ -57,6 +63,7 @@ ISSUED = _object(
     key_version=INTEGER | {"nullable": True},
     token_id=STRING | {"format": "uuid"},
     max_uses=INTEGER | {"nullable": True},
+    models={"type": "array", "items": STRING},
 )
 
 
@@ -87,6 +94,7 @@ def issue_token(
         "key_version": token.key_version,
         "token_id": str(token.id),
         "max_uses": token.max_uses,
+        "models": token.allowed_models,
     }
 
 

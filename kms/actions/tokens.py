@@ -28,6 +28,8 @@ from kms.exceptions import (
     KeyNotActive,
     KeyNotFound,
     KeyVersionUnavailable,
+    ModelNotAllowed,
+    ModelNotGranted,
     ProviderMismatch,
     TenantSuspended,
     TokenInactive,
@@ -50,6 +52,7 @@ class TokenRequest:
     ttl_seconds: int | None = None
     max_uses: int | None = None
     key_version: int | None = None
+    models: list[str] | None = None
 
 
 # -- issue -----------------------------------------------------------------------------
@@ -70,6 +73,7 @@ def do_issue_token(
         key = _pick_key(candidates, ask.key)
         _check_pin(key, ask.key_version)
         ttl = _ttl(ask.ttl_seconds, grant)
+        allowed = _models(ask.models, grant)
     except (
         GrantMissing,
         TenantSuspended,
@@ -78,6 +82,7 @@ def do_issue_token(
         KeyAmbiguous,
         KeyVersionUnavailable,
         TtlTooLong,
+        ModelNotGranted,
     ) as refusal:
         _deny(refusal, actor, tenant, ask)
         raise
@@ -98,6 +103,7 @@ def do_issue_token(
         expires_at=now + timedelta(seconds=ttl),
         max_uses=ask.max_uses,
         uses=0,
+        allowed_models=allowed,
     )
     record_with(
         _INSERT_TOKEN,
@@ -114,6 +120,7 @@ def do_issue_token(
             "scopes": token.scopes,
             "ttl_seconds": ttl,
             "max_uses": ask.max_uses,
+            "models": allowed,
             "grant": str(grant.id),
         },
     )
@@ -132,7 +139,7 @@ _INSERT_TOKEN = (
 
 
 _TENANT = sql.Columns.of(Tenant, ["id", "slug", "status"])
-_GRANT = sql.Columns.of(Grant, ["id", "scopes", "max_ttl_seconds", "created_at"])
+_GRANT = sql.Columns.of(Grant, ["id", "scopes", "max_ttl_seconds", "allowed_models", "created_at"])
 _KEY = sql.Columns.of(
     ProviderKey, ["id", "tenant", "provider", "label", "status", "current_version", "created_at"]
 )
@@ -205,6 +212,16 @@ def _check_pin(key: ProviderKey, version: int | None) -> None:
         return
     if not in_grace(key, version, timezone.now()):
         raise KeyVersionUnavailable()
+
+
+def _models(asked: list[str] | None, grant: Grant) -> list[str]:
+    """The models the token may name: those asked for, all of which the grant must allow,
+    or the grant's own list (empty: any)."""
+    if not asked:
+        return list(grant.allowed_models)
+    if grant.allowed_models and not set(asked) <= set(grant.allowed_models):
+        raise ModelNotGranted()
+    return sorted(set(asked))
 
 
 def _ttl(asked: int | None, grant: Grant) -> int:
@@ -295,6 +312,7 @@ class ProxyCall:
     key_version: int
     token_id: str
     principal: str
+    models: tuple[str, ...]
     secret: str = field(repr=False)
 
 
@@ -322,8 +340,24 @@ def do_open_proxy_call(token: ScopedToken, provider: str, *, actor: Actor) -> Pr
         key_version=version,
         token_id=str(token.id),
         principal=str(token.principal_id),
+        models=tuple(token.allowed_models),
         secret=secret,
     )
+
+
+def do_check_proxy_model(call: ProxyCall, model: str | None, *, actor: Actor) -> None:
+    """Refuse, audited, a call whose JSON body names a model the token does not allow."""
+    if call.models and model is not None and model not in call.models:
+        refusal = ModelNotAllowed()
+        record_refusal(
+            "credential.denied",
+            actor=actor,
+            tenant=call.tenant,
+            target=f"token:{call.token_id}",
+            details={"reason": "model_not_allowed", "principal": call.principal, "model": model},
+            refusal=refusal,
+        )
+        raise refusal
 
 
 def do_record_proxy_call(call: ProxyCall, outcome: dict[str, Any], *, actor: Actor) -> None:

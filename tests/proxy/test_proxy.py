@@ -149,3 +149,67 @@ def test_the_key_appears_in_no_answer_event_or_log(proxied, provider_stub, caplo
         ("the logs", caplog.text),
     ):
         assert_no_run(secret, haystack, where)
+
+
+def test_a_model_outside_the_allowlist_is_refused_and_audited(proxied, provider_stub, actors):
+    grant = proxied.grant
+    grant.allowed_models = ["gpt-4o-mini"]
+    grant.save(update_fields=["allowed_models"])
+    token = proxied.token(scopes=["proxy"])
+    provider_stub.answer(200, COMPLETION)
+    refused = call("POST", "/api/v1/proxy/openai/chat/completions", token, json={"model": "gpt-4o"})
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["x-keyward-refusal"] == "model_not_allowed"
+    assert provider_stub.seen == []
+    denial = AuditEvent.objects.get(action="credential.denied")
+    assert (denial.details["reason"], denial.details["model"]) == ("model_not_allowed", "gpt-4o")
+    allowed = call(
+        "POST", "/api/v1/proxy/openai/chat/completions", token, json={"model": "gpt-4o-mini"}
+    )
+    assert allowed.status_code == 200
+    unnamed = call("GET", "/api/v1/proxy/openai/models", token)
+    assert unnamed.status_code == 200, "a body that names no model is not refused"
+
+
+def test_a_token_may_narrow_its_grants_models_but_not_widen_them(proxied, provider_stub):
+    grant = proxied.grant
+    grant.allowed_models = ["gpt-4o-mini", "gpt-4o"]
+    grant.save(update_fields=["allowed_models"])
+    wider = proxied.issue(scopes=["proxy"], models=["gpt-4o", "o3"])
+    assert wider.status_code == 403, wider.content
+    assert wider.json()["error"]["code"] == "model_not_granted"
+    assert AuditEvent.objects.filter(action="token.denied").exists()
+    narrow = proxied.issue(scopes=["proxy"], models=["gpt-4o"])
+    assert narrow.status_code == 201, narrow.content
+    assert narrow.json()["models"] == ["gpt-4o"]
+    token = narrow.json()["token"]
+    provider_stub.answer(200, COMPLETION)
+    body = {"model": "gpt-4o-mini"}
+    assert call("POST", "/api/v1/proxy/openai/v1/x", token, json=body).status_code == 403
+    body = {"model": "gpt-4o"}
+    assert call("POST", "/api/v1/proxy/openai/v1/x", token, json=body).status_code == 200
+
+
+@pytest.mark.parametrize("models", [["gpt 4"], ["x" * 201], "gpt-4o", [1], ["a\u0000b"]])
+def test_bad_model_lists_are_refused(proxied, models):
+    response = proxied.issue(scopes=["proxy"], models=models)
+    assert response.status_code == 400, response.content
+    assert "models" in response.json()["error"]["fields"]
+
+
+def test_a_grant_carries_its_models(actors, world):
+    api = actors.as_("alice")
+    body = {
+        "principal": str(world.principal.id),
+        "tenant": actors.tenant_a.slug,
+        "provider": "openai",
+        "scopes": ["proxy"],
+        "max_ttl_seconds": 300,
+        "models": ["gpt-4o-mini"],
+    }
+    created = api.post("/api/v1/grants", body, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["models"] == ["gpt-4o-mini"]
+    bad = api.post("/api/v1/grants", {**body, "models": ["has space"]}, format="json")
+    assert bad.status_code == 400
+    assert "models" in bad.json()["error"]["fields"]
