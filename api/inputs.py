@@ -64,23 +64,6 @@ class Text:
 
 
 @dataclass(frozen=True)
-class TextList:
-    item: Text
-    max_items: int
-    help: str = ""
-
-    def clean(self, value: Any) -> list[str]:
-        if not isinstance(value, list):
-            raise Invalid("Expected a list of items.")
-        if len(value) > self.max_items:
-            raise Invalid(f"Ensure this field has no more than {self.max_items} elements.")
-        return [self.item.clean(item) for item in value]
-
-    def schema(self) -> dict[str, Any]:
-        return {"type": "array", "items": self.item.schema(), "maxItems": self.max_items}
-
-
-@dataclass(frozen=True)
 class Choice:
     choices: Sequence[str]
     unknown: str = ""
@@ -120,8 +103,10 @@ class Integer:
 
 
 @dataclass(frozen=True)
-class ChoiceList:
-    item: Choice
+class ListOf:
+    """A JSON list of `item`s, between `min_items` and `max_items` long."""
+
+    item: Choice | Text
     min_items: int
     max_items: int
     help: str = ""
@@ -144,7 +129,7 @@ class ChoiceList:
         }
 
 
-FieldType = Text | Choice | Integer | ChoiceList | TextList
+FieldType = Text | Choice | Integer | ListOf
 
 
 @dataclass(frozen=True)

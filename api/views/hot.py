@@ -7,7 +7,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from api.inputs import MODEL_NAME, Body, Choice, ChoiceList, Integer, Text, TextList
+from api.inputs import MODEL_NAME, Body, Choice, Integer, ListOf, Text
 from api.plain import Caller, Operation, bearer_post
 from kms import queries
 from kms.actions import tokens
@@ -29,7 +29,7 @@ TOKEN_REQUEST = Body(
     required={
         "tenant": Text(63),
         "provider": Choice(sorted(ADAPTERS), unknown="Unknown provider."),
-        "scopes": ChoiceList(Choice(Scope.values), min_items=1, max_items=2),
+        "scopes": ListOf(Choice(Scope.values), min_items=1, max_items=2),
     },
     optional={
         "key": Text(100, help="A key id or label; by default the tenant's one active key."),
@@ -37,8 +37,9 @@ TOKEN_REQUEST = Body(
             10, help="Capped by the grant and KEYWARD_TOKEN_MAX_TTL.", cap="TOKEN_MAX_TTL"
         ),
         "max_uses": Integer(1, 1_000_000),
-        "models": TextList(
+        "models": ListOf(
             MODEL_NAME,
+            0,
             50,
             help="The models proxied calls may name (the grant's, or fewer); by default the"
             " grant's list (empty: any).",
