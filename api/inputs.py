@@ -213,4 +213,5 @@ def json_body(request: HttpRequest) -> Any:
 
 # A model name as providers spell them ("gpt-4o-mini", "models/gemini-2.5-pro",
 # "claude-sonnet-4-5-20250929"): printable ASCII without spaces.
-MODEL_NAME = Text(200, pattern="^[!-~]+$")
+MODEL_NAME_PATTERN = "^[!-~]+$"
+MODEL_NAME = Text(200, pattern=MODEL_NAME_PATTERN)

@@ -59,7 +59,7 @@ class RequestContextMiddleware:
         return response
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class RequestLineMiddleware:
@@ -75,7 +75,7 @@ class RequestLineMiddleware:
             decoded = unquote_to_bytes(query.replace("+", " ")).decode("utf-8") if query else ""
         except UnicodeDecodeError:
             return error_response(400, "bad_request", "The query string is not valid UTF-8.")
-        if _CONTROL.search(request.path) or _CONTROL.search(decoded):
+        if CONTROL_CHARACTERS.search(request.path) or CONTROL_CHARACTERS.search(decoded):
             return error_response(400, "bad_request", "The URL holds control characters.")
         return self.get_response(request)
 

@@ -28,8 +28,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse
 
-from api.errors import describe
-from api.middleware import _CONTROL, origin_of
+from api.middleware import CONTROL_CHARACTERS, origin_of
 from api.plain import Forbidden, authenticate, failure_response
 from audit.actors import Actor
 from core.context import bound_origin
@@ -146,6 +145,8 @@ def _token_from_sdk_header(request: HttpRequest) -> None:
 
 
 def _refused(response: HttpResponse) -> HttpResponse:
+    """Mark a refusal as Keyward's own. (The refusals sent from the event loop are never a
+    401 or 403, whose refusal events would need the database there.)"""
     try:
         code = json.loads(response.content)["error"]["code"]
     except (ValueError, KeyError, TypeError):
@@ -160,7 +161,7 @@ def check_model(
     try:
         do_check_proxy_model(call, model, actor=actor)
     except DomainError as exc:
-        return _refused(_error(request, exc))
+        return _refused(failure_response(request, exc, None))
     return None
 
 
@@ -222,8 +223,9 @@ class Proxy:
     async def _handle(
         self, scope: Scope, request: HttpRequest, receive: Receive, send: Send
     ) -> None:
-        if _CONTROL.search(str(scope["path"])) or _CONTROL.search(request.META["QUERY_STRING"]):
-            await _send_django(send, _refused(_error(request, BadRequestLine())))
+        line = str(scope["path"]) + request.META["QUERY_STRING"]
+        if CONTROL_CHARACTERS.search(line):
+            await _refuse(send, request, BadRequestLine())
             return
         provider, _, rest = str(scope["path"]).removeprefix(PREFIX).partition("/")
         opened = await sync_to_async(open_call)(request, provider)
@@ -234,7 +236,7 @@ class Proxy:
         try:
             body = await _read_body(receive)
         except DomainError as exc:
-            await _send_django(send, _refused(_error(request, exc)))
+            await _refuse(send, request, exc)
             return
         model = _model(body)
         refused = await sync_to_async(check_model)(request, call, model, actor)
@@ -276,7 +278,7 @@ class Proxy:
             destination = egress.pin(call.base_url + rest)
         except ForbiddenBaseUrl as exc:
             outcome["upstream_status"] = None
-            await _send_django(send, _refused(_error(request, exc)))
+            await _refuse(send, request, exc)
             return
         headers = [
             (name, value) for name, value in request.headers.items() if name.lower() not in DROPPED
@@ -294,7 +296,7 @@ class Proxy:
             response = await self.client.send(upstream, stream=True)
         except httpx.HTTPError:
             outcome["upstream_status"] = None
-            await _send_django(send, _refused(_error(request, UpstreamUnreachable())))
+            await _refuse(send, request, UpstreamUnreachable())
             return
         outcome["upstream_status"] = response.status_code
         tail = bytearray()
@@ -403,14 +405,8 @@ def _usage(tail: bytes, content_type: str) -> dict[str, int] | None:
     return counts or None
 
 
-def _error(request: HttpRequest, exc: Exception) -> HttpResponse:
-    failure = describe(exc)
-    return HttpResponse(
-        json.dumps(failure.body()),
-        status=failure.status,
-        content_type="application/json",
-        headers=failure.headers,
-    )
+async def _refuse(send: Send, request: HttpRequest, exc: Exception) -> None:
+    await _send_django(send, _refused(failure_response(request, exc, None)))
 
 
 async def _send_django(send: Send, response: HttpResponse) -> None:

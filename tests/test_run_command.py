@@ -31,6 +31,7 @@ class Embedded:
     env: dict[str, str]
     data: Path
     log: Path
+    proxy: str
 
     def output(self) -> str:
         return self.log.read_text()
@@ -40,21 +41,27 @@ class Embedded:
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     """`scripts/run` on its embedded default, with nothing configured but a data folder."""
     tmp_path = tmp_path_factory.mktemp("embedded")
-    port = _free_port()
+    port, proxy_port = _free_port(), _free_port()  # the next port may be another test's
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
     env["KEYWARD_DATA_DIR"] = str(tmp_path / "data")
     env["KEYWARD_SCHEDULE_VERIFY_AUDIT"] = "1"  # beat sends the audit verification every second
     log_path = tmp_path / "run.log"
     log = log_path.open("w")
     proc = subprocess.Popen(
-        ["bash", "scripts/run", "--port", str(port)],
+        ["bash", "scripts/run", "--port", str(port), "--proxy-port", str(proxy_port)],
         cwd=ROOT,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    server = Embedded(f"http://127.0.0.1:{port}", env, tmp_path / "data", log_path)
+    server = Embedded(
+        f"http://127.0.0.1:{port}",
+        env,
+        tmp_path / "data",
+        log_path,
+        f"http://127.0.0.1:{proxy_port}",
+    )
     try:
         deadline, health = time.monotonic() + 90, None
         while time.monotonic() < deadline and proc.poll() is None:
@@ -116,6 +123,9 @@ def test_scripts_run_serves_healthz_and_the_openapi_document(embedded):
             break
         time.sleep(0.2)
     assert ready.json()["checks"] == {"database": "ok", "secret_store": "ok", "broker": "ok"}
+    proxied = requests.get(f"{embedded.proxy}/api/v1/proxy/openai/models", timeout=10)
+    assert proxied.status_code == 401, "the proxy is served too, and asks for a token"
+    assert proxied.headers["X-Keyward-Refusal"] == "unauthenticated"
     output = embedded.output()
     assert "create_admin" in output and base in output
     database = tmp_path / "data" / "keyward.sqlite3"

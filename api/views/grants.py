@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.base import GlobalSecurityAdmin, KeywardView, SecurityAdmin, StaffReader, StrictSerializer
+from api.inputs import MODEL_NAME_PATTERN
 from api.schema import listing
 from core.errors import NotFound
 from kms.providers import ADAPTERS
@@ -22,7 +23,9 @@ from tenants.exceptions import PrincipalNotFound, TenantNotFound
 from tenants.models import Grant, Scope
 from tenants.validators import SLUG_PATTERN
 
-MODEL_NAME_SHAPE = RegexValidator(r"^[!-~]+\Z", "Printable ASCII without spaces.")
+MODEL_NAME_SHAPE = RegexValidator(
+    MODEL_NAME_PATTERN.replace("$", "\\Z"), "Printable ASCII without spaces."
+)
 
 
 class GrantNotFound(NotFound):

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tenants.models import Tenant
+from tenants.models import Grant, ServicePrincipal, Tenant
 from tests.factories import client as bearer
 
 pytestmark = pytest.mark.django_db
@@ -103,8 +103,6 @@ WRONG_TYPES: dict[str, tuple[str, dict[str, Any]]] = {
 
 @pytest.mark.parametrize("case", sorted(WRONG_TYPES))
 def test_json_types_are_exact_on_the_admin_api(actors, case):
-    from tenants.models import Grant, ServicePrincipal
-
     path, body = WRONG_TYPES[case]
     if path.endswith("grants"):
         principal = actors.as_("alice").post(

@@ -12,12 +12,18 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import redis
+from django.conf import settings
 from django.db import connection
 
 from audit.models import AuditEvent
+from kms import jobs
+from notify import webhooks
+from notify.models import WebhookDelivery
 from tests import bao as servers
 from tests import pg
 from tests import provider_stub as docs
+from tests.provider_stub import ProviderStub
 
 
 def canary() -> str:
@@ -165,8 +171,6 @@ def _echo(secret: str) -> dict:
 
 
 def _redis_dump() -> str:
-    import redis
-    from django.conf import settings
 
     connection = redis.Redis.from_url(settings.REDIS_URL)
     out = []
@@ -184,10 +188,6 @@ def test_a_provider_that_echoes_the_canary_leaves_no_run_of_it_anywhere(
     """Onboarding, validation, rotation, the scheduled check and its webhook, each answered
     by a provider that echoes the key: the answers, the logs, the audit log, the webhook
     bodies, the database and Redis hold no run of it."""
-    from kms import jobs
-    from notify import webhooks
-    from notify.models import WebhookDelivery
-    from tests.provider_stub import ProviderStub
 
     caplog.set_level(logging.DEBUG)
     settings.SECRET_STORES = {"default": {"backend": "local"}}

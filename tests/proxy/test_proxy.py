@@ -13,8 +13,11 @@ from asgiref.sync import async_to_sync
 
 from api.proxy import application
 from audit.models import AuditEvent
+from kms.actions import keys, tokens
 from kms.models import ScopedToken
+from tenants.actions import do_delete_grant
 from tests.kms.test_canary import assert_no_run
+from tests.kms.world import SYSTEM
 
 pytestmark = pytest.mark.django_db
 
@@ -114,12 +117,22 @@ def test_refusals_reach_no_provider(proxied, provider_stub, scopes, path, status
     assert not AuditEvent.objects.filter(action="proxy.request").exists()
 
 
-def test_a_revoked_token_or_key_stops_the_next_call(proxied, provider_stub):
+@pytest.mark.parametrize("revoke", ["token", "key", "grant"])
+def test_revoking_the_token_its_key_or_its_grant_stops_the_next_call(
+    proxied, provider_stub, revoke
+):
     token = proxied.token(scopes=["proxy"])
     provider_stub.answer(200, COMPLETION)
     assert call("GET", "/api/v1/proxy/openai/models", token).status_code == 200
-    ScopedToken.objects.update(revoked_at="2020-01-01T00:00:00Z")
-    assert call("GET", "/api/v1/proxy/openai/models", token).status_code == 401
+    if revoke == "token":
+        tokens.do_revoke_token(ScopedToken.objects.get(), actor=SYSTEM)
+    elif revoke == "key":
+        keys.do_revoke_key(proxied.key_a, actor=SYSTEM)
+    else:
+        do_delete_grant(proxied.grant, actor=SYSTEM)
+    refused = call("GET", "/api/v1/proxy/openai/models", token)
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["x-keyward-refusal"] == "unauthenticated"
     assert len(provider_stub.seen) == 1
 
 
