@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
+import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import httpx
@@ -31,9 +33,12 @@ from django.http import HttpRequest, HttpResponse
 from api.middleware import CONTROL_CHARACTERS, origin_of
 from api.plain import Forbidden, authenticate, failure_response
 from audit.actors import Actor
+from audit.recorder import AuditUnavailable
+from core import asql
 from core.context import bound_origin
 from core.errors import DomainError, InvalidInput
 from kms import egress
+from kms.actions.proxy import aopen_proxy_call, arecord_proxy_call
 from kms.actions.tokens import (
     ProxyCall,
     do_check_proxy_model,
@@ -50,6 +55,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+logger = logging.getLogger("keyward.proxy")
 PREFIX = "/api/v1/proxy/"
 # Never forwarded: the caller's credentials (Keyward's token, or a key of its own), cookies,
 # and what belongs to one connection (RFC 9110 7.6.1), which httpx sets itself.
@@ -157,16 +163,43 @@ def _refused(response: HttpResponse) -> HttpResponse:
 
 def check_model(
     request: HttpRequest, call: ProxyCall, model: str | None, actor: Actor
-) -> HttpResponse | None:
+) -> HttpResponse:
+    """The audited refusal of a model the token does not allow."""
     try:
         do_check_proxy_model(call, model, actor=actor)
     except DomainError as exc:
         return _refused(failure_response(request, exc, None))
-    return None
+    raise AssertionError("a model outside the allowlist was not refused")
+
+
+async def _open(request: HttpRequest, provider: str) -> tuple[ProxyCall, Actor] | HttpResponse:
+    """The checks on native async I/O where the database allows (PostgreSQL); whatever
+    that path leaves undecided (refusals above all), and everything on SQLite, runs the
+    synchronous checks in Django's thread."""
+    if asql.enabled() and provider in ADAPTERS and "key" not in request.GET:
+        _token_from_sdk_header(request)
+        scheme, _, presented = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() == "bearer":
+            try:
+                opened = await aopen_proxy_call(presented.strip(), provider)
+            except asql.DatabaseUnavailable:
+                opened = None  # the synchronous path answers as the rest of the API does
+            except DomainError as exc:  # 503 or 429: no refusal event to write
+                return _refused(failure_response(request, exc, None))
+            if opened is not None:
+                return opened
+    return await sync_to_async(open_call)(request, provider)
 
 
 def close_call(call: ProxyCall, outcome: dict[str, Any], actor: Actor) -> None:
     do_record_proxy_call(call, outcome, actor=actor)
+
+
+async def _write_event(call: ProxyCall, outcome: dict[str, Any], actor: Actor) -> None:
+    if asql.enabled():
+        await arecord_proxy_call(call, outcome, actor=actor)
+    else:
+        await sync_to_async(close_call)(call, outcome, actor)
 
 
 # -- the application -------------------------------------------------------------------------
@@ -210,6 +243,7 @@ class Proxy:
             elif message["type"] == "lifespan.shutdown":
                 if self._client is not None:
                     await self._client.aclose()
+                await asql.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -228,20 +262,21 @@ class Proxy:
             await _refuse(send, request, BadRequestLine())
             return
         provider, _, rest = str(scope["path"]).removeprefix(PREFIX).partition("/")
-        opened = await sync_to_async(open_call)(request, provider)
+        opened = await _open(request, provider)
         if isinstance(opened, HttpResponse):
             await _send_django(send, opened)
             return
         call, actor = opened
+        incoming = Incoming(receive, request)
         try:
-            body = await _read_body(receive)
+            incoming.check_length()
+            body = await incoming.read() if _buffered(request, call) else incoming
         except DomainError as exc:
             await _refuse(send, request, exc)
             return
-        model = _model(body)
-        refused = await sync_to_async(check_model)(request, call, model, actor)
-        if refused is not None:
-            await _send_django(send, refused)
+        model = _model_in_path(call.provider, rest) or _model(body)
+        if call.models and model is not None and model not in call.models:
+            await _send_django(send, await sync_to_async(check_model)(request, call, model, actor))
             return
         outcome: dict[str, Any] = {
             "method": scope["method"],
@@ -250,7 +285,7 @@ class Proxy:
         }
         started = time.monotonic()
         forward = asyncio.ensure_future(self._forward(scope, request, call, body, outcome, send))
-        gone = asyncio.ensure_future(_disconnected(receive))
+        gone = asyncio.ensure_future(incoming.disconnected())
         try:
             await asyncio.wait({forward, gone}, return_when=asyncio.FIRST_COMPLETED)
             if not forward.done():  # the client went away: stop the upstream call too
@@ -261,14 +296,14 @@ class Proxy:
         finally:
             gone.cancel()
             outcome["latency_ms"] = round((time.monotonic() - started) * 1000)
-            await sync_to_async(close_call)(call, outcome, actor)
+            await _close(call, outcome, actor)
 
     async def _forward(
         self,
         scope: Scope,
         request: HttpRequest,
         call: ProxyCall,
-        body: bytes,
+        body: bytes | Incoming,
         outcome: dict[str, Any],
         send: Send,
     ) -> None:
@@ -283,17 +318,23 @@ class Proxy:
         headers = [
             (name, value) for name, value in request.headers.items() if name.lower() not in DROPPED
         ]
+        if isinstance(body, Incoming) and request.headers.get("content-length"):
+            headers.append(("content-length", request.headers["content-length"]))
         headers += list(_auth_headers(call, request).items())
         headers += list(destination.headers().items())
         upstream = self.client.build_request(
             scope["method"],
             destination.url + (f"?{query}" if query else ""),
             headers=headers,
-            content=body,
+            content=body if isinstance(body, bytes) else body.chunks(),
             extensions=destination.extensions(),
         )
         try:
             response = await self.client.send(upstream, stream=True)
+        except (ClientGone, BodyTooLarge) as exc:  # while its body was streamed upstream
+            outcome["upstream_status"] = None
+            await _refuse(send, request, exc)
+            return
         except httpx.HTTPError:
             outcome["upstream_status"] = None
             await _refuse(send, request, UpstreamUnreachable())
@@ -322,6 +363,23 @@ class Proxy:
             outcome["usage"] = _usage(bytes(tail), response.headers.get("content-type", ""))
 
 
+CLOSE_RETRIES = (0.2, 1.0, 5.0)  # seconds before each new attempt to write a call's event
+
+
+async def _close(call: ProxyCall, outcome: dict[str, Any], actor: Actor) -> None:
+    """Write the call's event; the log was writable when the call began, so a failure now
+    is a fault that began during the call: retried, then logged (no secret in the line)."""
+    for delay in (*CLOSE_RETRIES, None):
+        try:
+            await _write_event(call, outcome, actor)
+            return
+        except AuditUnavailable:
+            if delay is None:
+                logger.error("proxy.request event of token %s could not be written", call.token_id)
+                return
+            await asyncio.sleep(delay)
+
+
 def _with_request_id(send: Send, request_id: str) -> Send:
     async def stamped(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -345,30 +403,69 @@ def _auth_headers(call: ProxyCall, request: HttpRequest) -> dict[str, str]:
     return headers
 
 
-async def _read_body(receive: Receive) -> bytes:
-    limit = settings.PROXY_MAX_BODY_BYTES
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":  # gone before it sent it all: forward nothing
-            raise ClientGone()
-        body.extend(message.get("body", b""))
-        if len(body) > limit:
+class Incoming:
+    """The request body as it arrives, held to the size limit: read whole, or passed
+    upstream chunk by chunk as the client sends it."""
+
+    def __init__(self, receive: Receive, request: HttpRequest) -> None:
+        self.receive = receive
+        self.complete = asyncio.Event()
+        self.limit = settings.PROXY_MAX_BODY_BYTES
+        declared = request.headers.get("content-length", "")
+        self.declared = int(declared) if declared.isdigit() else 0
+
+    def check_length(self) -> None:
+        """Refuse a declared length over the limit before anything is read or sent."""
+        if self.declared > self.limit:
             raise BodyTooLarge()
-        if not message.get("more_body"):
-            break
-    return bytes(body)
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks()])
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":  # gone before it sent it all
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise BodyTooLarge()
+            if chunk:
+                yield chunk
+            if not message.get("more_body"):
+                self.complete.set()
+                return
+
+    async def disconnected(self) -> None:
+        """Returns when the client has gone, once its body has been read."""
+        await self.complete.wait()
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
 
 
-async def _disconnected(receive: Receive) -> None:
-    """Returns when the client has gone (the request body was read before this runs)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+def _buffered(request: HttpRequest, call: ProxyCall) -> bool:
+    """A JSON body is read whole, for the model it names; under a model allowlist every
+    body is, so that a JSON body sent as another type is checked too. Other bodies
+    (uploads) are streamed; no body at all stays none, not an empty chunked one."""
+    headers = request.headers
+    has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+    return not has_body or bool(call.models) or "json" in headers.get("content-type", "").lower()
 
 
-def _model(body: bytes) -> str | None:
-    """The `model` a JSON body names, for the audit event."""
-    if not body.lstrip().startswith(b"{"):
+_GEMINI_MODEL = re.compile(r"/models/([^/:]+)")
+
+
+def _model_in_path(provider: str, rest: str) -> str | None:
+    """Gemini names the model in the path (`/v1beta/models/<model>:generateContent`)."""
+    found = _GEMINI_MODEL.search("/" + rest) if provider == "google" else None
+    return found.group(1) if found else None
+
+
+def _model(body: bytes | Incoming) -> str | None:
+    """The `model` a JSON body names."""
+    if not isinstance(body, bytes) or not body.lstrip().startswith(b"{"):
         return None
     try:
         model = json.loads(body).get("model")

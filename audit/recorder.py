@@ -9,6 +9,7 @@ integrates committed events into their chain within the merge delay.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from audit.chain import event_mac
 from audit.hmac import event_mac_key
 from audit.models import AuditEvent, AuditPending, Outcome
 from audit.sanitize import clean_text, clean_value
-from core import sql
+from core import asql, sql
 from core.context import current_origin
 from core.errors import DomainError, ServiceUnavailable
 
@@ -93,6 +94,27 @@ def record_with(
     return event
 
 
+async def arecord(
+    action: str,
+    *,
+    actor: Actor,
+    outcome: str = Outcome.SUCCESS,
+    tenant: str | None = None,
+    target: str = "",
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """`record` on the event loop (`core.asql`): the same event in the same one statement,
+    committed on its own."""
+    event = _event(action, actor, outcome, tenant, target, details or {})
+    values = [sql.Value(f, getattr(event, f.attname)) for f in _EVENT.fields]
+    try:
+        await asql.execute("WITH " + _EVENT_AND_PENDING, values)
+    except asql.DatabaseUnavailable as exc:
+        raise AuditUnavailable() from exc
+    event._state.adding = False
+    return event
+
+
 def record_refusal(
     action: str, *, actor: Actor, refusal: DomainError | None = None, **event: Any
 ) -> None:
@@ -144,6 +166,34 @@ _INSERT_PENDING = "INSERT INTO audit_pending (event_id) VALUES (%s)"
 _EVENT_AND_PENDING = (
     f"e AS ({_INSERT_EVENT} RETURNING id) INSERT INTO audit_pending (event_id) SELECT id FROM e"
 )
+
+
+# A write of no rows: refused like a real one when the database is read-only, the role may
+# not insert into the audit tables, or the database cannot be reached.
+_PROBE_EVENT = "INSERT INTO audit_event (id) SELECT id FROM audit_event WHERE 1 = 0"
+_PROBE_PENDING = "INSERT INTO audit_pending (event_id) SELECT id FROM audit_event WHERE 1 = 0"
+PROBE = f"WITH e AS ({_PROBE_EVENT} RETURNING id) {_PROBE_PENDING}"  # one round trip
+
+
+def probe() -> None:
+    """AuditUnavailable unless an event could be written now. For work whose event is
+    written when it ends (a proxied call), so that none starts while the log is down."""
+    statements = [PROBE] if connection.vendor == "postgresql" else [_PROBE_EVENT, _PROBE_PENDING]
+    try:
+        # In a savepoint inside a caller's transaction, which a failure must not end.
+        with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+            for statement in statements:
+                sql.execute(statement, [])
+    except DatabaseError as exc:
+        raise AuditUnavailable() from exc
+
+
+async def aprobe() -> None:
+    """`probe` on the event loop."""
+    try:
+        await asql.execute(PROBE, [])
+    except asql.DatabaseUnavailable as exc:
+        raise AuditUnavailable() from exc
 
 
 def _insert(event: AuditEvent, values: list[sql.Value]) -> None:

@@ -97,7 +97,10 @@ class Columns:
         return values
 
 
-def _params(params: Sequence[Value | str | int | None]) -> list[Any]:
+Param = Value | str | int | None
+
+
+def adapt(params: Sequence[Param]) -> list[Any]:
     """Values bound to a field are adapted by it; plain text, integers and None are the same
     on every backend."""
     out = []
@@ -111,27 +114,25 @@ def _params(params: Sequence[Value | str | int | None]) -> list[Any]:
     return out
 
 
-def fetch(
-    sql: str, params: Sequence[Value | str | int | None], columns: Columns
-) -> list[list[Any]]:
+def fetch(sql: str, params: Sequence[Param], columns: Columns) -> list[list[Any]]:
     """Rows of a SELECT (or RETURNING), each value converted by its column's field."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, _params(params))
+        cursor.execute(sql, adapt(params))
         return [columns.convert(row) for row in cursor.fetchall()]
 
 
-def fetch_raw(sql: str, params: Sequence[Value | str | int | None]) -> list[tuple[Any, ...]]:
+def fetch_raw(sql: str, params: Sequence[Param]) -> list[tuple[Any, ...]]:
     """Rows of a SELECT as the driver returns them, for a caller that converts a row
     (`Columns.convert`) only once it knows it wants it."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, _params(params))
+        cursor.execute(sql, adapt(params))
         return list(cursor.fetchall())
 
 
-def execute(sql: str, params: Sequence[Value | str | int | None]) -> int:
+def execute(sql: str, params: Sequence[Param]) -> int:
     """Run a statement; returns the number of rows it changed."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, _params(params))
+        cursor.execute(sql, adapt(params))
         return int(cursor.rowcount)
 
 

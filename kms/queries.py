@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
-from core import sql
+from core import asql, sql
 from kms.models import (
     KeyStatus,
     KeyVersion,
@@ -146,6 +146,12 @@ def load_token(key_id: str) -> credentials.Stored[ScopedToken] | None:
     fields not loaded here stay deferred (read on access), so nothing sees a default in
     place of a stored value."""
     return credentials.stored(_TOKEN_ROW, _LOAD_TOKEN, key_id, _token_of)
+
+
+async def aload_token(key_id: str) -> credentials.Stored[ScopedToken] | None:
+    """`load_token` on the event loop (`core.asql`): the same statement."""
+    rows = await asql.fetch_raw(_LOAD_TOKEN, [key_id])
+    return credentials.stored_of(rows, _TOKEN_ROW, _token_of)
 
 
 def _token_of(values: list[Any]) -> ScopedToken:

@@ -9,10 +9,12 @@ seconds, and logs the outage once and the recovery once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
@@ -90,6 +92,78 @@ def _count_redis(bucket: str, window: int) -> int | None:
     return int(count)
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """The principal's fixed window now: its counter and what a refusal tells."""
+
+    limit: int
+    window: int
+    bucket: str
+    retry_after: int
+
+    @classmethod
+    def now(cls, principal_id: str) -> _Slot | None:
+        """None when rate limiting is off."""
+        limit, window = settings.RATE_LIMIT
+        if limit == 0:
+            return None
+        now = time.time()
+        slot = int(now // window)
+        bucket = f"keyward:rate:{principal_id}:{window}:{slot}"
+        return cls(limit, window, bucket, max(1, math.ceil((slot + 1) * window - now)))
+
+    def admit(self, count: int) -> None:
+        if count > self.limit:
+            raise RateLimited(retry_after=self.retry_after)
+
+
+class _AsyncRedis:
+    """The redis.asyncio client of this process's event loop (its connections belong to
+    the loop that opened them)."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.client: Any = None
+
+    def get(self) -> Any:
+        import redis.asyncio
+
+        loop = asyncio.get_running_loop()
+        if self.client is None or self.loop is not loop:
+            self.loop = loop
+            self.client = redis.asyncio.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5
+            )
+        return self.client
+
+
+_async_redis = _AsyncRedis()
+
+
+async def acheck_rate(principal_id: str) -> bool:
+    """`check_rate` on the event loop: counts one request in Redis, RateLimited when over
+    the limit; False, counting nothing, when Redis cannot answer now (the caller then
+    counts the synchronous way, with its fallback)."""
+    import redis
+
+    slot = _Slot.now(principal_id)
+    if slot is None:
+        return True
+    if not settings.REDIS_URL or _outage.skip_redis(time.monotonic()):
+        return False
+    try:
+        async with _async_redis.get().pipeline(transaction=True) as pipe:
+            pipe.incr(slot.bucket)
+            pipe.expire(slot.bucket, slot.window + 1, nx=True)
+            count, _ = await pipe.execute()
+    except (redis.RedisError, OSError):
+        _outage.failed(time.monotonic())
+        return False
+    _outage.recovered()
+    slot.admit(int(count))
+    return True
+
+
 def _count_database(bucket: str, window: int) -> int:
     expires = timezone.now() + timedelta(seconds=window + 1)
     statement = (
@@ -107,19 +181,15 @@ def _count_database(bucket: str, window: int) -> int:
 
 def check_rate(principal_id: str) -> None:
     """Count one request for the principal; RateLimited (429) when over the limit."""
-    limit, window = settings.RATE_LIMIT
-    if limit == 0:
+    slot = _Slot.now(principal_id)
+    if slot is None:
         return
-    now = time.time()
-    slot = int(now // window)
-    bucket = f"keyward:rate:{principal_id}:{window}:{slot}"
-    count = _count_redis(bucket, window) if settings.REDIS_URL else None
+    count = _count_redis(slot.bucket, slot.window) if settings.REDIS_URL else None
     if count is None:
         if settings.REDIS_URL and settings.RATE_LIMIT_FALLBACK == "refuse":
             raise RateLimiterUnavailable()
-        count = _count_database(bucket, window)
-    if count > limit:
-        raise RateLimited(retry_after=max(1, math.ceil((slot + 1) * window - now)))
+        count = _count_database(slot.bucket, slot.window)
+    slot.admit(count)
 
 
 def purge_expired_counters() -> int:

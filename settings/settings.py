@@ -426,6 +426,9 @@ PROXY_READ_TIMEOUT_SECONDS = env.number(
     "KEYWARD_PROXY_READ_TIMEOUT_SECONDS", 120, minimum=1, maximum=3600
 )
 PROXY_MAX_BODY_BYTES = env.number("KEYWARD_PROXY_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+# Connections of each proxy worker's own asyncio pool (PostgreSQL), beside Django's. 0 runs
+# the proxy's checks in a thread instead, as on SQLite.
+PROXY_DB_POOL_SIZE = env.number("KEYWARD_PROXY_DB_POOL_SIZE", 10, minimum=0, maximum=1000)
 
 TOKEN_MAX_TTL = env.number("KEYWARD_TOKEN_MAX_TTL", 3600, minimum=10, maximum=86400)
 TOKEN_DEFAULT_TTL = env.number("KEYWARD_TOKEN_DEFAULT_TTL", 300, minimum=10, maximum=TOKEN_MAX_TTL)

@@ -9,6 +9,7 @@ StoreUnavailable: the caller fails closed and nothing falls back anywhere.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -20,11 +21,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import httpx
 import hvac
 import hvac.exceptions
 import requests
 import urllib3
 
+from core import asql
 from stores.base import SecretStore, VersionInfo
 from stores.exceptions import SecretMissing, StoreConflict, StoreUnavailable
 
@@ -69,6 +72,7 @@ class VaultStore(SecretStore):
         self._expires_at = float("inf")
         # Keep-alive connections for KV reads, shared by the process's threads.
         tls = {"ca_certs": options.ca_cert} if options.ca_cert else {}
+        self._async: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
         self._pool = urllib3.connection_from_url(
             options.addr, maxsize=16, timeout=urllib3.Timeout(total=options.timeout), **tls
         )
@@ -93,12 +97,7 @@ class VaultStore(SecretStore):
             token = self._ready_client().token
         except (hvac.exceptions.VaultError, requests.RequestException):
             raise StoreUnavailable() from None
-        headers = {"X-Vault-Token": token}
-        if self.options.namespace:
-            headers["X-Vault-Namespace"] = self.options.namespace
-        url = "/v1/{}/data/{}?version={}".format(
-            quote(self.options.kv_mount.strip("/")), quote(self._path(path)), int(version)
-        )
+        url, headers = self._read_request(path, version, token)
         try:
             response = self._pool.request(
                 "GET", url, headers=headers, retries=False, redirect=False
@@ -106,6 +105,52 @@ class VaultStore(SecretStore):
         except urllib3.exceptions.HTTPError:
             raise StoreUnavailable() from None
         return self._secret_of(response.status, response.data)
+
+    async def aget(self, path: str, version: int) -> str:
+        """`get` on an event loop (the proxy's path): the same read over an asyncio pool of
+        keep-alive connections; logging in or renewing, when due, runs in a thread."""
+        try:
+            token = self._fresh_token() or (await self._aready_client()).token
+        except (hvac.exceptions.VaultError, requests.RequestException):
+            raise StoreUnavailable() from None
+        url, headers = self._read_request(path, version, token)
+        try:
+            response = await self._async_pool().get(url, headers=headers)
+        except httpx.HTTPError:
+            raise StoreUnavailable() from None
+        return self._secret_of(response.status_code, response.content)
+
+    def _read_request(self, path: str, version: int, token: str) -> tuple[str, dict[str, str]]:
+        headers = {"X-Vault-Token": token}
+        if self.options.namespace:
+            headers["X-Vault-Namespace"] = self.options.namespace
+        url = "/v1/{}/data/{}?version={}".format(
+            quote(self.options.kv_mount.strip("/")), quote(self._path(path)), int(version)
+        )
+        return url, headers
+
+    def _fresh_token(self) -> str | None:
+        """The token, when it is there and not yet due for renewal."""
+        client, now = self._client, time.monotonic()
+        if client is None or now >= self._renew_at or now >= self._expires_at:
+            return None
+        return str(client.token)
+
+    async def _aready_client(self) -> hvac.Client:
+        return await asql.in_thread(self._ready_client)()
+
+    def _async_pool(self) -> httpx.AsyncClient:
+        """The asyncio connection pool of the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            client = httpx.AsyncClient(
+                base_url=self.options.addr,
+                verify=self.options.ca_cert or True,
+                timeout=self.options.timeout,
+                follow_redirects=False,
+            )
+            self._async = (loop, client)
+        return self._async[1]
 
     def _secret_of(self, status: int, body: bytes) -> str:
         """The secret in a KV v2 read's answer, with hvac's meaning of each status."""

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import secrets
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
@@ -133,7 +133,13 @@ def stored(
 ) -> Stored[C] | None:
     """The row `statement` finds for `key_id`, whose leading columns are the credential's
     own `columns`; its values are converted and `build` runs only when it is loaded."""
-    rows = sql.fetch_raw(statement, [key_id])
+    return stored_of(sql.fetch_raw(statement, [key_id]), columns, build)
+
+
+def stored_of(
+    rows: list[tuple[Any, ...]], columns: sql.Columns, build: Callable[[list[Any]], C]
+) -> Stored[C] | None:
+    """The credential row among `rows` as read (see `stored`), or None."""
     if not rows:
         return None
     raw = rows[0]
@@ -164,20 +170,31 @@ def verify(model: type[C], parsed: Parsed, lookup: Lookup[C] | None = None) -> C
     apart, and both produce the same response. `lookup` replaces the default query when a
     caller loads the row (and what it needs with it) in one statement.
     """
-    found = (lookup or _by_key_id(model))(parsed.key_id)
+    found: Stored[C] | None = (lookup or _by_key_id(model))(parsed.key_id)
+    row = _believe(parsed, found)
+    _after_use(model, row, parsed.plaintext)
+    return row
+
+
+async def averify(parsed: Parsed, lookup: Callable[[str], Awaitable[Stored[C] | None]]) -> C:
+    """`verify` with a lookup awaited on an event loop. Noting the use is the caller's:
+    when `use_to_note` has something, it verifies the synchronous way."""
+    return _believe(parsed, await lookup(parsed.key_id))
+
+
+def _believe(parsed: Parsed, found: Stored[C] | None) -> C:
     known = found is not None and found.pepper_id in settings.PEPPERS
     pepper_id = found.pepper_id if (found is not None and known) else current_pepper_id()
     computed = digest(parsed.plaintext, pepper_id)
     expected = found.digest if (found is not None and known) else _DUMMY_DIGEST
     if not hmac.compare_digest(computed, expected) or found is None:
         raise Rejected("unknown" if found is None else "mismatch")
-    row = found.load()
-    _after_use(model, row, parsed.plaintext)
-    return row
+    return found.load()
 
 
-def _after_use(model: type[C], row: C, plaintext: str) -> None:
-    """Re-hash under the current pepper and note the use, each at most once a minute."""
+def use_to_note(row: HashedCredential, plaintext: str) -> dict[str, object]:
+    """What a use of `row` changes: its last use, at most once a minute, and its digest
+    when it was made under an older pepper."""
     now = timezone.now()
     interval = timedelta(seconds=settings.CREDENTIAL_LAST_USED_INTERVAL)
     changes: dict[str, object] = {}
@@ -186,8 +203,16 @@ def _after_use(model: type[C], row: C, plaintext: str) -> None:
     if row.pepper_id != current_pepper_id():
         changes["pepper_id"] = current_pepper_id()
         changes["digest"] = digest(plaintext, current_pepper_id())
+    return changes
+
+
+def _after_use(model: type[C], row: C, plaintext: str) -> None:
+    """Re-hash under the current pepper and note the use, each at most once a minute."""
+    changes = use_to_note(row, plaintext)
     if not changes:
         return
+    now = timezone.now()
+    interval = timedelta(seconds=settings.CREDENTIAL_LAST_USED_INTERVAL)
     stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - interval)
     if "digest" in changes:
         stale |= Q(pepper_id=row.pepper_id)

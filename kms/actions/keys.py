@@ -25,6 +25,7 @@ from audit.actors import Actor
 from audit.hmac import audit_hmac
 from audit.models import Outcome as AuditOutcome
 from audit.recorder import record, record_refusal
+from core import asql
 from kms.egress import check_base_url
 from kms.exceptions import (
     DuplicateKey,
@@ -322,15 +323,31 @@ def read_secret(key: ProviderKey, version: int, *, actor: Actor, purpose: str) -
     try:
         return get_store(key.store).get(key.store_path, version)
     except StoreUnavailable as outage:
-        _record_store_outage(
-            outage,
-            f"{purpose}_failed",
-            actor=actor,
-            tenant=key.tenant.slug,
-            target=_target(key.id),
-            version=version,
-        )
+        _record_read_outage(outage, key, version, actor, purpose)
         raise
+
+
+async def aread_secret(key: ProviderKey, version: int, *, actor: Actor, purpose: str) -> str:
+    """`read_secret` on an event loop; the outage event, when there is one, is written in
+    a thread."""
+    try:
+        return await get_store(key.store).aget(key.store_path, version)
+    except StoreUnavailable as outage:
+        await asql.in_thread(_record_read_outage)(outage, key, version, actor, purpose)
+        raise
+
+
+def _record_read_outage(
+    outage: StoreUnavailable, key: ProviderKey, version: int, actor: Actor, purpose: str
+) -> None:
+    _record_store_outage(
+        outage,
+        f"{purpose}_failed",
+        actor=actor,
+        tenant=key.tenant.slug,
+        target=_target(key.id),
+        version=version,
+    )
 
 
 # -- validation --------------------------------------------------------------------------

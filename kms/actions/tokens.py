@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.actors import Actor
-from audit.recorder import record, record_refusal, record_with
+from audit.recorder import probe, record, record_refusal, record_with
 from core import sql
 from core.errors import DomainError
 from kms.actions.keys import read_secret
@@ -319,7 +319,8 @@ class ProxyCall:
 def do_open_proxy_call(token: ScopedToken, provider: str, *, actor: Actor) -> ProxyCall:
     """Check a `proxy` token for a call to `provider` and count the use (under `max_uses`,
     by the same conditional UPDATE as an exchange); the call's event is written when it
-    ends (`do_record_proxy_call`). Refusals are audited as `credential.denied`."""
+    ends (`do_record_proxy_call`), so the call is refused (AuditUnavailable, 503) unless
+    an event could be written now. Refusals are audited as `credential.denied`."""
     _check_use(token, "proxy", actor)
     key = token.provider_key
     if key.provider != provider:
@@ -327,6 +328,7 @@ def do_open_proxy_call(token: ScopedToken, provider: str, *, actor: Actor) -> Pr
         _refuse_use(mismatch, token, "provider_mismatch", actor)
         raise mismatch
     version = key.current_version if token.key_version is None else token.key_version
+    probe()  # the event is written when the call ends: none starts while the log is down
     if token.max_uses is not None and not _count_use(token):
         used_up = TokenInactive("used_up")
         _refuse_use(used_up, token, "used_up", actor)
@@ -364,14 +366,17 @@ def do_record_proxy_call(call: ProxyCall, outcome: dict[str, Any], *, actor: Act
     """The `proxy.request` event of a call that ended: `outcome` holds the method, the path
     (no query), the model, the upstream status, the latency and the usage; never a body,
     a header or the key."""
+    record("proxy.request", actor=actor, **proxy_event(call, outcome))
+
+
+def proxy_event(call: ProxyCall, outcome: dict[str, Any]) -> dict[str, Any]:
+    """The `proxy.request` event of a call, but for its actor."""
     status = outcome.get("upstream_status")
-    record(
-        "proxy.request",
-        actor=actor,
-        tenant=call.tenant,
-        target=f"key:{call.key_id}",
-        outcome="success" if isinstance(status, int) and status < 400 else "error",
-        details={
+    return {
+        "tenant": call.tenant,
+        "target": f"key:{call.key_id}",
+        "outcome": "success" if isinstance(status, int) and status < 400 else "error",
+        "details": {
             "principal": call.principal,
             "token_id": call.token_id,
             "key_id": call.key_id,
@@ -379,10 +384,10 @@ def do_record_proxy_call(call: ProxyCall, outcome: dict[str, Any], *, actor: Act
             "provider": call.provider,
             **outcome,
         },
-    )
+    }
 
 
-_COUNT_USE = (
+COUNT_USE = (
     "UPDATE kms_scopedtoken SET uses = uses + 1 WHERE id = %s AND revoked_at IS NULL"
     " AND expires_at > %s AND (max_uses IS NULL OR uses < max_uses)"
 )
@@ -391,14 +396,14 @@ _COUNT_USE = (
 def _count_use(token: ScopedToken) -> bool:
     """One use of a token with `max_uses`; False when it has none left (or expired, or was
     revoked), whatever the concurrency."""
-    counted = sql.execute(
-        _COUNT_USE,
-        [
-            sql.param(ScopedToken, "id", token.pk),
-            sql.param(ScopedToken, "expires_at", timezone.now()),
-        ],
-    )
-    return bool(counted)
+    return bool(sql.execute(COUNT_USE, count_use_params(token)))
+
+
+def count_use_params(token: ScopedToken) -> list[sql.Param]:
+    return [
+        sql.param(ScopedToken, "id", token.pk),
+        sql.param(ScopedToken, "expires_at", timezone.now()),
+    ]
 
 
 def _count_use_and_record(token: ScopedToken, key: ProviderKey, version: int, actor: Actor) -> None:

@@ -3,21 +3,25 @@ slice: the ASGI application in process, a stub provider on loopback)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from asgiref.sync import async_to_sync
+from django.db import connection, transaction
 
 from api.proxy import application
 from audit.models import AuditEvent
 from kms.actions import keys, tokens
 from kms.models import ScopedToken
-from tenants.actions import do_delete_grant
+from tenants.actions import do_create_grant, do_delete_grant
+from tests.factories import client, make_principal
 from tests.kms.test_canary import assert_no_run
-from tests.kms.world import SYSTEM
+from tests.kms.world import SYSTEM, onboard_key
 
 pytestmark = pytest.mark.django_db
 
@@ -47,6 +51,9 @@ def call(method: str, path: str, token: str | None, **kwargs: Any) -> httpx.Resp
 @pytest.fixture
 def proxied(world, provider_stub, settings):
     settings.PROVIDER_BASE_URLS = {"openai": provider_stub.url + "/v1"}
+    # The checks run in Django's thread, on the connection that holds the test's
+    # transaction (`test_native` covers the asyncio pool, with committed data).
+    settings.PROXY_DB_POOL_SIZE = 0
     return world
 
 
@@ -226,3 +233,99 @@ def test_a_grant_carries_its_models(actors, world):
     bad = api.post("/api/v1/grants", {**body, "models": ["has space"]}, format="json")
     assert bad.status_code == 400
     assert "models" in bad.json()["error"]["fields"]
+
+
+@contextlib.contextmanager
+def _read_only() -> Iterator[None]:
+    """The test's database connection may read but not write, until the block ends."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":  # undone when the savepoint is rolled back
+            cursor.execute("SET LOCAL transaction_read_only = on")
+        else:
+            cursor.execute("PRAGMA query_only = ON")
+        try:
+            yield
+        finally:
+            if connection.vendor == "sqlite":
+                cursor.execute("PRAGMA query_only = OFF")
+            transaction.set_rollback(True)
+
+
+def test_no_call_starts_while_the_audit_log_cannot_be_written(proxied, provider_stub):
+    token = proxied.token(scopes=["proxy"], max_uses=5)
+    provider_stub.answer(200, COMPLETION)
+    assert call("GET", "/api/v1/proxy/openai/models", token).status_code == 200
+    events, seen = AuditEvent.objects.count(), len(provider_stub.seen)
+    with _read_only():  # reads work (the token's last use was just noted), writes fail
+        refused = call("GET", "/api/v1/proxy/openai/models", token)
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["x-keyward-refusal"] == "audit_unavailable"
+    assert refused.headers["retry-after"]
+    assert len(provider_stub.seen) == seen
+    assert ScopedToken.objects.get().uses == 1
+    assert AuditEvent.objects.count() == events
+
+
+def test_an_upload_is_streamed_upstream_with_its_length(proxied, provider_stub):
+    token = proxied.token(scopes=["proxy"])
+    provider_stub.answer(200, {"text": "hello"})
+    upload = b"--b\r\nContent-Disposition: form-data; name=file\r\n\r\n" + b"\x00\xff" * 40000
+    response = call(
+        "POST",
+        "/api/v1/proxy/openai/audio/transcriptions",
+        token,
+        content=upload,
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert response.status_code == 200, response.text
+    seen = provider_stub.seen[-1]
+    assert seen.body == upload
+    assert seen.headers["content-length"] == str(len(upload))
+    event = AuditEvent.objects.get(action="proxy.request")
+    assert event.details["model"] is None
+
+
+@pytest.mark.parametrize("kind", ["application/json", "application/octet-stream"])
+def test_a_body_over_the_limit_is_refused_and_not_forwarded(proxied, provider_stub, settings, kind):
+    settings.PROXY_MAX_BODY_BYTES = 1024
+    token = proxied.token(scopes=["proxy"])
+    response = call(
+        "POST",
+        "/api/v1/proxy/openai/files",
+        token,
+        content=b"x" * 2048,
+        headers={"Content-Type": kind},
+    )
+    assert response.status_code == 413, response.text
+    assert response.headers["x-keyward-refusal"] == "body_too_large"
+    assert provider_stub.seen == []
+
+
+def test_a_gemini_model_named_in_the_path_is_held_to_the_allowlist(actors, provider_stub, settings):
+    settings.PROXY_DB_POOL_SIZE = 0
+    principal, secret = make_principal()
+    onboard_key(actors.tenant_a, "AIza" + "g" * 35, provider="google")
+    do_create_grant(principal, actors.tenant_a, "google", ["proxy"], 900, actor=SYSTEM)
+    issued = client(secret).post(
+        "/api/v1/tokens",
+        {
+            "tenant": actors.tenant_a.slug,
+            "provider": "google",
+            "scopes": ["proxy"],
+            "models": ["gemini-2.0-flash"],
+        },
+        format="json",
+    )
+    assert issued.status_code == 201, issued.content
+    token = issued.json()["token"]
+    provider_stub.answer(200, {"candidates": []})
+    path = "/api/v1/proxy/google/v1beta/models/{}:generateContent"
+    refused = call("POST", path.format("gemini-2.5-pro"), token, json={"contents": []})
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["x-keyward-refusal"] == "model_not_allowed"
+    allowed = call("POST", path.format("gemini-2.0-flash"), token, json={"contents": []})
+    assert allowed.status_code == 200, allowed.text
+    seen = provider_stub.seen[-1]
+    assert seen.headers["x-goog-api-key"] == "AIza" + "g" * 35
+    assert "key=" not in seen.query
+    assert len(provider_stub.seen) == 1

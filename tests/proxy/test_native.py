@@ -1,0 +1,151 @@
+"""The proxy's checks on native async I/O (PostgreSQL through psycopg's asyncio pool,
+Redis through redis.asyncio), and the rules that must hold whichever path a call takes,
+under concurrency. Data is committed, since the pool's connections are not the test's;
+on SQLite the same tests run the synchronous path."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from api.proxy import application
+from audit.models import AuditEvent
+from core import asql
+from kms.actions import tokens
+from kms.models import ScopedToken
+from tests import pg
+from tests.kms.test_canary import assert_no_run
+from tests.kms.world import SYSTEM
+from tests.proxy.test_proxy import COMPLETION
+
+T = TypeVar("T")
+MODELS = "/api/v1/proxy/openai/models"
+
+
+def run(calls: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+    """`calls` against the proxy application on one event loop, whose pool is closed
+    at the end."""
+
+    async def go() -> T:
+        transport = httpx.ASGITransport(app=application)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://k") as client:
+                return await calls(client)
+        finally:
+            await asql.close()
+
+    return async_to_sync(go)()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def proxied(
+    committed_world: Any, provider_stub: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    # Connections of pool threads close when their work is done, not a minute later, so
+    # that none outlives the test database.
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+    settings.PROVIDER_BASE_URLS = {"openai": provider_stub.url + "/v1"}
+    provider_stub.answer(200, COMPLETION)
+    return committed_world
+
+
+def concurrently(token: str, n: int) -> list[int]:
+    async def calls(client: httpx.AsyncClient) -> list[int]:
+        answers = await asyncio.gather(
+            *(client.get(MODELS, headers=bearer(token)) for _ in range(n))
+        )
+        return sorted(a.status_code for a in answers)
+
+    return run(calls)
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_a_plain_call_runs_no_statement_on_djangos_connection(proxied, provider_stub):
+    token = proxied.token(scopes=["proxy"])
+    run(lambda client: client.get(MODELS, headers=bearer(token)))  # notes the first use
+    with CaptureQueriesContext(connection) as queries:
+        answer = run(lambda client: client.get(MODELS, headers=bearer(token)))
+    assert answer.status_code == 200, answer.text
+    assert len(queries) == 0, [q["sql"] for q in queries]
+    events = list(AuditEvent.objects.filter(action="proxy.request").order_by("occurred_at"))
+    assert [e.details["upstream_status"] for e in events] == [200, 200]
+    assert events[-1].details["key_version"] == proxied.key_a.current_version
+    assert provider_stub.seen[-1].headers["authorization"] == f"Bearer {proxied.secret_a}"
+
+
+def test_max_uses_holds_under_concurrency(proxied, provider_stub):
+    token = proxied.token(scopes=["proxy"], max_uses=5)
+    statuses = concurrently(token, 20)
+    assert statuses == [200] * 5 + [401] * 15
+    assert len(provider_stub.seen) == 5
+    assert ScopedToken.objects.get().uses == 5
+    assert AuditEvent.objects.filter(action="proxy.request").count() == 5
+
+
+def test_the_rate_limit_holds_under_concurrency(proxied, provider_stub, settings):
+    token = proxied.token(scopes=["proxy"])
+    settings.RATE_LIMIT = (6, 86400)  # a window of its own: the issue above is not in it
+    statuses = concurrently(token, 15)
+    assert statuses == [200] * 6 + [429] * 9
+    assert len(provider_stub.seen) == 6
+
+
+def test_a_revoked_token_stops_the_next_call(proxied, provider_stub):
+    token = proxied.token(scopes=["proxy"])
+
+    def revoke() -> None:
+        tokens.do_revoke_token(ScopedToken.objects.get(), actor=SYSTEM)
+
+    async def calls(client: httpx.AsyncClient) -> list[int]:
+        first = await client.get(MODELS, headers=bearer(token))
+        await asql.in_thread(revoke)()
+        second = await client.get(MODELS, headers=bearer(token))
+        return [first.status_code, second.status_code]
+
+    assert run(calls) == [200, 401]
+    assert len(provider_stub.seen) == 1
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_no_call_starts_while_the_application_role_may_not_write_the_audit_log(
+    proxied, provider_stub
+):
+    token = proxied.token(scopes=["proxy"], max_uses=3)
+    with pg.connect(autocommit=True) as admin:
+        admin.execute(f"REVOKE INSERT ON audit_event FROM {pg.APP_ROLE}")
+        try:
+            refused = run(lambda client: client.get(MODELS, headers=bearer(token)))
+        finally:
+            admin.execute(f"GRANT INSERT ON audit_event TO {pg.APP_ROLE}")
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["x-keyward-refusal"] == "audit_unavailable"
+    assert provider_stub.seen == []
+    assert ScopedToken.objects.get().uses == 0
+
+
+def test_the_key_reaches_no_answer_or_event_on_either_path(proxied, provider_stub):
+    token = proxied.token(scopes=["proxy"])
+    provider_stub.answer(500, {"error": {"message": "upstream broke"}})
+
+    async def calls(client: httpx.AsyncClient) -> str:
+        answers = [
+            await client.get(MODELS, headers=bearer(token)),
+            await client.get(MODELS + "?key=1", headers=bearer(token)),
+            await client.get(MODELS, headers={"x-api-key": token}),
+        ]
+        return "\n".join(a.text + repr(dict(a.headers)) for a in answers)
+
+    seen = run(calls)
+    assert_no_run(proxied.secret_a, seen, "an answer")
+    assert_no_run(proxied.secret_a, repr(list(AuditEvent.objects.values())), "the audit log")
