@@ -68,7 +68,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
             try:
                 health = requests.get(f"{server.base}/healthz", timeout=2)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up, or still loading
                 time.sleep(0.3)
         assert health is not None and health.status_code == 200, server.output()
         yield server

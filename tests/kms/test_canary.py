@@ -170,7 +170,7 @@ def _echo(secret: str) -> dict:
     }
 
 
-def _redis_dump() -> str:
+def redis_dump() -> str:
 
     connection = redis.Redis.from_url(settings.REDIS_URL)
     out = []
@@ -239,7 +239,7 @@ def test_a_provider_that_echoes_the_canary_leaves_no_run_of_it_anywhere(
         "the audit log": events,
         "a webhook body": sent,
         "pg_dump": pg_dump(),
-        "Redis": _redis_dump(),
+        "Redis": redis_dump(),
     }
     for secret in (first, second):
         for where, haystack in places.items():

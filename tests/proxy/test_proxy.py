@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.db import connection, transaction
 
 from api.proxy import application
@@ -21,7 +22,7 @@ from kms.models import ScopedToken
 from tenants.actions import do_create_grant, do_delete_grant
 from tests.factories import client, make_principal
 from tests.kms.test_canary import assert_no_run
-from tests.kms.world import SYSTEM, onboard_key
+from tests.kms.world import SYSTEM
 
 pytestmark = pytest.mark.django_db
 
@@ -301,23 +302,27 @@ def test_a_body_over_the_limit_is_refused_and_not_forwarded(proxied, provider_st
     assert provider_stub.seen == []
 
 
+def _proxy_token(actors: Any, provider: str, secret: str, **ask: Any) -> str:
+    """A `proxy` token of a new principal for a new `provider` key of tenant A."""
+    principal, client_secret = make_principal()
+    tenant = actors.tenant_a
+    base_url = settings.PROVIDER_BASE_URLS[provider] if provider == "azure_openai" else ""
+    keys.do_onboard_key(
+        tenant,
+        keys.KeyInput(provider, "p", secret, base_url=base_url),
+        validate=False,
+        actor=SYSTEM,
+    )
+    do_create_grant(principal, tenant, provider, ["proxy"], 900, actor=SYSTEM)
+    body = {"tenant": tenant.slug, "provider": provider, "scopes": ["proxy"], **ask}
+    issued = client(client_secret).post("/api/v1/tokens", body, format="json")
+    assert issued.status_code == 201, issued.content
+    return str(issued.json()["token"])
+
+
 def test_a_gemini_model_named_in_the_path_is_held_to_the_allowlist(actors, provider_stub, settings):
     settings.PROXY_DB_POOL_SIZE = 0
-    principal, secret = make_principal()
-    onboard_key(actors.tenant_a, "AIza" + "g" * 35, provider="google")
-    do_create_grant(principal, actors.tenant_a, "google", ["proxy"], 900, actor=SYSTEM)
-    issued = client(secret).post(
-        "/api/v1/tokens",
-        {
-            "tenant": actors.tenant_a.slug,
-            "provider": "google",
-            "scopes": ["proxy"],
-            "models": ["gemini-2.0-flash"],
-        },
-        format="json",
-    )
-    assert issued.status_code == 201, issued.content
-    token = issued.json()["token"]
+    token = _proxy_token(actors, "google", "AIza" + "g" * 35, models=["gemini-2.0-flash"])
     provider_stub.answer(200, {"candidates": []})
     path = "/api/v1/proxy/google/v1beta/models/{}:generateContent"
     refused = call("POST", path.format("gemini-2.5-pro"), token, json={"contents": []})
@@ -329,3 +334,59 @@ def test_a_gemini_model_named_in_the_path_is_held_to_the_allowlist(actors, provi
     assert seen.headers["x-goog-api-key"] == "AIza" + "g" * 35
     assert "key=" not in seen.query
     assert len(provider_stub.seen) == 1
+
+
+AZURE_KEY, MISTRAL_KEY, ANTHROPIC_KEY = "a1" * 16, "M" * 32, "sk-ant-api03-" + "k" * 40
+
+
+@pytest.mark.parametrize(
+    ("provider", "secret", "path", "sent", "expected"),
+    [
+        (
+            "azure_openai",
+            AZURE_KEY,
+            "/openai/deployments/d/chat/completions?api-version=2024-10-21",
+            {"api-key": "kwt-ignored"},
+            {"api-key": AZURE_KEY},
+        ),
+        (
+            "anthropic",
+            ANTHROPIC_KEY,
+            "/v1/messages",
+            {},
+            {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"},
+        ),
+        (
+            "anthropic",
+            ANTHROPIC_KEY,
+            "/v1/messages",
+            {"anthropic-version": "2024-01-01", "anthropic-beta": "tools-2024-05-16"},
+            {
+                "x-api-key": ANTHROPIC_KEY,
+                "anthropic-version": "2024-01-01",
+                "anthropic-beta": "tools-2024-05-16",
+            },
+        ),
+        (
+            "mistral",
+            MISTRAL_KEY,
+            "/v1/chat/completions",
+            {},
+            {"authorization": f"Bearer {MISTRAL_KEY}"},
+        ),
+    ],
+)
+def test_each_provider_gets_its_own_authentication_and_none_of_the_callers(
+    actors, provider_stub, settings, provider, secret, path, sent, expected
+):
+    settings.PROXY_DB_POOL_SIZE = 0
+    token = _proxy_token(actors, provider, secret)
+    provider_stub.answer(200, {"ok": True})
+    headers = {"x-goog-api-key": "mine", "x-api-key": "mine", **sent}
+    answer = call("POST", f"/api/v1/proxy/{provider}{path}", token, json={}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    seen = provider_stub.seen[-1].headers
+    for name, value in expected.items():
+        assert seen[name] == value
+    for name in {"authorization", "x-api-key", "api-key", "x-goog-api-key"} - set(expected):
+        assert name not in seen, name

@@ -119,3 +119,60 @@ def _wait_for_event() -> AuditEvent:
             return event
         time.sleep(0.1)
     raise AssertionError("no proxy.request event")
+
+
+class SlowReader(Upstream):
+    """An upstream that notes when the first bytes of a request body reach it."""
+
+    def __init__(self) -> None:
+        self.first_bytes_at: float | None = None
+        self.body = b""
+        stub = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                first = self.rfile.read(1024)
+                stub.first_bytes_at = time.monotonic()
+                stub.body = first + self.rfile.read(length - len(first))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        super().__init__(Handler)
+
+
+@pytest.mark.slow
+def test_an_upload_reaches_the_provider_while_the_client_is_still_sending(
+    committed_world, tmp_path
+):
+    reader = SlowReader()
+    try:
+        with serve_proxy({"openai": reader.url + "/v1"}, tmp_path / "proxy.log") as url:
+            token = committed_world.token(scopes=["proxy"])
+            sent_last_at: list[float] = []
+
+            def upload() -> Iterator[bytes]:
+                yield b"a" * 4096
+                time.sleep(1.0)
+                sent_last_at.append(time.monotonic())
+                yield b"b" * 4096
+
+            response = httpx.post(
+                url + "/api/v1/proxy/openai/audio/transcriptions",
+                content=upload(),
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": "8192",
+                },
+                timeout=10,
+            )
+    finally:
+        reader.close()
+    assert response.status_code == 200, response.text
+    assert reader.body == b"a" * 4096 + b"b" * 4096
+    assert reader.first_bytes_at is not None
+    assert reader.first_bytes_at < sent_last_at[0], "streamed upstream, not buffered"
