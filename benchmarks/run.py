@@ -24,6 +24,7 @@ WORKLOADS = {
     "W5": "benchmarks.w5_audit_append",
     "W1-W3": "benchmarks.w123_tokens",
     "W6": "benchmarks.w6_audit_bulk",
+    "W4": "benchmarks.w4_proxy",
 }
 
 
@@ -75,6 +76,63 @@ def _print_tokens(result: dict[str, Any]) -> None:
         print(f"ratio {name}: {value}")
     for name, met in result["targets_met"].items():
         print(f"target {name}: {'met' if met else 'MISSED'}")
+
+
+def _print_w4(result: dict[str, Any]) -> None:
+    print("W4 proxy: POST /api/v1/proxy/openai/chat/completions to a local fake provider")
+    print(
+        "baselines: the fake provider called directly; LiteLLM's proxy in front of it"
+        f" ({_litellm_label(result['litellm'])})"
+    )
+    print("1 connection: asyncio client (one keep-alive connection); 32 connections: wrk")
+    columns = ("conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
+    print(f"{'path':<18} " + " ".join(f"{c:>8}" for c in columns))
+    for name, points in result["results"].items():
+        for conns, p in points.items():
+            print(
+                f"{name:<18} {conns:>8} {p['rps']:>8.1f} {p['p50_ms']:>8.2f} {p['p95_ms']:>8.2f}"
+                f" {p['p99_ms']:>8.2f} {p['errors']:>8}"
+            )
+    for name, added in result["added_latency_at_1"].items():
+        print(
+            f"added at 1 connection, {name:<15} p50 {added['added_p50_ms']:.3f} ms"
+            f"  p99 {added['added_p99_ms']:.3f} ms"
+        )
+    print("time to first byte of a stream (sequential streams)")
+    for name, t in result["ttfb"].items():
+        print(
+            f"{name:<18} p50 {t['p50_ms']:.2f}  p95 {t['p95_ms']:.2f}  p99 {t['p99_ms']:.2f} ms"
+            f"  ({t['streams']} streams, errors {t['errors']})"
+        )
+    for name, h in result["streams_held"].items():
+        d = h["chunk_delay_ms"]
+        print(
+            f"{h['streams']} streams of {h['seconds_per_stream']:.0f} s, {name}: open at once"
+            f" {h['max_open_at_once']}, errors {h['errors']} {h['error_kinds'] or ''},"
+            f" per-chunk delay p50 {d['p50_ms']:.2f}"
+            f"  p99 {d['p99_ms']:.2f}  max {d['max_ms']:.2f} ms ({h['chunks_timed']} chunks)"
+        )
+        s = h["chunk_delay_once_all_open_ms"]
+        print(
+            f"{'':<18} once all {h['streams']} were open: per-chunk delay p50 {s['p50_ms']:.2f}"
+            f"  p99 {s['p99_ms']:.2f}  max {s['max_ms']:.2f} ms"
+            f" ({h['chunks_once_all_open']} chunks)"
+        )
+        if h["worker_peak_rss_mb"]:
+            print(
+                f"{'':<18} peak RSS per worker while held (MB): {h['worker_peak_rss_mb']};"
+                f" VmHWM: {h['worker_vmhwm_mb']}"
+            )
+    for name, value in result["ratios"].items():
+        print(f"ratio {name}: {value}")
+    for name, met in result["targets_met"].items():
+        print(f"target {name}: {'met' if met else 'MISSED'}")
+
+
+def _litellm_label(info: dict[str, Any]) -> str:
+    if info.get("available"):
+        return f"LiteLLM {info.get('version', '?')}, 2 workers"
+    return f"LiteLLM unavailable: {info.get('reason', '?')}"
 
 
 def _print_w5(result: dict[str, Any]) -> None:
@@ -194,6 +252,14 @@ def _measure(
         extra = ["--events", "50", "--runs", "1"] if args.quick else []
         report["workloads"][name] = _run_workload(name, env, extra)
         _print_w5(report["workloads"][name])
+        return
+    if name == "W4":
+        from benchmarks import w4_proxy
+
+        report["workloads"][name] = w4_proxy.run(
+            env, quick=args.quick, workers=args.workers, service_env=service_env
+        )
+        _print_w4(report["workloads"][name])
         return
     # Imported only when W1-W3 run: it needs the service's settings loaded.
     from benchmarks import w123_tokens
