@@ -19,10 +19,12 @@ import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from core import sql
+from core.errors import ServiceUnavailable
 
+POOL_WAIT_SECONDS = 30.0  # how long a statement waits for a free connection
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -44,6 +46,15 @@ def in_thread(function: Callable[P, T]) -> Callable[P, Awaitable[T]]:
 
 class DatabaseUnavailable(Exception):
     """The statement could not run: no connection, or the database refused it."""
+
+
+class PoolExhausted(ServiceUnavailable):
+    """Every connection of the pool stayed busy for the whole wait: the worker is
+    overloaded, not the database down."""
+
+    code = "overloaded"
+    message = "Keyward is too busy to take this call now; try again shortly."
+    retry_after = 1
 
 
 def enabled() -> bool:
@@ -83,7 +94,7 @@ def _new_pool() -> AsyncConnectionPool[Any]:
         kwargs=params,
         min_size=1,
         max_size=settings.PROXY_DB_POOL_SIZE,
-        timeout=settings.PROXY_CONNECT_TIMEOUT_SECONDS,
+        timeout=POOL_WAIT_SECONDS,
         open=False,
         name="keyward-proxy",
     )
@@ -104,6 +115,8 @@ async def fetch_raw(statement: str, params: Sequence[sql.Param]) -> list[tuple[A
         async with pool.connection() as conn, conn.cursor() as cursor:
             await cursor.execute(statement, sql.adapt(params))
             return list(await cursor.fetchall())
+    except PoolTimeout:
+        raise PoolExhausted() from None
     except (psycopg.Error, OSError) as exc:
         raise DatabaseUnavailable() from exc
 
@@ -115,5 +128,7 @@ async def execute(statement: str, params: Sequence[sql.Param]) -> int:
         async with pool.connection() as conn, conn.cursor() as cursor:
             await cursor.execute(statement, sql.adapt(params))
             return int(cursor.rowcount)
+    except PoolTimeout:
+        raise PoolExhausted() from None
     except (psycopg.Error, OSError) as exc:
         raise DatabaseUnavailable() from exc

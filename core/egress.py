@@ -130,7 +130,12 @@ class Destination:
         return {"Host": self.host} if self.pinned else {}
 
     def extensions(self) -> dict[str, str]:
+        """For httpx: the name to present in TLS."""
         return {"sni_hostname": self.host.rsplit(":", 1)[0].strip("[]")} if self.pinned else {}
+
+    def tls_name(self) -> str | None:
+        """For aiohttp (`server_hostname`): the name to present in TLS."""
+        return self.extensions().get("sni_hostname")
 
 
 def pin(url: str, policy: Policy) -> Destination:

@@ -18,8 +18,9 @@ from django.test.utils import CaptureQueriesContext
 from api.proxy import application
 from audit.models import AuditEvent
 from core import asql
-from kms.actions import tokens
+from kms.actions import keys, tokens
 from kms.models import ScopedToken
+from tenants.actions import do_delete_grant
 from tests import pg
 from tests.kms.test_canary import assert_no_run
 from tests.kms.world import SYSTEM
@@ -101,15 +102,23 @@ def test_the_rate_limit_holds_under_concurrency(proxied, provider_stub, settings
     assert len(provider_stub.seen) == 6
 
 
-def test_a_revoked_token_stops_the_next_call(proxied, provider_stub):
+@pytest.mark.parametrize("revoke", ["token", "key", "grant"])
+def test_revoking_the_token_its_key_or_its_grant_stops_the_next_call(
+    proxied, provider_stub, revoke
+):
     token = proxied.token(scopes=["proxy"])
 
-    def revoke() -> None:
-        tokens.do_revoke_token(ScopedToken.objects.get(), actor=SYSTEM)
+    def revoked() -> None:
+        if revoke == "token":
+            tokens.do_revoke_token(ScopedToken.objects.get(), actor=SYSTEM)
+        elif revoke == "key":
+            keys.do_revoke_key(proxied.key_a, actor=SYSTEM)
+        else:
+            do_delete_grant(proxied.grant, actor=SYSTEM)
 
     async def calls(client: httpx.AsyncClient) -> list[int]:
         first = await client.get(MODELS, headers=bearer(token))
-        await asql.in_thread(revoke)()
+        await asql.in_thread(revoked)()
         second = await client.get(MODELS, headers=bearer(token))
         return [first.status_code, second.status_code]
 

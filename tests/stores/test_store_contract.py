@@ -3,6 +3,7 @@ OpenBao (or the external Vault named by KEYWARD_TEST_VAULT_ADDR/TOKEN)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -91,3 +92,19 @@ def test_concurrent_writers_with_the_same_expectation_produce_one_version(defaul
         thread.join()
     assert outcomes.count("ok") == 1
     assert [v.version for v in default_store.versions(path)] == [1, 2]
+
+
+@pytest.mark.parametrize("store_config", ["vault"], indirect=True)
+def test_the_asyncio_read_answers_as_the_synchronous_one(default_store):
+    path = _path()
+    default_store.put(path, "sk-first", expected_version=0)
+    default_store.put(path, "sk-second", expected_version=1)
+
+    async def reads() -> list[str]:
+        return [await default_store.aget(path, 1), await default_store.aget(path, 2)]
+
+    assert asyncio.run(reads()) == ["sk-first", "sk-second"]
+    with pytest.raises(SecretMissing):
+        asyncio.run(default_store.aget(path, 3))
+    with pytest.raises(SecretMissing):
+        asyncio.run(default_store.aget(_path(), 1))

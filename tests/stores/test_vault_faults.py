@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from stores.exceptions import StoreUnavailable
@@ -13,6 +15,7 @@ from tests.factories import rand
 OPERATIONS = {
     "put": lambda s, p: s.put(p, "sk-x", expected_version=0),
     "get": lambda s, p: s.get(p, 1),
+    "aget": lambda s, p: asyncio.run(s.aget(p, 1)),
     "versions": lambda s, p: s.versions(p),
     "destroy": lambda s, p: s.destroy(p, [1]),
 }

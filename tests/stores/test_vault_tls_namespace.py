@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import hvac.exceptions
 import pytest
 
@@ -23,12 +25,15 @@ def test_the_ca_bundle_setting_verifies_vaults_certificate(tls_bao, settings):
     path = f"{rand()}/{rand()}"
     assert get_store().put(path, "sk-over-tls", expected_version=0) == 1
     assert get_store().get(path, 1) == "sk-over-tls"
+    assert asyncio.run(get_store().aget(path, 1)) == "sk-over-tls"
 
 
 def test_without_the_ca_bundle_an_unknown_certificate_fails_closed(tls_bao, settings):
     settings.SECRET_STORES = {"default": tls_bao.store_config()}
     with pytest.raises(StoreUnavailable):
         get_store().put(f"{rand()}/{rand()}", "sk-x", expected_version=0)
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(get_store().aget(f"{rand()}/{rand()}", 1))
     assert get_store().health() is False
 
 
