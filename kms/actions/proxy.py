@@ -6,13 +6,15 @@ thread while it waits.
 The fast path only ever admits: anything that is not the plain case (a credential that
 does not verify, a refusal, a use to note, a pinned version, Redis down) returns None, and
 the caller runs the synchronous `do_open_proxy_call`, which checks everything again and
-refuses with its audit event, or handles the rest. Nothing is counted before the last
-check that could send a call there, so no use or request is counted twice.
+refuses with its audit event, or handles the rest. A use is counted only after every
+other check, so no use is counted twice; a call refused as used up is counted against the
+rate limit here and again by the synchronous refusal.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, cast
 
 from audit.actors import Actor
 from audit.recorder import aprobe, arecord
@@ -46,13 +48,22 @@ async def aopen_proxy_call(presented: str, provider: str) -> tuple[ProxyCall, Ac
         or inactive_reason(token) is not None
     ):
         return None
-    if not await acheck_rate(str(token.principal_id)):
+    actor = Actor("token", str(token.id))
+    # Independent of each other, so one wait for the three rather than three in a row. A
+    # secret read for a call refused here never leaves this function.
+    admitted, probed, secret = await asyncio.gather(
+        acheck_rate(str(token.principal_id)),
+        aprobe(),  # the event is written when the call ends: none starts while the log is down
+        aread_secret(key, key.current_version, actor=actor, purpose="proxy.request"),
+        return_exceptions=True,
+    )
+    for outcome in (admitted, probed, secret):  # the refusal of the first check that refused
+        if isinstance(outcome, BaseException):
+            raise outcome
+    if admitted is False:  # Redis could not count it: the synchronous path, with its fallback
         return None
-    await aprobe()  # the event is written when the call ends: none starts while the log is down
     if token.max_uses is not None and not await asql.execute(COUNT_USE, count_use_params(token)):
         return None  # used up meanwhile: the synchronous path refuses, audited
-    actor = Actor("token", str(token.id))
-    secret = await aread_secret(key, key.current_version, actor=actor, purpose="proxy.request")
     call = ProxyCall(
         provider=key.provider,
         base_url=get_adapter(key.provider).proxy_base(key.base_url),
@@ -62,7 +73,7 @@ async def aopen_proxy_call(presented: str, provider: str) -> tuple[ProxyCall, Ac
         token_id=str(token.id),
         principal=str(token.principal_id),
         models=tuple(token.allowed_models),
-        secret=secret,
+        secret=cast(str, secret),
     )
     return call, actor
 

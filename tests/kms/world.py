@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.actors import Actor
-from kms.actions import keys
-from kms.models import ProviderKey
-from tenants.actions import do_create_grant
+from kms.actions import keys, tokens
+from kms.models import ProviderKey, ScopedToken
+from tenants.actions import do_create_grant, do_delete_grant
 from tenants.models import Grant, ServicePrincipal
 from tests.factories import Actors, client, make_principal
 from tests.kms.helpers import openai_key
@@ -40,6 +40,15 @@ class World:
             **ask,
         }
         return self.api(secret).post("/api/v1/tokens", body, format="json")
+
+    def revoke(self, what: str) -> None:
+        """Revoke the one token there is, key A, or the grant, through our own actions."""
+        if what == "token":
+            tokens.do_revoke_token(ScopedToken.objects.get(), actor=SYSTEM)
+        elif what == "key":
+            keys.do_revoke_key(self.key_a, actor=SYSTEM)
+        else:
+            do_delete_grant(self.grant, actor=SYSTEM)
 
     def token(self, **ask: Any) -> str:
         response = self.issue(**ask)

@@ -18,12 +18,9 @@ from django.test.utils import CaptureQueriesContext
 from api.proxy import application
 from audit.models import AuditEvent
 from core import asql
-from kms.actions import keys, tokens
 from kms.models import ScopedToken
-from tenants.actions import do_delete_grant
 from tests import pg
 from tests.kms.test_canary import assert_no_run
-from tests.kms.world import SYSTEM
 from tests.proxy.test_proxy import COMPLETION
 
 T = TypeVar("T")
@@ -108,17 +105,9 @@ def test_revoking_the_token_its_key_or_its_grant_stops_the_next_call(
 ):
     token = proxied.token(scopes=["proxy"])
 
-    def revoked() -> None:
-        if revoke == "token":
-            tokens.do_revoke_token(ScopedToken.objects.get(), actor=SYSTEM)
-        elif revoke == "key":
-            keys.do_revoke_key(proxied.key_a, actor=SYSTEM)
-        else:
-            do_delete_grant(proxied.grant, actor=SYSTEM)
-
     async def calls(client: httpx.AsyncClient) -> list[int]:
         first = await client.get(MODELS, headers=bearer(token))
-        await asql.in_thread(revoked)()
+        await asql.in_thread(proxied.revoke)(revoke)
         second = await client.get(MODELS, headers=bearer(token))
         return [first.status_code, second.status_code]
 

@@ -17,9 +17,9 @@ from django.db import connection, transaction
 
 from api.proxy import application
 from audit.models import AuditEvent
-from kms.actions import keys, tokens
+from kms.actions import keys
 from kms.models import ScopedToken
-from tenants.actions import do_create_grant, do_delete_grant
+from tenants.actions import do_create_grant
 from tests.factories import client, make_principal
 from tests.kms.test_canary import assert_no_run
 from tests.kms.world import SYSTEM
@@ -132,12 +132,7 @@ def test_revoking_the_token_its_key_or_its_grant_stops_the_next_call(
     token = proxied.token(scopes=["proxy"])
     provider_stub.answer(200, COMPLETION)
     assert call("GET", "/api/v1/proxy/openai/models", token).status_code == 200
-    if revoke == "token":
-        tokens.do_revoke_token(ScopedToken.objects.get(), actor=SYSTEM)
-    elif revoke == "key":
-        keys.do_revoke_key(proxied.key_a, actor=SYSTEM)
-    else:
-        do_delete_grant(proxied.grant, actor=SYSTEM)
+    proxied.revoke(revoke)
     refused = call("GET", "/api/v1/proxy/openai/models", token)
     assert refused.status_code == 401, refused.text
     assert refused.headers["x-keyward-refusal"] == "unauthenticated"
