@@ -98,6 +98,11 @@ def _print_w4(result: dict[str, Any]) -> None:
             f"added at 1 connection, {name:<15} p50 {added['added_p50_ms']:.3f} ms"
             f"  p99 {added['added_p99_ms']:.3f} ms"
         )
+    for name, floor in result["floor_at_1"].items():
+        print(
+            f"floor at 1 connection, {name:<18} p50 {floor['p50_ms']:.3f} ms"
+            f"  p99 {floor['p99_ms']:.3f} ms (paid on every proxied call)"
+        )
     print("time to first byte of a stream (sequential streams)")
     for name, t in result["ttfb"].items():
         print(

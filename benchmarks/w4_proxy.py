@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import psycopg
 import requests
 
 from benchmarks.common import ROOT, latency_summary, median
@@ -510,6 +512,38 @@ def _added(samples: dict[str, Any], name: str) -> dict[str, float]:
     }
 
 
+async def _floor(bao: Any, database_url: str, seconds: float) -> dict[str, Any]:
+    """What the dependencies of every proxied call cost at one connection, on the same
+    servers: a KV v2 read from the production-shaped OpenBao (the key is read on every
+    call) and a PostgreSQL round trip as the application role. The added latency of the
+    proxy cannot be below their sum."""
+    bao.client().secrets.kv.v2.create_or_update_secret(
+        path="bench/floor", secret={"api_key": DIRECT_KEY}, mount_point=bao.kv_mount
+    )
+    url = f"/v1/{bao.kv_mount}/data/bench/floor?version=1"
+    vault: list[float] = []
+    async with aiohttp.ClientSession(base_url=bao.addr) as session:
+        for timing in (False, True):  # a warm-up pass, then the measured one
+            until = time.monotonic() + (seconds if timing else 0.5)
+            while time.monotonic() < until:
+                started = time.perf_counter()
+                async with session.get(url, headers={"X-Vault-Token": bao.token}) as got:
+                    await got.read()
+                if timing:
+                    vault.append((time.perf_counter() - started) * 1000)
+    database: list[float] = []
+    conn = await psycopg.AsyncConnection.connect(
+        database_url.replace("postgres://", "postgresql://")
+    )
+    async with conn:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            started = time.perf_counter()
+            await (await conn.execute("SELECT 1")).fetchall()
+            database.append((time.perf_counter() - started) * 1000)
+    return {"vault_kv_read": latency_summary(vault), "postgresql_select": latency_summary(database)}
+
+
 def _warm(targets: dict[str, Target]) -> int:
     """A few requests to each target (pools, imports, caches); their errors count."""
     errors = 0
@@ -584,6 +618,7 @@ def run(
             pids = worker_pids(async_proc.pid) if name == "keyward_async" else []
             held[name] = asyncio.run(_held(target, STREAMS, pids))
         points = _rounds(targets, runs, seconds)
+        floor = asyncio.run(_floor(bao, env["KEYWARD_DATABASE_URL"], seconds))
         final_hwm = {str(p): round(memory_mb(p, "VmHWM"), 1) for p in worker_pids(async_proc.pid)}
     finally:
         background.shutdown(wait=False, cancel_futures=True)
@@ -592,7 +627,12 @@ def run(
         bao.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     samples = points.pop("_samples")
-    extras = {"warm_errors": warm_errors, "final_hwm": final_hwm, "litellm": litellm_info}
+    extras = {
+        "warm_errors": warm_errors,
+        "final_hwm": final_hwm,
+        "litellm": litellm_info,
+        "floor": floor,
+    }
     return _summary(points, samples, ttfb, held, extras, workers, seconds, service_env)
 
 
@@ -643,6 +683,7 @@ def _summary(
         "litellm": extras["litellm"],
         "results": points,
         "added_latency_at_1": added,
+        "floor_at_1": extras["floor"],
         "ttfb": ttfb,
         "streams_held": held,
         "worker_vmhwm_mb_at_end": extras["final_hwm"],
