@@ -32,11 +32,16 @@ USAGE = {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
+async def lifespan(receive: Receive, send: Send) -> None:
+    """Nothing to start or stop: answer the server's lifespan messages."""
+    while (await receive())["type"] == "lifespan.startup":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 async def app(scope: Message, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while (await receive())["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await lifespan(receive, send)
         return
     if scope["type"] != "http":
         return

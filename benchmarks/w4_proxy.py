@@ -168,6 +168,27 @@ def start_fake_provider(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("the fake provider did not start: " + logfile.read_text()[-2000:])
 
 
+def start_bare_proxy(
+    fake_port: int, workdir: Path, workers: int
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The bare pass-through (benchmarks/bare_proxy.py) in front of the fake provider."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
+    env["BARE_UPSTREAM"] = f"http://127.0.0.1:{fake_port}"
+    logfile = workdir / "bare-proxy.log"
+    proc = _spawn(_granian("benchmarks.bare_proxy:app", port, workers), env, logfile)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException):
+            answer = requests.post(url, data=PLAIN_BODY, headers=_bearer(DIRECT_KEY), timeout=2)
+            if answer.status_code == 200:
+                return proc, port
+        time.sleep(0.2)
+    _stop(proc)
+    raise RuntimeError("the bare pass-through did not start: " + logfile.read_text()[-2000:])
+
+
 def _bearer(credential: str) -> dict[str, str]:
     return {**JSON, "Authorization": f"Bearer {credential}"}
 
@@ -565,6 +586,8 @@ def run(
     try:
         fake, fake_port = start_fake_provider(workdir)
         procs.append(fake)
+        bare, bare_port = start_bare_proxy(fake_port, workdir, workers)
+        procs.append(bare)
         # LiteLLM takes about a minute to start here: meanwhile Keyward is set up.
         litellm_unavailable = ensure_litellm()
         if litellm_unavailable is None:
@@ -590,7 +613,8 @@ def run(
             keyward[name] = (proc, base)
         token = issue_token(keyward["async"][1], seeded)
         direct = Target(f"http://127.0.0.1:{fake_port}/v1/chat/completions", _bearer(DIRECT_KEY))
-        targets = {"direct": direct}
+        bare_url = f"http://127.0.0.1:{bare_port}/v1/chat/completions"
+        targets = {"direct": direct, "bare_passthrough": Target(bare_url, _bearer(DIRECT_KEY))}
         for name, (_, base) in keyward.items():
             url = f"{base}/api/v1/proxy/openai/chat/completions"
             targets[f"keyward_{name}"] = Target(url, _bearer(token))
