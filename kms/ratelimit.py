@@ -30,11 +30,20 @@ from kms.models import RateCounter
 logger = logging.getLogger("keyward.ratelimit")
 
 
+# One command instead of MULTI/INCR/EXPIRE/EXEC: the same atomic count, a quarter of the
+# round trips' parsing (EVALSHA, the script loaded once per server).
+COUNT = (
+    "local n = redis.call('INCR', KEYS[1]) redis.call('EXPIRE', KEYS[1], ARGV[1], 'NX') return n"
+)
+
+
 @lru_cache(maxsize=4)
 def _redis(url: str) -> Any:
+    """The client and its counting script."""
     import redis
 
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return client.register_script(COUNT)
 
 
 _RETRY_REDIS_AFTER = 5.0  # seconds between attempts while Redis is down
@@ -81,10 +90,7 @@ def _count_redis(bucket: str, window: int) -> int | None:
     if _outage.skip_redis(now):
         return None
     try:
-        with _redis(settings.REDIS_URL).pipeline(transaction=True) as pipe:
-            pipe.incr(bucket)
-            pipe.expire(bucket, window + 1, nx=True)
-            count, _ = pipe.execute()
+        count = _redis(settings.REDIS_URL)(keys=[bucket], args=[window + 1])
     except redis.RedisError:
         _outage.failed(now)
         return None
@@ -118,8 +124,8 @@ class _Slot:
 
 
 class _AsyncRedis:
-    """The redis.asyncio client of this process's event loop (its connections belong to
-    the loop that opened them)."""
+    """The counting script on the redis.asyncio client of this process's event loop (its
+    connections belong to the loop that opened them)."""
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -131,9 +137,10 @@ class _AsyncRedis:
         loop = asyncio.get_running_loop()
         if self.client is None or self.loop is not loop:
             self.loop = loop
-            self.client = redis.asyncio.Redis.from_url(
+            client = redis.asyncio.Redis.from_url(
                 settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5
             )
+            self.client = client.register_script(COUNT)
         return self.client
 
 
@@ -152,10 +159,7 @@ async def acheck_rate(principal_id: str) -> bool:
     if not settings.REDIS_URL or _outage.skip_redis(time.monotonic()):
         return False
     try:
-        async with _async_redis.get().pipeline(transaction=True) as pipe:
-            pipe.incr(slot.bucket)
-            pipe.expire(slot.bucket, slot.window + 1, nx=True)
-            count, _ = await pipe.execute()
+        count = await _async_redis.get()(keys=[slot.bucket], args=[slot.window + 1])
     except (redis.RedisError, OSError):
         _outage.failed(time.monotonic())
         return False
