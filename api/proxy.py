@@ -204,7 +204,7 @@ async def _write_event(call: ProxyCall, outcome: dict[str, Any], actor: Actor) -
 
 # -- the application -------------------------------------------------------------------------
 class Proxy:
-    """The ASGI application; one pooled AsyncClient per process."""
+    """The ASGI application; one pooled aiohttp session per process."""
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
@@ -280,7 +280,7 @@ class Proxy:
             await _refuse(send, request, exc)
             return
         model = _model_in_path(call.provider, rest) or _model(body)
-        if call.models and model is not None and model not in call.models:
+        if not call.allows(model):
             await _send_django(send, await sync_to_async(check_model)(request, call, model, actor))
             return
         outcome: dict[str, Any] = {

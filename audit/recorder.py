@@ -77,7 +77,7 @@ def record_with(
     on PostgreSQL, as one statement (data-modifying CTEs), which commits on its own in one
     round trip instead of four (BEGIN, action, event, COMMIT)."""
     event = _event(action, actor, outcome, tenant, target, details or {})
-    values = [sql.Value(f, getattr(event, f.attname)) for f in _EVENT.fields]
+    values = _values(event)
     one_statement = connection.vendor == "postgresql" and not connection.in_atomic_block
     try:
         if one_statement:
@@ -102,17 +102,15 @@ async def arecord(
     tenant: str | None = None,
     target: str = "",
     details: dict[str, Any] | None = None,
-) -> AuditEvent:
+) -> None:
     """`record` on the event loop (`core.asql`): the same event in the same one statement,
     committed on its own."""
     event = _event(action, actor, outcome, tenant, target, details or {})
-    values = [sql.Value(f, getattr(event, f.attname)) for f in _EVENT.fields]
+    values = _values(event)
     try:
         await asql.execute("WITH " + _EVENT_AND_PENDING, values)
     except asql.DatabaseUnavailable as exc:
         raise AuditUnavailable() from exc
-    event._state.adding = False
-    return event
 
 
 def record_refusal(
@@ -194,6 +192,11 @@ async def aprobe() -> None:
         await asql.execute(PROBE, [])
     except asql.DatabaseUnavailable as exc:
         raise AuditUnavailable() from exc
+
+
+def _values(event: AuditEvent) -> list[sql.Value]:
+    """The event's columns as parameters, each adapted by its field."""
+    return [sql.Value(f, getattr(event, f.attname)) for f in _EVENT.fields]
 
 
 def _insert(event: AuditEvent, values: list[sql.Value]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import secrets
@@ -112,3 +113,18 @@ def fresh_database(name: str, service_env: dict[str, str] | None = None) -> dict
 def drop_database(name: str) -> None:
     with psycopg.connect(SUPERUSER_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def seed(module: str, env: dict[str, str], workdir: Path) -> dict[str, Any]:
+    """Run a seeding module (`python -m module FILE`) in the service's environment and
+    read back the credentials it wrote to FILE (mode 0600), never to standard output."""
+    seed_file = workdir / f"{module.rsplit('.', 1)[-1]}.json"
+    subprocess.run(
+        [sys.executable, "-m", module, str(seed_file)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    creds: dict[str, Any] = json.loads(seed_file.read_text())
+    return creds

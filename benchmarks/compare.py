@@ -17,9 +17,9 @@ from typing import Any
 
 import requests
 
-from benchmarks.common import ROOT, database_name, drop_database, fresh_database
+from benchmarks.common import ROOT, database_name, drop_database, fresh_database, seed
 from benchmarks.paced import paced
-from benchmarks.w123_tokens import FIXED_RATE, keyward_workloads, production_env, seed, wrk
+from benchmarks.w123_tokens import FIXED_RATE, keyward_workloads, production_env, wrk
 from tests.bao import free_port, start_raft_server
 
 ROUNDS, SECONDS = 3, 4.0
@@ -93,7 +93,7 @@ def compare(ref: str) -> dict[str, Any]:
     servers: list[subprocess.Popen[bytes]] = []
     try:
         env = production_env(fresh_database(database), raft, {})
-        creds = seed(env, workdir)
+        creds = seed("benchmarks.seed_tokens", env, workdir)
         loads = {}
         for side, root in (("before", tree), ("after", ROOT)):
             proc, base = _serve(env, root)

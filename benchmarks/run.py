@@ -45,17 +45,22 @@ def _run_workload(name: str, env: dict[str, str], extra: list[str]) -> dict[str,
     return result
 
 
+def _print_points(label: str, results: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """req/s and latency per workload (or path) and number of connections."""
+    columns = ("conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
+    print(f"{label:<18} " + " ".join(f"{c:>8}" for c in columns))
+    for name, points in results.items():
+        for conns, p in points.items():
+            print(
+                f"{name:<18} {conns:>8} {p['rps']:>8.1f} {p['p50_ms']:>8.2f} {p['p95_ms']:>8.2f}"
+                f" {p['p99_ms']:>8.2f} {p['errors']:>8}"
+            )
+
+
 def _print_tokens(result: dict[str, Any]) -> None:
     print("W1 token issue, W2 exchange, W3 introspect")
     print("baselines: the same server's /healthz, OpenBao token create and KV read")
-    columns = ("conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
-    print(f"{'workload':<18} " + " ".join(f"{c:>8}" for c in columns))
-    for name, points in result["results"].items():
-        for conns, p in points.items():
-            print(
-                f"{name:<18} {conns:>5} {p['rps']:>9.1f} {p['p50_ms']:>8.2f} {p['p95_ms']:>8.2f}"
-                f" {p['p99_ms']:>8.2f} {p['errors']:>6}"
-            )
+    _print_points("workload", result["results"])
     rate = result["fixed_rate"]["W1"]["offered_rps"]
     print(f"latency at an offered {rate} req/s, worst-case shape (open-loop paced client; hey)")
     for name, p in result["fixed_rate"].items():
@@ -85,14 +90,7 @@ def _print_w4(result: dict[str, Any]) -> None:
         f" ({_litellm_label(result['litellm'])})"
     )
     print("1 connection: asyncio client (one keep-alive connection); 32 connections: wrk")
-    columns = ("conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors")
-    print(f"{'path':<18} " + " ".join(f"{c:>8}" for c in columns))
-    for name, points in result["results"].items():
-        for conns, p in points.items():
-            print(
-                f"{name:<18} {conns:>8} {p['rps']:>8.1f} {p['p50_ms']:>8.2f} {p['p95_ms']:>8.2f}"
-                f" {p['p99_ms']:>8.2f} {p['errors']:>8}"
-            )
+    _print_points("path", result["results"])
     for name, added in result["added_latency_at_1"].items():
         print(
             f"added at 1 connection, {name:<15} p50 {added['added_p50_ms']:.3f} ms"
@@ -259,6 +257,7 @@ def _measure(
         _print_w5(report["workloads"][name])
         return
     if name == "W4":
+        # Imported only when W4 runs: through w123_tokens it loads the service's settings.
         from benchmarks import w4_proxy
 
         report["workloads"][name] = w4_proxy.run(

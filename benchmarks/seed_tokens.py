@@ -34,7 +34,8 @@ SYSTEM = Actor.system("benchmark")
 MIX_TENANTS, PRINCIPALS_PER_TENANT = 16, 4
 
 
-def _tenant(slug: str) -> Tenant:
+def tenant_with_key(slug: str) -> Tenant:
+    """A new tenant with one OpenAI key (not validated: the benchmark has no provider)."""
     tenant = do_create_tenant(slug, f"Benchmark tenant {slug}", actor=SYSTEM)
     secret = "sk-proj-" + f"Benchmark{slug}Key0123456789".ljust(44, "x")
     keys.do_onboard_key(
@@ -69,10 +70,10 @@ def _refused(presented: str) -> dict[str, str]:
 
 
 def main() -> None:
-    worst = _principal("bench-svc", _tenant("bench"))
+    worst = _principal("bench-svc", tenant_with_key("bench"))
     mix = []
     for t in range(MIX_TENANTS):
-        tenant = _tenant(f"mix-{t:02d}")
+        tenant = tenant_with_key(f"mix-{t:02d}")
         mix += [_principal(f"mix-{t:02d}-svc-{p}", tenant) for p in range(PRINCIPALS_PER_TENANT)]
     fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -27,7 +27,7 @@ from typing import Any
 import requests
 
 from benchmarks import refusal_timing
-from benchmarks.common import ROOT, median, percentile
+from benchmarks.common import ROOT, median, percentile, seed
 from benchmarks.paced import paced
 from tests.bao import BaoServer, free_port, start_dev_server, start_raft_server
 
@@ -250,19 +250,6 @@ def _points(
     }
 
 
-def seed(env: dict[str, str], workdir: Path) -> dict[str, Any]:
-    seed_file = workdir / "credentials.json"
-    subprocess.run(
-        [sys.executable, "-m", "benchmarks.seed_tokens", str(seed_file)],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    creds: dict[str, Any] = json.loads(seed_file.read_text())
-    return creds
-
-
 def run(
     base_env: dict[str, str],
     *,
@@ -281,7 +268,7 @@ def run(
     env = production_env(base_env, raft, service_env)
     server: subprocess.Popen[bytes] | None = None
     try:
-        creds = seed(env, workdir)
+        creds = seed("benchmarks.seed_tokens", env, workdir)
         port = free_port()
         server = _start_server(env, port, workers, threads)
         base = f"http://127.0.0.1:{port}"

@@ -40,7 +40,7 @@ import aiohttp
 import psycopg
 import requests
 
-from benchmarks.common import ROOT, latency_summary, median
+from benchmarks.common import ROOT, latency_summary, median, seed
 from benchmarks.paced import _read_response, _request
 from benchmarks.w123_tokens import production_env, wrk
 from tests.bao import free_port, start_raft_server
@@ -220,19 +220,6 @@ def issue_token(base: str, seeded: dict[str, str]) -> str:
     answer.raise_for_status()
     token: str = answer.json()["token"]
     return token
-
-
-def seed(env: dict[str, str], workdir: Path) -> dict[str, str]:
-    seed_file = workdir / "w4-credentials.json"
-    subprocess.run(
-        [sys.executable, "-m", "benchmarks.w4_seed", str(seed_file)],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    seeded: dict[str, str] = json.loads(seed_file.read_text())
-    return seeded
 
 
 # -- LiteLLM ---------------------------------------------------------------------------------
@@ -604,7 +591,7 @@ def run(
             **service_env,
         }
         env = production_env(base_env, bao, overrides)
-        seeded = seed(env, workdir)
+        seeded = seed("benchmarks.w4_seed", env, workdir)
         keyward = {}
         for name, pool in (("thread", "0"), ("async", env.get("KEYWARD_PROXY_DB_POOL_SIZE"))):
             instance_env = {**env, "KEYWARD_PROXY_DB_POOL_SIZE": pool} if pool else env

@@ -18,24 +18,14 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
-from audit.actors import Actor  # noqa: E402
-from kms.actions import keys  # noqa: E402
-from tenants.actions import (  # noqa: E402
-    do_create_grant,
-    do_create_principal,
-    do_create_tenant,
-)
+from benchmarks.seed_tokens import SYSTEM, tenant_with_key  # noqa: E402
+from tenants.actions import do_create_grant, do_create_principal  # noqa: E402
 
-SYSTEM = Actor.system("benchmark")
 TENANT = "bench-proxy"
 
 
 def main() -> None:
-    tenant = do_create_tenant(TENANT, "Benchmark proxy tenant", actor=SYSTEM)
-    secret = "sk-proj-" + "BenchmarkProxyKey0123456789".ljust(44, "x")
-    keys.do_onboard_key(
-        tenant, keys.KeyInput("openai", "prod", secret), validate=False, actor=SYSTEM
-    )
+    tenant = tenant_with_key(TENANT)
     principal, principal_secret = do_create_principal("bench-proxy-svc", actor=SYSTEM)
     do_create_grant(principal, tenant, "openai", ["proxy"], settings.TOKEN_MAX_TTL, actor=SYSTEM)
     fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

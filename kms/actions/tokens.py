@@ -315,6 +315,10 @@ class ProxyCall:
     models: tuple[str, ...]
     secret: str = field(repr=False)
 
+    def allows(self, model: str | None) -> bool:
+        """A body that names no model, or a model the token allows (no list: any)."""
+        return not self.models or model is None or model in self.models
+
 
 def do_open_proxy_call(token: ScopedToken, provider: str, *, actor: Actor) -> ProxyCall:
     """Check a `proxy` token for a call to `provider` and count the use (under `max_uses`,
@@ -349,7 +353,7 @@ def do_open_proxy_call(token: ScopedToken, provider: str, *, actor: Actor) -> Pr
 
 def do_check_proxy_model(call: ProxyCall, model: str | None, *, actor: Actor) -> None:
     """Refuse, audited, a call whose JSON body names a model the token does not allow."""
-    if call.models and model is not None and model not in call.models:
+    if not call.allows(model):
         refusal = ModelNotAllowed()
         record_refusal(
             "credential.denied",
