@@ -49,6 +49,7 @@ from kms.exceptions import ForbiddenBaseUrl
 from kms.models import ScopedToken
 from kms.providers import ADAPTERS, get_adapter
 from kms.ratelimit import check_rate
+from stores.registry import aclose_stores
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -246,11 +247,18 @@ class Proxy:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._session is not None:
-                    await self._session.close()
-                await asql.close()
+                await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def aclose(self) -> None:
+        """Close the pools this process holds on the running event loop: the upstream
+        connections, the secret stores' and the database's."""
+        if self._session is not None and self._loop is asyncio.get_running_loop():
+            await self._session.close()
+            self._session = None
+        await aclose_stores()
+        await asql.close()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = ASGIRequest(scope, io.BytesIO())  # headers and query; the body is read here

@@ -171,6 +171,13 @@ _EVENT_AND_PENDING = (
 _PROBE_EVENT = "INSERT INTO audit_event (id) SELECT id FROM audit_event WHERE 1 = 0"
 _PROBE_PENDING = "INSERT INTO audit_pending (event_id) SELECT id FROM audit_event WHERE 1 = 0"
 PROBE = f"WITH e AS ({_PROBE_EVENT} RETURNING id) {_PROBE_PENDING}"  # one round trip
+# The probe as the head of another statement (PostgreSQL runs every data-modifying WITH
+# part whether or not the main query reads it): `f"{PROBE_WITH} SELECT ..."` checks that
+# an event could be written and reads, in one round trip.
+PROBE_WITH = (
+    f"WITH probe_event AS ({_PROBE_EVENT} RETURNING id),"
+    f" probe_pending AS ({_PROBE_PENDING} RETURNING event_id)"
+)
 
 
 def probe() -> None:
@@ -183,14 +190,6 @@ def probe() -> None:
             for statement in statements:
                 sql.execute(statement, [])
     except DatabaseError as exc:
-        raise AuditUnavailable() from exc
-
-
-async def aprobe() -> None:
-    """`probe` on the event loop."""
-    try:
-        await asql.execute(PROBE, [])
-    except asql.DatabaseUnavailable as exc:
         raise AuditUnavailable() from exc
 
 

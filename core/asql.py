@@ -12,6 +12,7 @@ does. PostgreSQL only: on SQLite (`enabled()` is False) callers keep the thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -59,7 +60,13 @@ class PoolExhausted(ServiceUnavailable):
 
 def enabled() -> bool:
     """Whether this deployment runs statements on the event loop."""
-    return connection.vendor == "postgresql" and settings.PROXY_DB_POOL_SIZE > 0
+    return _vendor() == "postgresql" and settings.PROXY_DB_POOL_SIZE > 0
+
+
+@functools.cache
+def _vendor() -> str:
+    # Fixed for the life of the process; `connection` is a per-thread lookup on each use.
+    return connection.vendor
 
 
 class _Pools:

@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
+from audit.recorder import PROBE_WITH
 from core import asql, sql
 from kms.models import (
     KeyStatus,
@@ -148,10 +149,15 @@ def load_token(key_id: str) -> credentials.Stored[ScopedToken] | None:
     return credentials.stored(_TOKEN_ROW, _LOAD_TOKEN, key_id, _token_of)
 
 
-async def aload_token(key_id: str) -> credentials.Stored[ScopedToken] | None:
-    """`load_token` on the event loop (`core.asql`): the same statement."""
-    rows = await asql.fetch_raw(_LOAD_TOKEN, [key_id])
+async def aload_token_probed(key_id: str) -> credentials.Stored[ScopedToken] | None:
+    """`load_token` on the event loop (`core.asql`), in the same statement as the audit
+    log's probe (`recorder.PROBE_WITH`): DatabaseUnavailable when either fails. For calls
+    whose event is written when they end, so that none starts while the log is down."""
+    rows = await asql.fetch_raw(_PROBED_LOAD_TOKEN, [key_id])
     return credentials.stored_of(rows, _TOKEN_ROW, _token_of)
+
+
+_PROBED_LOAD_TOKEN = f"{PROBE_WITH} {_LOAD_TOKEN}"
 
 
 def _token_of(values: list[Any]) -> ScopedToken:

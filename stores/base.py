@@ -42,6 +42,9 @@ class SecretStore(ABC):
         pool thread, whose database connection is looked after as a request's is."""
         return await asql.in_thread(self.get)(path, version)
 
+    async def aclose(self) -> None:  # noqa: B027 - a store reading in a thread holds nothing
+        """Close what `aget` holds open on the running event loop (at a server's shutdown)."""
+
     @abstractmethod
     def versions(self, path: str) -> list[VersionInfo]:
         """Every version the store knows at `path`, oldest first."""

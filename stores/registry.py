@@ -12,7 +12,14 @@ from django.dispatch import receiver
 from stores.base import SecretStore, VersionInfo
 from stores.local import LocalStore
 
-__all__ = ["DEFAULT_STORE", "SecretStore", "VersionInfo", "get_store", "store_names"]
+__all__ = [
+    "DEFAULT_STORE",
+    "SecretStore",
+    "VersionInfo",
+    "aclose_stores",
+    "get_store",
+    "store_names",
+]
 
 DEFAULT_STORE = "default"
 
@@ -45,6 +52,12 @@ def get_store(name: str = DEFAULT_STORE) -> SecretStore:
         if name not in _stores:
             _stores[name] = _build(name, settings.SECRET_STORES[name])
         return _stores[name]
+
+
+async def aclose_stores() -> None:
+    """Close what the stores built so far hold open on the running event loop."""
+    for store in list(_stores.values()):
+        await store.aclose()
 
 
 @receiver(setting_changed)

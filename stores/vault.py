@@ -122,6 +122,11 @@ class VaultStore(SecretStore):
             raise StoreUnavailable() from None
         return self._secret_of(status, body)
 
+    async def aclose(self) -> None:
+        if self._async is not None and self._async[0] is asyncio.get_running_loop():
+            await self._async[1].close()
+            self._async = None
+
     def _read_request(self, path: str, version: int, token: str) -> tuple[str, dict[str, str]]:
         headers = {"X-Vault-Token": token}
         if self.options.namespace:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -327,11 +328,18 @@ def read_secret(key: ProviderKey, version: int, *, actor: Actor, purpose: str) -
         raise
 
 
-async def aread_secret(key: ProviderKey, version: int, *, actor: Actor, purpose: str) -> str:
-    """`read_secret` on an event loop; the outage event, when there is one, is written in
-    a thread."""
+async def aread_secret(
+    key: ProviderKey,
+    version: int,
+    *,
+    actor: Actor,
+    purpose: str,
+    begun: Awaitable[str] | None = None,
+) -> str:
+    """`read_secret` on an event loop, or the end of the same read `begun` earlier; the
+    outage event, when there is one, is written in a thread."""
     try:
-        return await get_store(key.store).aget(key.store_path, version)
+        return await (begun or get_store(key.store).aget(key.store_path, version))
     except StoreUnavailable as outage:
         await asql.in_thread(_record_read_outage)(outage, key, version, actor, purpose)
         raise

@@ -9,34 +9,103 @@ the caller runs the synchronous `do_open_proxy_call`, which checks everything ag
 refuses with its audit event, or handles the rest. A use is counted only after every
 other check, so no use is counted twice; a call refused as used up is counted against the
 rate limit here and again by the synchronous refusal.
+
+The secret read is the longest wait of a call. For a token seen before, it begins at once,
+beside the token's own lookup, from where this process last saw the token's key live (the
+store, path and current version: no secret, and only a hint): it is used only when the
+token then verifies and its key is still there at that version; otherwise it is dropped
+and the read made again. No secret outlives the call that read it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable
 from typing import Any, cast
 
 from audit.actors import Actor
-from audit.recorder import aprobe, arecord
+from audit.recorder import arecord
 from core import asql
 from kms.actions.keys import aread_secret
 from kms.actions.tokens import COUNT_USE, ProxyCall, count_use_params, proxy_event
-from kms.models import ScopedToken
+from kms.models import ProviderKey, ScopedToken
 from kms.providers import get_adapter
-from kms.queries import aload_token, inactive_reason
+from kms.queries import aload_token_probed, inactive_reason
 from kms.ratelimit import acheck_rate
+from stores.registry import get_store
 from tenants import credentials
+
+Where = tuple[str, str, int]  # a key's store, path in it, and current version
+
+
+class _Hints:
+    """Where each recently verified token's key lived, by the token's lookup id; bounded,
+    the least recently used dropped first. Per process, and never trusted."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._where: OrderedDict[str, Where] = OrderedDict()
+
+    def get(self, lookup_id: str) -> Where | None:
+        return self._where.get(lookup_id)
+
+    def note(self, lookup_id: str, where: Where) -> None:
+        self._where[lookup_id] = where
+        self._where.move_to_end(lookup_id)
+        if len(self._where) > self.SIZE:
+            self._where.popitem(last=False)
+
+
+_hints = _Hints()
+
+
+def _where(key: ProviderKey) -> Where:
+    return (key.store, key.store_path, key.current_version)
+
+
+def _begin_read(where: Where | None) -> asyncio.Task[str] | None:
+    if where is None:
+        return None
+    store, path, version = where
+    return asyncio.ensure_future(get_store(store).aget(path, version))
+
+
+def _drop(read: asyncio.Task[str] | None) -> None:
+    """Abandon a read begun for a call that will not use it (its outcome, a secret or a
+    failure, goes nowhere)."""
+    if read is not None:
+        read.cancel()
+        read.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 async def aopen_proxy_call(presented: str, provider: str) -> tuple[ProxyCall, Actor] | None:
     """The call a `kwt_` token with the `proxy` scope may make to `provider`, its use
-    counted; None when the synchronous path must decide. AuditUnavailable (503) when no
-    event could be written now; RateLimited (429) over the principal's limit."""
+    counted; None when the synchronous path must decide. DatabaseUnavailable when the
+    token could not be read or no event could be written now (the synchronous path then
+    answers, 503 when the log is down); RateLimited (429) over the principal's limit."""
     parsed = credentials.parse(presented)
     if parsed is None or parsed.prefix != credentials.TOKEN_PREFIX:
         return None
+    hinted = _hints.get(parsed.key_id)
+    early = _begin_read(hinted)
     try:
-        token: ScopedToken = await credentials.averify(parsed, aload_token)
+        return await _open(parsed, provider, hinted, early)
+    finally:
+        _drop(early)  # when the call did not use it (once used, it is done: nothing to drop)
+
+
+async def _open(
+    parsed: credentials.Parsed,
+    provider: str,
+    hinted: Where | None,
+    early: asyncio.Task[str] | None,
+) -> tuple[ProxyCall, Actor] | None:
+    try:
+        # With the audit log's probe: the event is written when the call ends, so none
+        # starts while the log is down.
+        token: ScopedToken = await credentials.averify(parsed, aload_token_probed)
     except credentials.Rejected:
         return None
     key = token.provider_key
@@ -49,15 +118,17 @@ async def aopen_proxy_call(presented: str, provider: str) -> tuple[ProxyCall, Ac
     ):
         return None
     actor = Actor("token", str(token.id))
-    # Independent of each other, so one wait for the three rather than three in a row. A
-    # secret read for a call refused here never leaves this function.
-    admitted, probed, secret = await asyncio.gather(
+    where = _where(key)
+    _hints.note(parsed.key_id, where)
+    begun: Awaitable[str] | None = early if hinted == where else None
+    # Independent of each other, so one wait for both rather than two in a row. A secret
+    # read for a call refused here never leaves this function.
+    admitted, secret = await asyncio.gather(
         acheck_rate(str(token.principal_id)),
-        aprobe(),  # the event is written when the call ends: none starts while the log is down
-        aread_secret(key, key.current_version, actor=actor, purpose="proxy.request"),
+        aread_secret(key, key.current_version, actor=actor, purpose="proxy.request", begun=begun),
         return_exceptions=True,
     )
-    for outcome in (admitted, probed, secret):  # the refusal of the first check that refused
+    for outcome in (admitted, secret):  # the refusal of the first check that refused
         if isinstance(outcome, BaseException):
             raise outcome
     if admitted is False:  # Redis could not count it: the synchronous path, with its fallback

@@ -18,9 +18,12 @@ from django.test.utils import CaptureQueriesContext
 from api.proxy import application
 from audit.models import AuditEvent
 from core import asql
+from kms.actions import keys
 from kms.models import ScopedToken
+from tenants import credentials
 from tests import pg
 from tests.kms.test_canary import assert_no_run
+from tests.kms.world import SYSTEM
 from tests.proxy.test_proxy import COMPLETION
 
 T = TypeVar("T")
@@ -37,7 +40,7 @@ def run(calls: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
             async with httpx.AsyncClient(transport=transport, base_url="http://k") as client:
                 return await calls(client)
         finally:
-            await asql.close()
+            await application.aclose()
 
     return async_to_sync(go)()
 
@@ -113,6 +116,46 @@ def test_revoking_the_token_its_key_or_its_grant_stops_the_next_call(
 
     assert run(calls) == [200, 401]
     assert len(provider_stub.seen) == 1
+
+
+def test_a_call_after_a_rotation_carries_the_new_key(proxied, provider_stub):
+    """The secret read begun before the token is checked (from where the last call of the
+    token found its key) is used only when the key is still at that version."""
+    token = proxied.token(scopes=["proxy"])
+    rotated = "sk-rotated-" + "r" * 40
+
+    async def calls(client: httpx.AsyncClient) -> list[int]:
+        # The first call notes the token's first use (the synchronous path); the second
+        # is the plain case, which notes where the key was found.
+        before = [await client.get(MODELS, headers=bearer(token)) for _ in range(2)]
+        await asql.in_thread(keys.do_rotate_key)(
+            proxied.key_a, secret=rotated, grace_period_seconds=3600, validate=False, actor=SYSTEM
+        )
+        after = await client.get(MODELS, headers=bearer(token))
+        return [answer.status_code for answer in (*before, after)]
+
+    assert run(calls) == [200, 200, 200]
+    sent = [seen.headers["authorization"] for seen in provider_stub.seen]
+    assert sent == [f"Bearer {proxied.secret_a}"] * 2 + [f"Bearer {rotated}"]
+    versions = AuditEvent.objects.filter(action="proxy.request").order_by("occurred_at")
+    assert [e.details["key_version"] for e in versions] == [1, 1, 2]
+
+
+def test_a_known_token_with_a_wrong_secret_is_refused_and_sends_nothing(proxied, provider_stub):
+    token = proxied.token(scopes=["proxy"])
+    parsed = credentials.parse(token)
+    assert parsed is not None
+    forged = credentials.spell(parsed.prefix, parsed.key_id, "A" * credentials.SECRET_LEN)
+
+    async def calls(client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [await client.get(MODELS, headers=bearer(t)) for t in (token, token, forged)]
+
+    answers = run(calls)
+    assert [a.status_code for a in answers] == [200, 200, 401]
+    assert len(provider_stub.seen) == 2
+    for refused in answers[2:]:
+        assert proxied.secret_a not in refused.text
+        assert refused.headers["x-keyward-refusal"] == "unauthenticated"
 
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'")

@@ -43,8 +43,11 @@ def call(method: str, path: str, token: str | None, **kwargs: Any) -> httpx.Resp
         transport = httpx.ASGITransport(app=application)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         headers.update(kwargs.pop("headers", {}))
-        async with httpx.AsyncClient(transport=transport, base_url="http://keyward") as client:
-            return await client.request(method, path, headers=headers, **kwargs)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://keyward") as client:
+                return await client.request(method, path, headers=headers, **kwargs)
+        finally:
+            await application.aclose()
 
     return async_to_sync(go)()
 
