@@ -266,6 +266,23 @@ CSRF_COOKIE_SECURE = PRODUCTION
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env.flag("KEYWARD_BEHIND_TLS_PROXY", False) else None
 )
+# Sent on HTTPS answers only (the TLS terminator's, with KEYWARD_BEHIND_TLS_PROXY).
+SECURE_HSTS_SECONDS = env.number("KEYWARD_HSTS_SECONDS", 31536000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.flag("KEYWARD_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env.flag("KEYWARD_HSTS_PRELOAD", False)
+# TLS usually ends at the load balancer, and in-cluster callers and probes speak plain
+# HTTP to the pod; a deployment that serves TLS itself turns the redirect on.
+SECURE_SSL_REDIRECT = env.flag("KEYWARD_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# `manage.py check --deploy` warnings that do not apply, each for its reason:
+SILENCED_SYSTEM_CHECKS = [
+    # No cookie is read or set: every request carries a bearer credential (see MIDDLEWARE).
+    "security.W003",
+    # Preloading commits the whole registered domain: its owner's decision, not a default.
+    *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+    # Redirecting is the TLS terminator's job unless KEYWARD_SSL_REDIRECT says otherwise.
+    *([] if SECURE_SSL_REDIRECT else ["security.W008"]),
+]
 
 MAX_BODY_BYTES = env.number("KEYWARD_MAX_BODY_BYTES", 65536, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES

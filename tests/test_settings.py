@@ -4,6 +4,8 @@ embedded conveniences; the embedded default generates its secrets privately."""
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import stat
 import subprocess
 import sys
@@ -120,3 +122,64 @@ def test_the_embedded_default_generates_private_secrets_and_warns(tmp_path):
     first = (data / "peppers").read_text()
     assert _start(tmp_path).returncode == 0
     assert (data / "peppers").read_text() == first, "generated secrets are kept across restarts"
+
+
+def _check_deploy(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
+    env.update(GOOD_PRODUCTION, KEYWARD_DATA_DIR=str(tmp_path / "data"))
+    env.update(KEYWARD_SECRET_KEY=secrets.token_urlsafe(50), **variables)
+    command = [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_check_deploy_is_clean_under_production_settings(tmp_path):
+    done = _check_deploy(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no issues" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("variables", "warning"),
+    [
+        ({"KEYWARD_HSTS_SECONDS": "0"}, "security.W004"),
+        ({"KEYWARD_HSTS_INCLUDE_SUBDOMAINS": "false"}, "security.W005"),
+    ],
+)
+def test_check_deploy_still_warns_of_what_is_not_silenced(tmp_path, variables, warning):
+    done = _check_deploy(tmp_path, **variables)
+    assert done.returncode != 0
+    assert warning in done.stdout + done.stderr
+
+
+def test_only_the_reasoned_deploy_warnings_are_silenced(tmp_path):
+    """Cookies (W003), HSTS preload (W021) and the HTTPS redirect (W008) only; the last
+    comes back when the deployment serves TLS itself and turns the redirect on."""
+    probe = PROBE.replace("settings.DATA_DIR", "sorted(settings.SILENCED_SYSTEM_CHECKS)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
+    env.update(GOOD_PRODUCTION, KEYWARD_DATA_DIR=str(tmp_path / "data"))
+    env["DJANGO_SETTINGS_MODULE"] = "settings.settings"
+    for redirect, silenced in (
+        ("false", "['security.W003', 'security.W008', 'security.W021']"),
+        ("true", "['security.W003', 'security.W021']"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=ROOT,
+            env={**env, "KEYWARD_SSL_REDIRECT": redirect},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.stdout.strip() == silenced, done.stderr
+
+
+def test_every_variable_the_settings_read_is_in_the_readme():
+    read = set(
+        re.findall(r'"(KEYWARD_[A-Z0-9_]+)"', (ROOT / "settings" / "settings.py").read_text())
+    )
+    documented = (ROOT / "README.md").read_text()
+    assert read, "no variable found: the pattern no longer matches how settings are read"
+    # The schedule's row names its family once: `KEYWARD_SCHEDULE_KEY_CHECKS`, `_REWRAP`, ...
+    spelled = {v: (f"`{v}`", f"`_{v.removeprefix('KEYWARD_SCHEDULE_')}`") for v in read}
+    missing = [v for v, forms in spelled.items() if not any(f in documented for f in forms)]
+    assert sorted(missing) == []
