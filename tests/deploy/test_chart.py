@@ -1,0 +1,510 @@
+"""The Helm chart (helm/keyward), rendered offline for its default values and for each
+ci/*-values.yaml: it lints strictly, every manifest validates against Kubernetes 1.30's
+schemas, and the rendered objects keep the deployment's security properties.
+
+No cluster and no database: rendering is Helm's Go library (helm-python-sdk), validation
+is kubernetes-validate's bundled schemas.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "keyward"
+CASES = [
+    "default",
+    *sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml")),
+]
+KUBERNETES = "1.30.0"
+# Custom resources kubernetes-validate has no schema for; checked field by field below.
+CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+SECRET_MOUNT = "/run/secrets/keyward"
+
+
+def secret_variables() -> set[str]:
+    """Every variable the README's Configuration table marks secret."""
+    names: set[str] = set()
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) < 5 or not cells[1].startswith("`KEYWARD_"):
+            continue
+        marked, secret = re.findall(r"`(KEYWARD_[A-Z0-9_]+)`", cells[1]), cells[3]
+        if ":" in secret:  # "secret id: yes": only the variable that names it
+            part, _, answer = secret.partition(":")
+            marked = [n for n in marked if part.strip().upper().replace(" ", "_") in n]
+            secret = answer
+        if secret.strip().startswith("yes"):
+            names.update(marked)
+    return names
+
+
+SECRET_VARIABLES = secret_variables()
+
+
+def values_for(case: str) -> dict[str, Any]:
+    if case == "default":
+        return {}
+    loaded: dict[str, Any] = yaml.safe_load((CHART / "ci" / f"{case}-values.yaml").read_text())
+    return loaded
+
+
+@functools.cache
+def chart() -> helm.Chart:
+    return helm.Chart.load(CHART)
+
+
+@functools.cache
+def merged(case: str) -> dict[str, Any]:
+    return chart().merge_values(values_for(case))
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    files = chart().render(values, name="kw", namespace="keyward", is_install=True)
+    return [
+        doc
+        for path, text in sorted(files.items())
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+@functools.cache
+def _rendered(case: str) -> tuple[dict[str, Any], ...]:
+    return tuple(render(values_for(case)))
+
+
+def manifests(case: str) -> list[dict[str, Any]]:
+    return list(_rendered(case))
+
+
+def of_kind(case: str, kind: str) -> list[dict[str, Any]]:
+    return [m for m in manifests(case) if m["kind"] == kind]
+
+
+def component(manifest: dict[str, Any]) -> str:
+    labels = manifest["spec"]["template"]["metadata"]["labels"]
+    return str(labels["app.kubernetes.io/component"])
+
+
+def workload(case: str, kind: str, name: str) -> dict[str, Any]:
+    (found,) = [m for m in of_kind(case, kind) if component(m) == name]
+    return found
+
+
+def pods(case: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for m in manifests(case):
+        if m["kind"] in ("Deployment", "Job"):
+            yield component(m), m["spec"]["template"]["spec"]
+
+
+def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def secret_file_source(
+    pod: dict[str, Any], container: dict[str, Any], path: str
+) -> tuple[str, str]:
+    """The (Secret name, key) a file in the container comes from; fails if not a Secret."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        prefix = mount["mountPath"].rstrip("/") + "/"
+        if not path.startswith(prefix):
+            continue
+        volume, file = volumes[mount["name"]], path.removeprefix(prefix)
+        sources = (
+            [{"secret": volume["secret"] | {"name": volume["secret"]["secretName"]}}]
+            if "secret" in volume
+            else volume.get("projected", {}).get("sources", [])
+        )
+        for source in sources:
+            assert set(source) == {"secret"}, f"{path} is not mounted from a Secret"
+            for item in source["secret"].get("items", []):
+                if item["path"] == file:
+                    return source["secret"]["name"], item["key"]
+    raise AssertionError(f"{path} is not mounted from a Secret")
+
+
+def file_env(container: dict[str, Any], variable: str) -> str | None:
+    for entry in container.get("env", []):
+        if entry["name"] == f"{variable}_FILE":
+            return str(entry["value"])
+    return None
+
+
+def vault_kubernetes_auth(case: str) -> bool:
+    values = merged(case)
+    return bool(values["secretStore"] == "vault" and values["vault"]["auth"] == "kubernetes")
+
+
+def secret_data(case: str, name: str) -> dict[str, str]:
+    (secret,) = [s for s in of_kind(case, "Secret") if s["metadata"]["name"] == name]
+    return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+
+
+def test_the_ci_values_cover_each_deployment_shape() -> None:
+    assert {"vault-approle", "vault-kubernetes", "existing-secret", "high-availability"} <= set(
+        CASES
+    )
+    assert {
+        "KEYWARD_DATABASE_URL",
+        "KEYWARD_PEPPERS",
+        "KEYWARD_VAULT_SECRET_ID",
+    } <= SECRET_VARIABLES
+    assert "KEYWARD_VAULT_ROLE_ID" not in SECRET_VARIABLES
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_chart_lints_strictly(case: str) -> None:
+    report = helm.lint(CHART, values_for(case), strict=True, kube_version=f"v{KUBERNETES}")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_manifest_validates_against_kubernetes(case: str) -> None:
+    kinds = set()
+    for manifest in manifests(case):
+        kinds.add(manifest["kind"])
+        if (manifest["apiVersion"], manifest["kind"]) in CUSTOM_KINDS:
+            continue
+        kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
+    assert {"Deployment", "Service", "ConfigMap", "Job"} <= kinds
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_no_container_runs_as_root_or_writes_its_root_filesystem(case: str) -> None:
+    for name, pod in pods(case):
+        pod_context = pod.get("securityContext", {})
+        assert pod_context["seccompProfile"]["type"] == "RuntimeDefault", name
+        for container in containers(pod):
+            context = {**pod_context, **container.get("securityContext", {})}
+            assert context.get("runAsNonRoot") is True, name
+            assert isinstance(context.get("runAsUser"), int) and context["runAsUser"] > 0, name
+            assert context.get("readOnlyRootFilesystem") is True, name
+            assert context.get("allowPrivilegeEscalation") is False, name
+            assert context.get("privileged", False) is False, name
+            assert "ALL" in context["capabilities"]["drop"], name
+            assert not context["capabilities"].get("add"), name
+            tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            assert len(tmp) == 1 and "emptyDir" in volumes[tmp[0]["name"]], name
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_secret_variable_comes_from_a_secret(case: str) -> None:
+    for name, pod in pods(case):
+        for container in containers(pod):
+            for entry in container.get("env", []):
+                variable = entry["name"].removesuffix("_FILE")
+                if variable not in SECRET_VARIABLES:
+                    continue
+                if entry["name"] == variable:  # the value itself: only from a Secret
+                    assert set(entry) == {"name", "valueFrom"}, (name, variable)
+                    assert "secretKeyRef" in entry["valueFrom"], (name, variable)
+                else:
+                    secret_file_source(pod, container, entry["value"])
+            for source in container.get("envFrom", []):
+                assert "configMapRef" in source or "secretRef" in source
+    for config_map in of_kind(case, "ConfigMap"):
+        assert not {k.removesuffix("_FILE") for k in config_map["data"]} & SECRET_VARIABLES
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_no_secret_value_appears_outside_a_secret(case: str) -> None:
+    values = merged(case)
+    given = [
+        values["database"]["url"],
+        values["database"]["migrationUrl"],
+        values["broker"]["url"],
+        values["redis"]["url"],
+        values["vault"]["token"],
+        values["vault"]["approle"]["secretId"],
+        *values["secrets"].values(),
+    ]
+    given = [g for g in given if isinstance(g, str) and len(g) > 8]
+    for manifest in manifests(case):
+        if manifest["kind"] == "Secret":
+            continue
+        text = yaml.safe_dump(manifest)
+        for value in given:
+            assert value not in text, (manifest["kind"], manifest["metadata"]["name"])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_pods_read_the_settings_production_requires(case: str) -> None:
+    required = {"KEYWARD_SECRET_KEY", "KEYWARD_PEPPERS", "KEYWARD_AUDIT_HMAC_KEY"}
+    if merged(case)["existingSecret"] or merged(case)["database"]["url"]:
+        required |= {"KEYWARD_DATABASE_URL", "KEYWARD_BROKER_URL"}
+    for name, pod in pods(case):
+        (container,) = pod["containers"]
+        assert all(file_env(container, v) for v in required), name
+        config = {e["name"] for e in container["env"]}
+        if name != "migrate":
+            (config_map,) = of_kind(case, "ConfigMap")
+            config |= set(config_map["data"])
+        assert {"KEYWARD_PRODUCTION", "KEYWARD_ALLOWED_HOSTS", "KEYWARD_SECRET_STORE"} <= config
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_beat_runs_exactly_one_replica_replaced_with_recreate(case: str) -> None:
+    beat = workload(case, "Deployment", "beat")
+    assert beat["spec"]["replicas"] == 1
+    assert beat["spec"]["strategy"] == {"type": "Recreate"}
+    assert beat["spec"]["template"]["spec"]["containers"][0]["args"][0] == "beat"
+    for hpa in of_kind(case, "HorizontalPodAutoscaler"):
+        assert hpa["spec"]["scaleTargetRef"]["name"] != beat["metadata"]["name"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_migration_job_connects_as_the_migration_role(case: str) -> None:
+    values = merged(case)
+    job = workload(case, "Job", "migrate")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["migrate"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KEYWARD_DB_APP_ROLE"] == values["database"]["appRole"]
+    path = file_env(container, "KEYWARD_DATABASE_URL")
+    assert bool(path) == bool(values["existingSecret"] or values["database"]["migrationUrl"])
+    if path:
+        secret, key = secret_file_source(pod, container, path)
+        assert key == "database-migration-url"
+        if values["existingSecret"]:
+            assert secret == (values["existingMigrationSecret"] or values["existingSecret"])
+        else:
+            url = secret_data(case, secret)[key]
+            assert url == values["database"]["migrationUrl"]
+            assert url.startswith("postgres://keyward_owner:")
+    if not values["existingSecret"]:
+        assert "database-migration-url" not in secret_data(case, "kw-keyward")
+    # Nothing else connects as the migration role.
+    for name, other in pods(case):
+        if name == "migrate":
+            continue
+        (app,) = other["containers"]
+        app_path = file_env(app, "KEYWARD_DATABASE_URL")
+        assert bool(app_path) == bool(values["existingSecret"] or values["database"]["url"])
+        if app_path:
+            assert secret_file_source(other, app, app_path)[1] == "database-url", name
+
+
+def test_most_cases_give_the_migration_job_its_own_credentials() -> None:
+    configured = [
+        c for c in CASES if merged(c)["existingSecret"] or merged(c)["database"]["migrationUrl"]
+    ]
+    assert len(configured) >= 4
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_migration_job_is_a_hook_unless_told_otherwise(case: str) -> None:
+    job = workload(case, "Job", "migrate")
+    hook = job["metadata"].get("annotations", {}).get("helm.sh/hook")
+    if merged(case)["migrations"]["hook"]:
+        assert hook == "pre-install,pre-upgrade"
+    else:
+        assert hook is None
+        assert job["metadata"]["name"].endswith(merged(case)["migrations"]["jobNameSuffix"])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_service_account_token_is_mounted_only_for_vault_kubernetes_auth(case: str) -> None:
+    kubernetes_auth = vault_kubernetes_auth(case)
+    for name, pod in pods(case):
+        projected = [
+            source["serviceAccountToken"]
+            for volume in pod["volumes"]
+            for source in volume.get("projected", {}).get("sources", [])
+            if "serviceAccountToken" in source
+        ]
+        automount = pod.get("automountServiceAccountToken")
+        assert automount in (True, False), name  # never left to the cluster's default
+        if kubernetes_auth and name != "migrate":
+            assert automount or projected, name
+            audience = merged(case)["vault"]["kubernetes"]["audience"]
+            assert (automount is False) == bool(audience), name
+            assert all(p["audience"] == audience for p in projected), name
+        else:
+            assert automount is False and projected == [], name
+    for account in of_kind(case, "ServiceAccount"):
+        assert account["automountServiceAccountToken"] is False
+
+
+def test_both_ways_of_vault_kubernetes_auth_are_rendered() -> None:
+    assert vault_kubernetes_auth("default") and vault_kubernetes_auth("vault-kubernetes")
+    web = workload("default", "Deployment", "web")["spec"]["template"]["spec"]
+    assert web["automountServiceAccountToken"] is False
+    env = {e["name"]: e.get("value") for e in web["containers"][0]["env"]}
+    (config_map,) = of_kind("default", "ConfigMap")
+    token_path = config_map["data"]["KEYWARD_VAULT_K8S_JWT_PATH"]
+    assert (
+        token_path.startswith("/var/run/secrets/vault/") and "KEYWARD_VAULT_K8S_JWT_PATH" not in env
+    )
+    mounted = workload("vault-kubernetes", "Deployment", "web")["spec"]["template"]["spec"]
+    assert mounted["automountServiceAccountToken"] is True
+
+
+def egress_ports(policy: dict[str, Any]) -> set[tuple[int, str]]:
+    ports: set[tuple[int, str]] = set()
+    for rule in policy["spec"]["egress"]:
+        assert rule.get("ports"), "an egress rule without ports allows every port"
+        ports |= {(p["port"], p["protocol"]) for p in rule["ports"]}
+    return ports
+
+
+def test_the_network_policy_allows_only_the_egress_keyward_needs() -> None:
+    policies = {p["metadata"]["name"]: p for p in of_kind("high-availability", "NetworkPolicy")}
+    egress = policies["kw-keyward"]
+    assert set(egress["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert egress["spec"]["ingress"] == []
+    assert egress_ports(egress) == {
+        (53, "UDP"),
+        (53, "TCP"),
+        (5432, "TCP"),
+        (6379, "TCP"),
+        (8200, "TCP"),
+        (443, "TCP"),
+    }
+    https = [r for r in egress["spec"]["egress"] if r["ports"][0]["port"] == 443]
+    blocked = {e for peer in https[0]["to"] for e in peer["ipBlock"].get("except", [])}
+    assert {"10.0.0.0/8", "169.254.0.0/16", "192.168.0.0/16", "172.16.0.0/12"} <= blocked
+    selector = egress["spec"]["podSelector"]["matchLabels"]
+    for name, pod_template in (
+        (m["metadata"]["name"], m["spec"]["template"]["metadata"]["labels"])
+        for m in manifests("high-availability")
+        if m["kind"] in ("Deployment", "Job")
+    ):
+        assert selector.items() <= pod_template.items(), name
+    http = policies["kw-keyward-http"]
+    assert http["spec"]["policyTypes"] == ["Ingress"]
+    (component_rule,) = [
+        e for e in http["spec"]["podSelector"]["matchExpressions"] if e["key"].endswith("component")
+    ]
+    assert sorted(component_rule["values"]) == ["proxy", "web"]
+    assert [p["port"] for rule in http["spec"]["ingress"] for p in rule["ports"]] == ["http"]
+    assert all(rule.get("from") for rule in http["spec"]["ingress"])
+
+
+def test_no_network_policy_unless_enabled() -> None:
+    assert of_kind("default", "NetworkPolicy") == []
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_web_and_proxy_probe_health_and_readiness(case: str) -> None:
+    for name, port in (("web", 8000), ("proxy", 8001)):
+        (container,) = workload(case, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        assert container["args"][0] == name
+        assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+        assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_pods_roll_when_the_configuration_changes() -> None:
+    def annotations(values: dict[str, Any]) -> dict[str, str]:
+        (web,) = [m for m in render(values) if m["kind"] == "Deployment" and component(m) == "web"]
+        found: dict[str, str] = web["spec"]["template"]["metadata"]["annotations"]
+        return found
+
+    base = values_for("vault-approle")
+    before = annotations(base)
+    assert before == annotations(base)
+    changed = annotations({**base, "config": {**base["config"], "logLevel": "DEBUG"}})
+    assert changed["checksum/config"] != before["checksum/config"]
+    assert changed["checksum/secret"] == before["checksum/secret"]
+    rotated = annotations({**base, "broker": {"url": "redis://other:6379/0"}})
+    assert rotated["checksum/secret"] != before["checksum/secret"]
+
+
+def test_the_ingress_sends_the_proxy_path_to_the_asgi_service() -> None:
+    (ingress,) = of_kind("vault-approle", "Ingress")
+    (rule,) = ingress["spec"]["rules"]
+    routes = {p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
+    assert routes == {"/api/v1/proxy/": "kw-keyward-proxy", "/": "kw-keyward-web"}
+    services = {s["metadata"]["name"]: s for s in of_kind("vault-approle", "Service")}
+    assert (
+        services["kw-keyward-proxy"]["spec"]["selector"]["app.kubernetes.io/component"] == "proxy"
+    )
+    assert services["kw-keyward-web"]["spec"]["selector"]["app.kubernetes.io/component"] == "web"
+
+
+def test_high_availability_scales_and_protects_web_proxy_and_worker() -> None:
+    deployments = {m["metadata"]["name"]: m for m in of_kind("high-availability", "Deployment")}
+    scaled = {
+        h["spec"]["scaleTargetRef"]["name"]
+        for h in of_kind("high-availability", "HorizontalPodAutoscaler")
+    }
+    assert scaled == {"kw-keyward-web", "kw-keyward-proxy", "kw-keyward-worker"}
+    for name in scaled:
+        assert "replicas" not in deployments[name]["spec"]  # the autoscaler owns it
+    budgets = of_kind("high-availability", "PodDisruptionBudget")
+    protected = set()
+    for budget in budgets:
+        selector = budget["spec"]["selector"]["matchLabels"]
+        matched = [
+            n
+            for n, d in deployments.items()
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(matched) == 1
+        protected |= set(matched)
+    assert protected == scaled
+    assert deployments["kw-keyward-sequencer"]["spec"]["replicas"] == 2
+    (monitor,) = of_kind("high-availability", "ServiceMonitor")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics" and endpoint["port"] == "http"
+    web_service = next(
+        s
+        for s in of_kind("high-availability", "Service")
+        if s["metadata"]["name"] == "kw-keyward-web"
+    )
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items()
+        <= web_service["metadata"]["labels"].items()
+    )
+
+
+def test_every_keyward_variable_the_chart_sets_is_one_the_code_reads() -> None:
+    read = set()
+    for path in ROOT.glob("*/**/*.py"):
+        if path.parts[len(ROOT.parts)] in ("tests", "benchmarks", ".venv"):
+            continue
+        read |= set(re.findall(r"KEYWARD_[A-Z0-9_]+", path.read_text()))
+    set_by_chart = set()
+    for case in CASES:
+        for config_map in of_kind(case, "ConfigMap"):
+            set_by_chart |= set(config_map["data"])
+        for _, pod in pods(case):
+            for container in containers(pod):
+                set_by_chart |= {e["name"].removesuffix("_FILE") for e in container.get("env", [])}
+    set_by_chart = {n for n in set_by_chart if n.startswith("KEYWARD_")}
+    assert set_by_chart and set_by_chart <= read, set_by_chart - read
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"securityContext": {"readOnlyRootFilesystem": False}},
+        {"securityContext": {"runAsNonRoot": False}},
+        {"securityContext": {"allowPrivilegeEscalation": True}},
+        {"podSecurityContext": {"runAsUser": 0}},
+        {"config": {"extraEnv": {"KEYWARD_DATABASE_URL": "postgres://u:p@db/keyward"}}},
+        {"config": {"extraEnv": {"KEYWARD_PRODUCTION": "false"}}},
+        {"secretStore": "file"},
+    ],
+)
+def test_the_schema_refuses_values_that_weaken_the_deployment(values: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmValuesError):
+        chart().render(values)
