@@ -508,3 +508,23 @@ def test_every_keyward_variable_the_chart_sets_is_one_the_code_reads() -> None:
 def test_the_schema_refuses_values_that_weaken_the_deployment(values: dict[str, Any]) -> None:
     with pytest.raises(helm.HelmValuesError):
         chart().render(values)
+
+
+def test_the_readme_documents_every_value() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    table = (CHART / "README.md").read_text().partition("\n## Values\n")[2]
+    rows = re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", table, re.MULTILINE)
+    documented = set(rows)
+
+    def leaves(prefix: str, node: Any) -> Iterator[str]:
+        if isinstance(node, dict) and node and prefix not in documented:
+            for key, child in node.items():
+                yield from leaves(f"{prefix}.{key}" if prefix else key, child)
+        else:
+            yield prefix
+
+    assert set(leaves("", values)) <= documented
+    for row in documented:
+        node = values
+        for part in row.split("."):
+            node = node[part]  # a row for a value that no longer exists fails here
