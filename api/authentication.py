@@ -17,6 +17,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from audit.actors import Actor
+from core.context import note_actor
 from kms.models import ScopedToken
 from kms.queries import load_token
 from tenants import credentials
@@ -39,9 +40,12 @@ def identify(request: HttpRequest) -> tuple[Any, Any] | None:
     if parsed is None:
         raise _fail(request, "malformed")
     try:
-        return _identify(parsed)
+        found = _identify(parsed)
     except credentials.Rejected as rejected:
         raise _fail(request, rejected.reason, parsed) from None
+    actor = actor_of_credential(*found)
+    note_actor(actor.type, actor.id)  # for the request's log lines
+    return found
 
 
 def _identify(parsed: credentials.Parsed) -> tuple[Any, Any]:

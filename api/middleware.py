@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
@@ -12,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 
 from api.errors import error_response
 from core.context import Origin, bound_origin, new_request_id
+from core.logging import log_access
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -39,19 +41,27 @@ def client_ip(request: HttpRequest) -> str | None:
         return None
 
 
+def route_of(request: HttpRequest) -> str:
+    """The URL pattern the request matched (`api/v1/tenants/<slug:slug>`), or `-`."""
+    match = request.resolver_match
+    return f"/{match.route}" if match is not None and match.route else "-"
+
+
 class RequestContextMiddleware:
     """Gives each request an id (reusing a well-formed X-Request-ID) and echoes it back;
-    sets Content-Length on every response whose body is known."""
+    writes its access line; sets Content-Length on every response whose body is known."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
         origin = origin_of(request)
         request_id = origin.request_id
         request.keyward_origin = origin  # type: ignore[attr-defined]
         with bound_origin(origin):
             response = self.get_response(request)
+            log_access(request.method or "-", route_of(request), response.status_code, started)
         response["X-Request-ID"] = request_id
         if not response.streaming and not response.has_header("Content-Length"):
             # Lets a keep-alive client read the body without chunked framing.

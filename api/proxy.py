@@ -35,8 +35,9 @@ from api.middleware import CONTROL_CHARACTERS, origin_of
 from api.plain import Forbidden, authenticate, failure_response
 from audit.actors import Actor
 from core import asql
-from core.context import bound_origin
+from core.context import bound_origin, note_actor
 from core.errors import DomainError, InvalidInput, ServiceUnavailable
+from core.logging import log_access
 from kms import egress
 from kms.actions.proxy import aopen_proxy_call, arecord_proxy_call
 from kms.actions.tokens import (
@@ -58,6 +59,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger("keyward.proxy")
 PREFIX = "/api/v1/proxy/"
+ROUTE = PREFIX + "<provider>/<path>"  # what access lines name: a template, never the path
 # Never forwarded: the caller's credentials (Keyward's token, or a key of its own), cookies,
 # and what belongs to one connection (RFC 9110 7.6.1), which the client sets itself.
 DROPPED = frozenset(
@@ -261,11 +263,17 @@ class Proxy:
         await asql.close()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         request = ASGIRequest(scope, io.BytesIO())  # headers and query; the body is read here
         origin = origin_of(request)
-        stamped = _with_request_id(send, origin.request_id)
+        status: list[int] = []
+        stamped = _with_request_id(send, origin.request_id, status)
         with bound_origin(origin):  # carried into the threads of the checks and the event
-            await self._handle(scope, request, receive, stamped)
+            try:
+                await self._handle(scope, request, receive, stamped)
+            finally:
+                answered = status[0] if status else 499  # none sent: the client went away
+                log_access(str(scope["method"]), ROUTE, answered, started)
 
     async def _handle(
         self, scope: Scope, request: HttpRequest, receive: Receive, send: Send
@@ -280,6 +288,7 @@ class Proxy:
             await _send_django(send, opened)
             return
         call, actor = opened
+        note_actor(actor.type, actor.id)
         incoming = Incoming(receive, request)
         try:
             incoming.check_length()
@@ -391,9 +400,12 @@ async def _close(call: ProxyCall, outcome: dict[str, Any], actor: Actor) -> None
             await asyncio.sleep(delay)
 
 
-def _with_request_id(send: Send, request_id: str) -> Send:
+def _with_request_id(send: Send, request_id: str, status: list[int]) -> Send:
+    """`send`, with X-Request-ID on the answer; the status sent is noted in `status`."""
+
     async def stamped(message: Message) -> None:
         if message["type"] == "http.response.start":
+            status.append(message["status"])
             message["headers"] = [
                 *message.get("headers", []),
                 (b"x-request-id", request_id.encode("ascii")),

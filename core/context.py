@@ -35,10 +35,32 @@ def current_origin() -> Origin:
     return origin if origin is not None else Origin(request_id=new_request_id())
 
 
+def bind_origin(origin: Origin | None) -> None:
+    """Make `origin` the current one, for code that cannot hold a with-block open across
+    its work (Celery's prerun and postrun signals); `bound_origin` everywhere else."""
+    _origin.set(origin)
+    _actor.set(None)
+
+
 @contextmanager
 def bound_origin(origin: Origin) -> Iterator[Origin]:
     token = _origin.set(origin)
+    actor = _actor.set(None)
     try:
         yield origin
     finally:
+        _actor.reset(actor)
         _origin.reset(token)
+
+
+# Who the current request authenticated as (`type:id`, as the audit log names actors), for
+# its log lines; None before authentication and outside requests.
+_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("keyward_actor", default=None)
+
+
+def note_actor(actor_type: str, actor_id: str) -> None:
+    _actor.set(f"{actor_type}:{actor_id}")
+
+
+def noted_actor() -> str | None:
+    return _actor.get()

@@ -1,14 +1,20 @@
 """Logging that never carries an exception's message: messages can quote values (SQL
-parameters, provider answers) that must not reach a log."""
+parameters, provider answers) that must not reach a log. Lines carry the request id and
+the authenticated actor; `KEYWARD_LOG_FORMAT=json` writes each as one JSON object."""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import traceback
+from datetime import UTC, datetime
 
-from core.context import bound_origin_or_none
+from core.context import bound_origin_or_none, noted_actor
 
 logger = logging.getLogger("keyward.errors")
+access_logger = logging.getLogger("keyward.access")
+ACCESS_FIELDS = ("method", "route", "status", "duration_ms")
 
 
 def frames_only(exc: BaseException) -> str:
@@ -48,4 +54,34 @@ class RequestContextLogFilter(logging.Filter):
         if origin is None:
             origin = getattr(getattr(record, "request", None), "keyward_origin", None)
         record.request_id = getattr(origin, "request_id", "-")
+        record.actor = noted_actor() or "-"
         return True
+
+
+def log_access(method: str, route: str, status: int, started: float) -> None:
+    """The access line of one request: its method, route template (never the raw path,
+    which can hold identifiers), status and duration since `started` (perf_counter)."""
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    fields = {"method": method, "route": route, "status": status, "duration_ms": duration_ms}
+    access_logger.info("%s %s %s %.2fms", method, route, status, duration_ms, extra=fields)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message, request id, actor,
+    and an access line's method, route, status and duration."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": _or_none(getattr(record, "request_id", "-")),
+            "actor": _or_none(getattr(record, "actor", "-")),
+        }
+        document.update((f, getattr(record, f)) for f in ACCESS_FIELDS if hasattr(record, f))
+        return json.dumps(document, default=str)
+
+
+def _or_none(value: str) -> str | None:
+    return None if value == "-" else value

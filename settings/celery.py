@@ -1,9 +1,12 @@
 """The Celery application: configured from Django settings (CELERY_* names)."""
 
 import os
+from typing import Any
 
-from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery import Celery, Task
+from celery.signals import before_task_publish, task_postrun, task_prerun
+
+from core.context import Origin, bind_origin, bound_origin_or_none, new_request_id
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.settings")
 
@@ -22,3 +25,32 @@ def _fresh_connections(**kwargs: object) -> None:
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()
+
+
+REQUEST_ID_HEADER = "keyward_request_id"
+
+
+@before_task_publish.connect
+def _carry_request_id(headers: dict[str, Any] | None = None, **kwargs: object) -> None:
+    """A task enqueued while a request runs carries that request's id (an id, never
+    anything the request held), so its log lines and audit events name the request."""
+    origin = bound_origin_or_none()
+    if origin is not None and headers is not None:
+        headers.setdefault(REQUEST_ID_HEADER, origin.request_id)
+
+
+@task_prerun.connect
+def _bind_request_id(task: Task[Any, Any] | None = None, **kwargs: object) -> None:
+    if task is None:
+        return
+    # An eager task runs inside its caller's request: it keeps, then gives back, its origin.
+    outer = bound_origin_or_none()
+    task.request.keyward_outer_origin = outer  # type: ignore[attr-defined]
+    carried = task.request.get(REQUEST_ID_HEADER) or (outer.request_id if outer else None)
+    bind_origin(Origin(request_id=str(carried) if carried else new_request_id()))
+
+
+@task_postrun.connect
+def _unbind_request_id(task: Task[Any, Any] | None = None, **kwargs: object) -> None:
+    if task is not None:
+        bind_origin(getattr(task.request, "keyward_outer_origin", None))

@@ -369,6 +369,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# The worker's lines go through LOGGING (format, request id, no exception text) too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 _webhooks = env.secret("KEYWARD_WEBHOOKS")
 try:
     WEBHOOKS: list[dict[str, Any]] = json.loads(_webhooks) if _webhooks else []
@@ -467,6 +469,8 @@ AUTH_FAILURE_LIMIT = env.number("KEYWARD_AUTH_FAILURE_LIMIT", 60, minimum=1)
 RATE_LIMIT_FALLBACK = env.choice("KEYWARD_RATE_LIMIT_FALLBACK", ("database", "refuse"), "database")
 
 LOG_LEVEL = env.choice("KEYWARD_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
+LOG_FORMAT = env.choice("KEYWARD_LOG_FORMAT", ("text", "json"), "text")
+ACCESS_LOG = env.flag("KEYWARD_ACCESS_LOG", True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -475,14 +479,15 @@ LOGGING = {
         "no_exception_text": {"()": "core.logging.ExceptionTextFilter"},
     },
     "formatters": {
-        "line": {
-            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+        "text": {
+            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(actor)s] %(message)s",
         },
+        "json": {"()": "core.logging.JsonFormatter"},
     },
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",
-            "formatter": "line",
+            "formatter": LOG_FORMAT,
             "filters": ["request", "no_exception_text"],
         },
     },
@@ -492,6 +497,7 @@ LOGGING = {
         # errors are logged once, without locals, by the exception handler.
         "django.request": {"level": "ERROR", "propagate": True},
         "django.security.DisallowedHost": {"level": "ERROR", "propagate": True},
+        "keyward.access": {"level": LOG_LEVEL if ACCESS_LOG else "CRITICAL", "propagate": True},
         "httpx": {"level": "WARNING", "propagate": True},
         "httpcore": {"level": "WARNING", "propagate": True},
     },

@@ -27,14 +27,17 @@ GOOD_PRODUCTION = {
 }
 
 
-def _start(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+def run_configured(
+    tmp_path: Path, probe: str = PROBE, **variables: str
+) -> subprocess.CompletedProcess[str]:
+    """`probe` run by a fresh interpreter with only `variables` of Keyward's configuration."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
     env.update(
         {"KEYWARD_DATA_DIR": str(tmp_path / "data"), "DJANGO_SETTINGS_MODULE": "settings.settings"}
     )
     env.update(variables)
     return subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
 
 
@@ -51,6 +54,8 @@ def _start(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]
         ({"KEYWARD_MASTER_KEYS": "1:QUJD"}, "KEYWARD_MASTER_KEYS"),
         ({"KEYWARD_SECRET_STORE": "s3"}, "KEYWARD_SECRET_STORE"),
         ({"KEYWARD_LOG_LEVEL": "loud"}, "KEYWARD_LOG_LEVEL"),
+        ({"KEYWARD_LOG_FORMAT": "xml"}, "KEYWARD_LOG_FORMAT"),
+        ({"KEYWARD_ACCESS_LOG": "sometimes"}, "KEYWARD_ACCESS_LOG"),
         ({"KEYWARD_DATABASE_URL": "nosuchdb://x"}, "KEYWARD_DATABASE_URL"),
         (
             {"KEYWARD_PEPPERS": "1:" + "a" * 40, "KEYWARD_PEPPERS_FILE": "/etc/hostname"},
@@ -60,7 +65,7 @@ def _start(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]
     ],
 )
 def test_a_malformed_value_stops_start_up_naming_the_variable(tmp_path, variables, named):
-    result = _start(tmp_path, **variables)
+    result = run_configured(tmp_path, **variables)
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert named in result.stderr
@@ -82,14 +87,14 @@ def test_a_malformed_value_stops_start_up_naming_the_variable(tmp_path, variable
 )
 def test_production_refuses_to_start_without_its_secrets_or_with_debug(tmp_path, change, named):
     variables = {**GOOD_PRODUCTION, **change}
-    result = _start(tmp_path, **{k: v for k, v in variables.items() if v is not None})
+    result = run_configured(tmp_path, **{k: v for k, v in variables.items() if v is not None})
     assert result.returncode != 0
     assert named in result.stderr
     assert not (tmp_path / "data" / "peppers").exists(), "production must not generate secrets"
 
 
 def test_production_starts_with_complete_configuration(tmp_path):
-    result = _start(tmp_path, **GOOD_PRODUCTION)
+    result = run_configured(tmp_path, **GOOD_PRODUCTION)
     assert result.returncode == 0, result.stderr
     assert "embedded default" not in result.stderr
 
@@ -112,7 +117,7 @@ def test_secrets_can_come_from_files(tmp_path):
 
 
 def test_the_embedded_default_generates_private_secrets_and_warns(tmp_path):
-    result = _start(tmp_path)
+    result = run_configured(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Not for production" in result.stderr
     data = tmp_path / "data"
@@ -120,7 +125,7 @@ def test_the_embedded_default_generates_private_secrets_and_warns(tmp_path):
         mode = stat.S_IMODE((data / name).stat().st_mode)
         assert mode == 0o600, (name, oct(mode))
     first = (data / "peppers").read_text()
-    assert _start(tmp_path).returncode == 0
+    assert run_configured(tmp_path).returncode == 0
     assert (data / "peppers").read_text() == first, "generated secrets are kept across restarts"
 
 
@@ -155,21 +160,11 @@ def test_only_the_reasoned_deploy_warnings_are_silenced(tmp_path):
     """Cookies (W003), HSTS preload (W021) and the HTTPS redirect (W008) only; the last
     comes back when the deployment serves TLS itself and turns the redirect on."""
     probe = PROBE.replace("settings.DATA_DIR", "sorted(settings.SILENCED_SYSTEM_CHECKS)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
-    env.update(GOOD_PRODUCTION, KEYWARD_DATA_DIR=str(tmp_path / "data"))
-    env["DJANGO_SETTINGS_MODULE"] = "settings.settings"
     for redirect, silenced in (
         ("false", "['security.W003', 'security.W008', 'security.W021']"),
         ("true", "['security.W003', 'security.W021']"),
     ):
-        done = subprocess.run(
-            [sys.executable, "-c", probe],
-            cwd=ROOT,
-            env={**env, "KEYWARD_SSL_REDIRECT": redirect},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_configured(tmp_path, probe, **GOOD_PRODUCTION, KEYWARD_SSL_REDIRECT=redirect)
         assert done.stdout.strip() == silenced, done.stderr
 
 

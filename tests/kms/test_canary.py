@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connection
 
 from audit.models import AuditEvent
+from core.logging import JsonFormatter
 from kms import jobs
 from notify import webhooks
 from notify.models import WebhookDelivery
@@ -24,6 +25,11 @@ from tests import bao as servers
 from tests import pg
 from tests import provider_stub as docs
 from tests.provider_stub import ProviderStub
+
+
+def as_json_lines(records: list[logging.LogRecord]) -> str:
+    """The captured records as the JSON log format writes them (KEYWARD_LOG_FORMAT=json)."""
+    return "\n".join(JsonFormatter().format(record) for record in records)
 
 
 def canary() -> str:
@@ -130,7 +136,7 @@ def test_a_canary_key_leaks_nowhere(
     assert any(first in s.headers.get("authorization", "") for s in stub.seen), (
         "the canary did reach the provider"
     )
-    logs = caplog.text + "\n".join(capfd.readouterr())
+    logs = caplog.text + "\n".join(capfd.readouterr()) + as_json_lines(caplog.records)
     events = repr(list(AuditEvent.objects.values()))
     dump = pg_dump()
     assert "key.created" in dump and len(dump) > 1000
@@ -230,7 +236,7 @@ def test_a_provider_that_echoes_the_canary_leaves_no_run_of_it_anywhere(
 
     echoed = [s for s in provider_stub.seen if first in s.headers.get("authorization", "")]
     assert echoed, "the canary did reach the provider"
-    logs = caplog.text + "\n".join(capfd.readouterr())
+    logs = caplog.text + "\n".join(capfd.readouterr()) + as_json_lines(caplog.records)
     events = repr(list(AuditEvent.objects.values()))
     assert "key.validated" in events or "key.invalid" in events
     places = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -11,6 +12,7 @@ from django.db import connection
 from psycopg import sql
 
 from audit.models import AuditEvent
+from core.context import Origin, bound_origin
 from kms import tasks
 from kms.actions import keys
 from kms.models import KeyVersion, ProviderKey, ValidationResult
@@ -49,6 +51,31 @@ def test_a_key_the_provider_now_rejects_becomes_invalid(worker, provider_stub):
     )
     assert provider_stub.seen[-1].headers["authorization"].startswith("Bearer sk-proj-")
     assert AuditEvent.objects.filter(action="key.validated", target=f"key:{key.id}").exists()
+
+
+@pytest.mark.parametrize("store_config", ["vault"], indirect=True)
+def test_a_task_carries_the_id_of_the_request_that_enqueued_it(
+    committed_db, provider_stub, store_config, default_store, tmp_path
+):
+    log = tmp_path / "worker.log"
+    worker = Worker(store_config, provider_stub.url, log, extra_env={"KEYWARD_LOG_FORMAT": "json"})
+    try:
+        key = _key()
+        request_id = "req-" + uuid.uuid4().hex
+        with bound_origin(Origin(request_id=request_id)):
+            worker.send(tasks.check_key, str(key.id))
+        wait_for(
+            lambda: AuditEvent.objects.filter(action="key.validated").exists(),
+            what="the check",
+        )
+        assert AuditEvent.objects.get(action="key.validated").request_id == request_id
+        wait_for(lambda: "succeeded" in log.read_text(), what="the task's last line")
+    finally:
+        worker.stop()
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    carried = [line for line in lines if line["request_id"] == request_id]
+    assert any("succeeded" in line["message"] for line in carried), lines
+    assert all(line["request_id"] != request_id for line in lines if "ready" in line["message"])
 
 
 @pytest.mark.parametrize("store_config", ["vault"], indirect=True)
