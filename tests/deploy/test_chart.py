@@ -257,6 +257,15 @@ def test_the_pods_read_the_settings_production_requires(case: str) -> None:
         assert {"KEYWARD_PRODUCTION", "KEYWARD_ALLOWED_HOSTS", "KEYWARD_SECRET_STORE"} <= config
 
 
+def test_pods_log_json_lines_unless_told_otherwise() -> None:
+    (config_map,) = of_kind("default", "ConfigMap")
+    assert config_map["data"]["KEYWARD_LOG_FORMAT"] == "json"
+    text = render({"config": {"logFormat": "text"}})
+    assert [m["data"]["KEYWARD_LOG_FORMAT"] for m in text if m["kind"] == "ConfigMap"] == ["text"]
+    with pytest.raises(helm.HelmValuesError):
+        chart().render({"config": {"logFormat": "xml"}})
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_beat_runs_exactly_one_replica_replaced_with_recreate(case: str) -> None:
     beat = workload(case, "Deployment", "beat")
@@ -528,3 +537,15 @@ def test_the_readme_documents_every_value() -> None:
         node = values
         for part in row.split("."):
             node = node[part]  # a row for a value that no longer exists fails here
+
+
+def test_the_project_readme_values_example_renders_and_validates() -> None:
+    readme = (ROOT / "README.md").read_text().partition("### Deploy on Kubernetes")[2]
+    example = yaml.safe_load(readme.partition("```yaml")[2].partition("```")[0])
+    assert example["vault"]["auth"] == "kubernetes" and example["existingSecret"]
+    documents = render(example)
+    kinds = {d["kind"] for d in documents}
+    assert {"Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"} <= kinds
+    for manifest in documents:
+        if (manifest["apiVersion"], manifest["kind"]) not in CUSTOM_KINDS:
+            kubernetes_validate.validate(manifest, KUBERNETES, strict=True)

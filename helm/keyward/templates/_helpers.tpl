@@ -75,6 +75,7 @@ exists).
   "KEYWARD_PRODUCTION" "true"
   "KEYWARD_DEBUG" "false"
   "KEYWARD_LOG_LEVEL" .Values.config.logLevel
+  "KEYWARD_LOG_FORMAT" .Values.config.logFormat
   "KEYWARD_BEHIND_TLS_PROXY" (ternary "true" "false" .Values.config.behindTlsProxy)
   "KEYWARD_TRUSTED_PROXY_COUNT" (toString .Values.config.trustedProxyCount)
   "KEYWARD_DB_APP_ROLE" .Values.database.appRole
