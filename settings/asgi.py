@@ -7,11 +7,16 @@ from typing import Any
 
 from django.core.asgi import get_asgi_application
 
+from ops import tracing
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.settings")
+tracing.setup()  # before the handler loads the middleware, which tracing adds to
 django_application = get_asgi_application()
 
 from api.proxy import PREFIX  # noqa: E402 - after Django is set up
-from api.proxy import application as proxy  # noqa: E402
+from api.proxy import application as proxy_application  # noqa: E402
+
+proxy = tracing.traced_asgi(proxy_application)
 
 
 async def application(scope: Any, receive: Any, send: Any) -> None:

@@ -4,9 +4,17 @@ import os
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import before_task_publish, task_postrun, task_prerun
+from celery.signals import (
+    beat_init,
+    before_task_publish,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+)
 
 from core.context import Origin, bind_origin, bound_origin_or_none, new_request_id
+from ops import tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.settings")
 
@@ -54,3 +62,18 @@ def _bind_request_id(task: Task[Any, Any] | None = None, **kwargs: object) -> No
 def _unbind_request_id(task: Task[Any, Any] | None = None, **kwargs: object) -> None:
     if task is not None:
         bind_origin(getattr(task.request, "keyward_outer_origin", None))
+
+
+@worker_process_init.connect
+@beat_init.connect
+def _start_tracing(**kwargs: Any) -> None:
+    """Tracing in each pool process of a worker (started after the fork, so that no
+    exporter thread or connection is shared), and in beat."""
+    tracing.setup()
+
+
+@worker_init.connect
+def _start_tracing_in_worker(sender: Any = None, **kwargs: Any) -> None:
+    """Tracing in a worker whose pool runs tasks in this process (solo, threads)."""
+    if "prefork" not in str(getattr(sender, "pool_cls", "prefork")):
+        tracing.setup()
