@@ -12,13 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connections
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
+from api.proxy import application as proxy_application
 from kms.tasks import check_key
 from ops import tracing
 from ops.tracing.scrub import REDACTED, scrub_attributes, scrub_text, scrubbed
@@ -27,6 +30,8 @@ from tests.conftest import USES_POSTGRES
 from tests.factories import client, make_principal
 from tests.kms.test_canary import assert_absent, canary
 from tests.kms.world import SYSTEM
+from tests.proxy.test_native import bearer
+from tests.proxy.test_proxy import COMPLETION
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TOKEN = "kwt_" + "A1b2C3d4E5f6" + "x" * 43 + "Zz9Yy8"
@@ -114,6 +119,7 @@ django.setup()  # as Celery's Django fixup does when a worker starts
 from celery.signals import worker_process_init
 worker_process_init.send(sender=None)  # as in each pool process of a worker
 from django.conf import settings
+from api.proxy import application as proxy_application
 from kms.tasks import check_key
 from ops import tracing
 loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
@@ -259,3 +265,45 @@ def test_issue_exchange_and_a_provider_check_are_traced_without_a_secret(
         text = "\n".join(s.to_json() for s in found.get_finished_spans())
         for secret in (key, principal_secret, token, actors.tokens["alice"], bao.token):
             assert_absent(secret, text, where)
+
+
+@pytest.fixture
+def proxied_world(committed_world, provider_stub, settings, monkeypatch):
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
+    settings.PROVIDER_BASE_URLS = {"openai": provider_stub.url + "/v1"}
+    provider_stub.answer(200, COMPLETION)
+    return committed_world
+
+
+@pytest.mark.slow
+def test_a_proxied_call_is_traced_by_provider_without_the_key_or_the_token(proxied_world, traced):
+    exported, raw = traced
+    token = proxied_world.token(scopes=["proxy"])
+    app = tracing.traced_asgi(proxy_application)
+    path = "/api/v1/proxy/openai/chat/completions"
+
+    async def calls() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://k") as client:
+                answers = [
+                    await client.post(path, json={"model": "gpt-4o"}, headers=bearer(token)),
+                    await client.get(f"{path}?key={token}", headers={"x-api-key": token}),
+                ]
+                return [a.status_code for a in answers]
+        finally:
+            await proxy_application.aclose()
+
+    assert async_to_sync(calls)() == [200, 400]
+    spans = exported.get_finished_spans()
+    server = [s for s in spans if s.name.startswith(("POST /api/v1/proxy", "GET /api/v1/proxy"))]
+    assert {s.name for s in server} == {
+        "POST /api/v1/proxy/openai/{path}",
+        "GET /api/v1/proxy/openai/{path}",
+    }
+    assert "aiohttp_client" in _scopes(spans), _scopes(spans)
+    text = "\n".join(s.to_json() for s in spans)
+    for secret in (proxied_world.secret_a, token):
+        assert_absent(secret, text, "an exported span")
+    # The token sent in a query string was recorded, and the scrubber took it out.
+    assert token in "\n".join(s.to_json() for s in raw.get_finished_spans())
