@@ -81,7 +81,11 @@ def start(exporter: SpanExporter | None, *, register_global: bool) -> Tracing:
     if register_global:
         trace.set_tracer_provider(provider)
     tracing = Tracing(provider)
-    excluded = os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS") or DEFAULT_EXCLUDED_URLS
+    excluded = (
+        os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS")
+        or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")
+        or DEFAULT_EXCLUDED_URLS
+    )
     _instrument(tracing, DjangoInstrumentor(), excluded_urls=excluded)
     # Statement text only: values bound as parameters (a token's lookup id) are not recorded.
     _instrument(tracing, PsycopgInstrumentor(), capture_parameters=False, enable_commenter=False)

@@ -240,6 +240,7 @@ def test_issue_exchange_and_a_provider_check_are_traced_without_a_secret(
     assert released.status_code == 200 and released.json()["api_key"] == key
     jobs_run = check_key.apply(args=[onboarded.json()["id"]])  # the task, in this process
     assert jobs_run.successful(), jobs_run.traceback
+    assert client().get("/healthz").status_code == 200
     checked = actors.as_("alice").post(
         f"/api/v1/tenants/{slug}/keys/{onboarded.json()['id']}/validate"
     )
@@ -252,6 +253,7 @@ def test_issue_exchange_and_a_provider_check_are_traced_without_a_secret(
     assert expected <= _scopes(spans), _scopes(spans)
     names = {s.name for s in spans}
     assert {"POST api/v1/tokens", "POST api/v1/exchange"} <= names
+    assert not any("healthz" in name for name in names), "probes are not traced"
     assert any(
         s.attributes
         and "/v1/secret/data/"
