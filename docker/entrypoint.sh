@@ -19,6 +19,16 @@ mkdir -p "${KEYWARD_DATA_DIR:-/tmp/keyward}"
 command="${1:-web}"
 [ "$#" -gt 0 ] && shift
 
+# A long-running process starts with no metrics sample files of an earlier run (see the
+# README: Operations > Metrics); each container has its own /tmp.
+case "$command" in
+    web|proxy|worker|beat|sequencer)
+        metrics_dir="${KEYWARD_METRICS_DIR:-${KEYWARD_DATA_DIR:-/tmp/keyward}/metrics}"
+        mkdir -p "$metrics_dir"
+        rm -f "$metrics_dir"/*.db
+        ;;
+esac
+
 case "$command" in
     web)
         exec python -m granian --interface wsgi --host 0.0.0.0 --port 8000 --no-ws \

@@ -11,6 +11,7 @@ from celery.signals import (
     task_prerun,
     worker_init,
     worker_process_init,
+    worker_process_shutdown,
 )
 
 from core.context import Origin, bind_origin, bound_origin_or_none, new_request_id
@@ -77,3 +78,11 @@ def _start_tracing_in_worker(sender: Any = None, **kwargs: Any) -> None:
     """Tracing in a worker whose pool runs tasks in this process (solo, threads)."""
     if "prefork" not in str(getattr(sender, "pool_cls", "prefork")):
         tracing.setup()
+
+
+@worker_process_shutdown.connect
+def _forget_process_metrics(pid: int | None = None, **kwargs: object) -> None:
+    """A pool process that exits leaves its counters to /metrics, and no gauge behind."""
+    from core import metrics  # after the settings, which set the metrics directory
+
+    metrics.process_exited(pid or os.getpid())

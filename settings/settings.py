@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,17 @@ env = Env()
 PRODUCTION = env.flag("KEYWARD_PRODUCTION", False)
 DEBUG = env.flag("KEYWARD_DEBUG", False)
 DATA_DIR = Path(env.text("KEYWARD_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+# prometheus_client's multiprocess mode: every process writes its samples under this
+# directory, and reads where from the environment when it is first imported (core.metrics,
+# imported only after the settings).
+METRICS_DIR = Path(env.text("KEYWARD_METRICS_DIR", str(DATA_DIR / "metrics"))).resolve()
+try:
+    METRICS_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+except OSError as exc:
+    raise ImproperlyConfigured(
+        f"KEYWARD_METRICS_DIR: cannot create {METRICS_DIR} ({exc})"
+    ) from None
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 
 _database_url = env.secret("KEYWARD_DATABASE_URL")
 _embedded_parts: list[str] = []

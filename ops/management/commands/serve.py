@@ -16,10 +16,12 @@ import sys
 import time
 from typing import Any
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from core import metrics
 from core.shutdown import stop_on_signals
 
 
@@ -94,6 +96,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         connections.close_all()
+        metrics.wipe(settings.METRICS_DIR)  # the counters of an earlier run
         proxy_port = options["proxy_port"] or options["port"] + 1
         code = supervise(options["host"], options["port"], options["web_workers"], proxy_port)
         if code:
