@@ -32,6 +32,7 @@ from django.http import HttpRequest, HttpResponse
 from multidict import CIMultiDict
 
 from api.middleware import CONTROL_CHARACTERS, origin_of
+from api.observe import ProxyObserver, observe_proxy_call
 from api.plain import Forbidden, authenticate, failure_response
 from audit.actors import Actor
 from core import asql
@@ -241,7 +242,11 @@ class Proxy:
             return
         if scope["type"] != "http":
             return
-        await self.handle(scope, receive, send)
+        observer = ProxyObserver(send, scope["method"])
+        try:
+            await self.handle(scope, receive, observer.send)
+        finally:
+            observer.done()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -318,6 +323,7 @@ class Proxy:
         finally:
             gone.cancel()
             outcome["latency_ms"] = round((time.monotonic() - started) * 1000)
+            observe_proxy_call(call.provider, outcome.get("upstream_status"))
             await _close(call, outcome, actor)
 
     async def _forward(

@@ -172,6 +172,7 @@ INSTALLED_APPS = [
 # What a bearer-token JSON API needs, and no more: no cookies are read or set, so no
 # session, CSRF or session-authentication middleware runs on any request.
 MIDDLEWARE = [
+    "api.observe.RequestMetricsMiddleware",
     "api.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
