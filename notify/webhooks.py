@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from core import egress
+from core import egress, metrics
 from notify.models import WebhookDelivery
 
 EVENTS = frozenset({"key.invalid", "key.rotation_due", "key.version_retired", "audit.chain_broken"})
@@ -156,6 +156,8 @@ def settle(attempt: Claim, status_code: int | None, error: str) -> str:
         status = DELIVERED
     elif attempt.attempt >= settings.WEBHOOK_MAX_ATTEMPTS:
         status = FAILED
+    if not ok:
+        metrics.WEBHOOK_FAILURES.labels("failed" if status == FAILED else "retrying").inc()
     won = WebhookDelivery.objects.filter(
         pk=attempt.delivery_id, status=PENDING, attempts=attempt.attempt
     ).update(

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from audit.actors import Actor
 from audit.recorder import probe, record, record_refusal, record_with
-from core import sql
+from core import metrics, sql
 from core.errors import DomainError
 from kms.actions.keys import read_secret
 from kms.exceptions import (
@@ -85,6 +85,7 @@ def do_issue_token(
         ModelNotGranted,
     ) as refusal:
         _deny(refusal, actor, tenant, ask)
+        metrics.TOKENS_ISSUED.labels(refusal.code).inc()
         raise
     minted = credentials.mint(credentials.TOKEN_PREFIX)
     now = timezone.now()
@@ -125,6 +126,7 @@ def do_issue_token(
         },
     )
     token._state.adding = False
+    metrics.TOKENS_ISSUED.labels("issued").inc()
     return token, minted.plaintext
 
 
@@ -272,6 +274,16 @@ def do_revoke_token(token: ScopedToken, *, actor: Actor) -> bool:
 def do_exchange(token: ScopedToken, *, actor: Actor) -> dict[str, Any]:
     """Release the key version a `release` token is bound to, counting one use. Refusals
     are audited as `credential.denied`."""
+    try:
+        released = _release(token, actor)
+    except DomainError as refusal:
+        metrics.EXCHANGES.labels(refusal.code).inc()
+        raise
+    metrics.EXCHANGES.labels("released").inc()
+    return released
+
+
+def _release(token: ScopedToken, actor: Actor) -> dict[str, Any]:
     _check_use(token, "release", actor)
     key = token.provider_key
     version = key.current_version if token.key_version is None else token.key_version

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import httpx
 from django.conf import settings
 
+from core import metrics
 from kms import egress
 from kms.exceptions import ForbiddenBaseUrl
 
@@ -196,6 +197,11 @@ class Adapter:
 
     def check(self, secret: str, base_url: str = "") -> CheckResult:
         """Ask the provider's cheapest authenticated endpoint whether `secret` works."""
+        result = self._ask(secret, base_url)
+        metrics.PROVIDER_CHECKS.labels(self.name, str(result.outcome)).inc()
+        return result
+
+    def _ask(self, secret: str, base_url: str) -> CheckResult:
         url = self.base_url(base_url) + self.check_path
         started = time.monotonic()
         try:  # the policy of now, not of when the key was stored
