@@ -1,14 +1,21 @@
-"""GET /metrics in the Prometheus text format. Every figure is read from the shared
-database, so any replica answers the same; no label ever carries a secret or a name."""
+"""GET /metrics in the Prometheus text format: the counters and histograms every process on
+this host wrote (core.metrics, multiprocess mode), the depth of the Celery queue read from
+the broker, and gauges read from the shared database (the same on every replica). No label
+ever carries a secret or a name."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import redis
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from audit import queries as audit_queries
+from core import metrics as process_metrics
 from kms import queries as kms_queries
 from kms.models import KeyStatus
 
@@ -46,9 +53,54 @@ def _lines() -> list[str]:
     return lines
 
 
+# kombu's Redis transport keeps a queue in one list per priority step (0, 3, 6, 9).
+_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+
+def queue_depth(queue: str) -> int | None:
+    """Messages waiting in `queue` (not those a worker holds, nor countdowns it waits on):
+    LLEN on Redis, the message files of the embedded filesystem broker, None otherwise or
+    when the broker does not answer."""
+    url = settings.CELERY_BROKER_URL
+    if url.startswith(("redis://", "rediss://")):
+        return _redis_depth(url, queue)
+    if url.startswith("filesystem://"):
+        folder = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
+        return sum(1 for p in folder.glob("*.msg") if p.name.partition(".")[2] == f"{queue}.msg")
+    return None
+
+
+def _redis_depth(url: str, queue: str) -> int | None:
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for suffix in _PRIORITY_SUFFIXES:
+                pipe.llen(queue + suffix)
+            return sum(int(n) for n in pipe.execute())
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
+def _queue_lines() -> list[str]:
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    depth = queue_depth(queue)
+    if depth is None:
+        return []
+    label = queue.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return [
+        "# HELP keyward_celery_queue_depth Jobs waiting in the broker's queue.",
+        "# TYPE keyward_celery_queue_depth gauge",
+        f'keyward_celery_queue_depth{{queue="{label}"}} {depth}',
+    ]
+
+
 @never_cache
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
+    text = "\n".join(_lines() + _queue_lines()) + "\n"
     return HttpResponse(
-        "\n".join(_lines()) + "\n", content_type="text/plain; version=0.0.4; charset=utf-8"
+        process_metrics.exposition() + text.encode(),
+        content_type="text/plain; version=0.0.4; charset=utf-8",
     )
