@@ -132,6 +132,7 @@ def test_a_canary_key_leaks_nowhere(
     call("post", f"{url}/rotate", {"secret": first}, 409)
     call("get", f"{url}/validations", status=200)
     call("delete", url, status=204)
+    call("get", "/metrics", status=200)  # the counters of every call above
 
     assert any(first in s.headers.get("authorization", "") for s in stub.seen), (
         "the canary did reach the provider"
@@ -230,6 +231,9 @@ def test_a_provider_that_echoes_the_canary_leaves_no_run_of_it_anywhere(
         for delivery in WebhookDelivery.objects.all():
             webhooks.deliver(delivery.pk)
         assert receiver.seen, "the key.invalid webhook was sent"
+        metrics = api.get("/metrics")
+        bodies.append(metrics.content.decode())
+        assert b"keyward_provider_checks_total" in metrics.content
         sent = "\n".join(repr(seen) for seen in receiver.seen)
     finally:
         receiver.close()
