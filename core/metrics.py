@@ -75,11 +75,20 @@ def method_label(method: str | None) -> str:
     return method if method in METHODS else "other"
 
 
+# The labelled children of the request metrics, kept: `labels()` costs as much as the
+# increment itself, on every request. The label sets are bounded, and so is this.
+_request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
 def observe_request(route: str, method: str | None, status: int, seconds: float) -> None:
     """Count one answered request and its duration."""
     verb = method_label(method)
-    REQUESTS.labels(route, verb, str(status)).inc()
-    REQUEST_SECONDS.labels(route, verb).observe(seconds)
+    children = _request_children.get((route, verb, status))
+    if children is None:
+        children = (REQUESTS.labels(route, verb, str(status)), REQUEST_SECONDS.labels(route, verb))
+        _request_children[(route, verb, status)] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def count_proxy_call(provider: str, upstream_status: int | None) -> None:
