@@ -18,7 +18,13 @@ import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -98,9 +104,19 @@ def count_proxy_call(provider: str, upstream_status: int | None) -> None:
 
 def exposition() -> bytes:
     """The text exposition of the samples of every process that wrote to the directory."""
+    return generate_latest(_registry())
+
+
+def _registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return generate_latest(registry)
+    return registry
+
+
+def serve(port: int) -> None:
+    """Serve the exposition on `port` from a thread (a Celery worker, which has no web
+    server of its own)."""
+    start_http_server(port, registry=_registry())
 
 
 def process_exited(pid: int) -> None:

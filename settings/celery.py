@@ -86,3 +86,15 @@ def _forget_process_metrics(pid: int | None = None, **kwargs: object) -> None:
     from core import metrics  # after the settings, which set the metrics directory
 
     metrics.process_exited(pid or os.getpid())
+
+
+@worker_init.connect
+def _serve_worker_metrics(**kwargs: object) -> None:
+    """With KEYWARD_WORKER_METRICS_PORT, the worker's main process serves the counters of its
+    pool processes at http://<host>:<port>/metrics."""
+    from django.conf import settings
+
+    if settings.WORKER_METRICS_PORT:
+        from core import metrics
+
+        metrics.serve(settings.WORKER_METRICS_PORT)

@@ -36,6 +36,9 @@ except OSError as exc:
         f"KEYWARD_METRICS_DIR: cannot create {METRICS_DIR} ({exc})"
     ) from None
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+# A Celery worker serves its own processes' counters on this port (0: it does not), for a
+# deployment where workers share no metrics directory with a web server.
+WORKER_METRICS_PORT = env.number("KEYWARD_WORKER_METRICS_PORT", 0, minimum=0, maximum=65535)
 
 _database_url = env.secret("KEYWARD_DATABASE_URL")
 _embedded_parts: list[str] = []
