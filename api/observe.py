@@ -1,6 +1,6 @@
 """Request metrics: the WSGI API through a middleware, the ASGI proxy through two hooks it
 calls (kept here, so that the proxy's latency-sensitive module barely changes). Routes are
-labelled by their template (`api/v1/tenants/<tenant_slug:slug>/keys`), never by the path,
+labelled by their template (`/api/v1/tenants/<tenant_slug:slug>/keys`), never by the path,
 which holds slugs, ids and, on a mistyped URL, anything at all."""
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
+from api.middleware import route_of
 from core import metrics
 
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
-PROXY_ROUTE = "api/v1/proxy/<provider>/<path>"
 
 
-def route_of(request: HttpRequest) -> str:
-    """The template of the URL pattern that matched, or `unmatched`."""
-    match = getattr(request, "resolver_match", None)
-    return match.route if match is not None and match.route else metrics.UNMATCHED
+def route_label(request: HttpRequest) -> str:
+    """The template of the URL pattern that matched, as access lines name it, or `unmatched`."""
+    route = route_of(request)
+    return metrics.UNMATCHED if route == "-" else route
 
 
 class RequestMetricsMiddleware:
@@ -35,7 +35,7 @@ class RequestMetricsMiddleware:
         started = time.perf_counter()
         response = self.get_response(request)
         elapsed = time.perf_counter() - started
-        metrics.observe_request(route_of(request), request.method, response.status_code, elapsed)
+        metrics.observe_request(route_label(request), request.method, response.status_code, elapsed)
         return response
 
 
@@ -43,9 +43,10 @@ class ProxyObserver:
     """Wraps the proxy's `send` to learn the status it answered, then counts the request
     once its answer is complete (a stream is timed to its last chunk)."""
 
-    def __init__(self, send: Send, method: str) -> None:
+    def __init__(self, send: Send, method: str, route: str) -> None:
         self._send = send
         self.method = method
+        self.route = route
         self.status = 499  # none sent: the client went away, or the call failed first
         self.started = time.perf_counter()
 
@@ -56,7 +57,7 @@ class ProxyObserver:
 
     def done(self) -> None:
         elapsed = time.perf_counter() - self.started
-        metrics.observe_request(PROXY_ROUTE, self.method, self.status, elapsed)
+        metrics.observe_request(self.route, self.method, self.status, elapsed)
 
 
 def observe_proxy_call(provider: str, upstream_status: int | None) -> None:

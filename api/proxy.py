@@ -242,7 +242,7 @@ class Proxy:
             return
         if scope["type"] != "http":
             return
-        observer = ProxyObserver(send, scope["method"])
+        observer = ProxyObserver(send, scope["method"], ROUTE)
         try:
             await self.handle(scope, receive, observer.send)
         finally:

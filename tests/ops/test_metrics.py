@@ -27,7 +27,7 @@ from tests.kms.test_canary import assert_absent
 from tests.kms.world import SYSTEM
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-KEYS_ROUTE = "api/v1/tenants/<tenant_slug:slug>/keys"
+KEYS_ROUTE = "/api/v1/tenants/<tenant_slug:slug>/keys"
 
 
 def scrape(client: Client | None = None) -> str:

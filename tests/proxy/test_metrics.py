@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from api.observe import PROXY_ROUTE
+from api.proxy import ROUTE as PROXY_ROUTE
 from tests.kms.test_canary import assert_absent
 from tests.ops.test_metrics import scrape, value
 
