@@ -8,6 +8,7 @@ import pytest
 
 from kms import tasks
 from kms.actions import keys
+from settings.celery import app
 from tests.bao import free_port
 from tests.celery_worker import Worker, wait_for
 from tests.factories import make_tenant
@@ -33,7 +34,10 @@ def test_a_worker_serves_the_outcomes_of_the_checks_it_ran(
             actor=SYSTEM,
         )
         provider_stub.answer(200)
-        worker.send(tasks.check_key, str(key.id))
+        # A connection of its own: the app's shared pools may have been closed by a test of
+        # broker outages that ran before this one in the same process.
+        with app.connection_for_write() as connection, connection.Producer() as producer:
+            tasks.check_key.apply_async((str(key.id),), queue=worker.queue, producer=producer)
 
         def checked() -> bool:
             text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
