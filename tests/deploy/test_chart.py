@@ -28,7 +28,10 @@ CASES = [
 ]
 KUBERNETES = "1.30.0"
 # Custom resources kubernetes-validate has no schema for; checked field by field below.
-CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CUSTOM_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+}
 SECRET_MOUNT = "/run/secrets/keyward"
 
 
@@ -441,7 +444,11 @@ def test_the_ingress_sends_the_proxy_path_to_the_asgi_service() -> None:
     (ingress,) = of_kind("vault-approle", "Ingress")
     (rule,) = ingress["spec"]["rules"]
     routes = {p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
-    assert routes == {"/api/v1/proxy/": "kw-keyward-proxy", "/": "kw-keyward-web"}
+    assert routes == {
+        "/api/v1/proxy/": "kw-keyward-proxy",
+        "/api/": "kw-keyward-web",
+        "/static/": "kw-keyward-web",
+    }  # never /: /healthz, /readyz and /metrics stay inside the cluster
     services = {s["metadata"]["name"]: s for s in of_kind("vault-approle", "Service")}
     assert (
         services["kw-keyward-proxy"]["spec"]["selector"]["app.kubernetes.io/component"] == "proxy"
@@ -474,15 +481,12 @@ def test_high_availability_scales_and_protects_web_proxy_and_worker() -> None:
     (monitor,) = of_kind("high-availability", "ServiceMonitor")
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["path"] == "/metrics" and endpoint["port"] == "http"
-    web_service = next(
-        s
-        for s in of_kind("high-availability", "Service")
-        if s["metadata"]["name"] == "kw-keyward-web"
-    )
-    assert (
-        monitor["spec"]["selector"]["matchLabels"].items()
-        <= web_service["metadata"]["labels"].items()
-    )
+    for service in of_kind("high-availability", "Service"):  # web and proxy both
+        labels = service["metadata"]["labels"]
+        assert all(
+            labels.get(e["key"]) in e["values"]
+            for e in monitor["spec"]["selector"]["matchExpressions"]
+        ), service["metadata"]["name"]
 
 
 def test_every_keyward_variable_the_chart_sets_is_one_the_code_reads() -> None:
@@ -549,3 +553,34 @@ def test_the_project_readme_values_example_renders_and_validates() -> None:
     for manifest in documents:
         if (manifest["apiVersion"], manifest["kind"]) not in CUSTOM_KINDS:
             kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
+
+
+def test_prometheus_scrapes_web_proxy_and_worker_pods() -> None:
+    documents = manifests("high-availability")
+    (monitor,) = [d for d in documents if d["kind"] == "ServiceMonitor"]
+    (components,) = [
+        e["values"]
+        for e in monitor["spec"]["selector"]["matchExpressions"]
+        if e["key"] == "app.kubernetes.io/component"
+    ]
+    assert sorted(components) == ["proxy", "web"]
+    (pod_monitor,) = [d for d in documents if d["kind"] == "PodMonitor"]
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    (worker,) = workload("high-availability", "Deployment", "worker")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert {"name": "KEYWARD_WORKER_METRICS_PORT", "value": "9100"} in worker["env"]
+    assert worker["ports"] == [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]
+    policies = {d["metadata"]["name"]: d for d in documents if d["kind"] == "NetworkPolicy"}
+    ingress = policies["kw-keyward-worker-metrics"]["spec"]["ingress"]
+    assert [p["port"] for rule in ingress for p in rule["ports"]] == ["metrics"]
+
+
+def test_readiness_can_leave_the_shared_dependencies_to_keywards_own_503() -> None:
+    documents = render({"probes": {"readinessPath": "/healthz"}})
+    for deployment in (d for d in documents if d["kind"] == "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            if "readinessProbe" in container:
+                assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    with pytest.raises(helm.HelmValuesError):
+        chart().render({"probes": {"readinessPath": "/"}})
