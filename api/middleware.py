@@ -12,17 +12,16 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from api.errors import error_response
-from core.context import Origin, bound_origin, new_request_id
+from core.context import Origin, bound_origin, new_request_id, well_formed_request_id
 from core.logging import log_access
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def origin_of(request: HttpRequest) -> Origin:
     """The request's id (a well-formed X-Request-ID is kept) and source address."""
     incoming = request.META.get("HTTP_X_REQUEST_ID", "")
-    request_id = incoming if _REQUEST_ID.fullmatch(incoming) else new_request_id()
+    request_id = incoming if well_formed_request_id(incoming) else new_request_id()
     return Origin(request_id=request_id, source_ip=client_ip(request))
 
 

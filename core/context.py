@@ -4,6 +4,7 @@ request (or job), carried in a context variable so services need not pass them a
 from __future__ import annotations
 
 import contextvars
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,22 +36,37 @@ def current_origin() -> Origin:
     return origin if origin is not None else Origin(request_id=new_request_id())
 
 
-def bind_origin(origin: Origin | None) -> None:
-    """Make `origin` the current one, for code that cannot hold a with-block open across
-    its work (Celery's prerun and postrun signals); `bound_origin` everywhere else."""
-    _origin.set(origin)
-    _actor.set(None)
+Entered = tuple[contextvars.Token[Origin | None], contextvars.Token[str | None]]
+
+
+def enter_origin(origin: Origin) -> Entered:
+    """Make `origin` the current one, with no actor yet, until `leave_origin`: for code that
+    cannot hold a with-block open across its work (Celery's prerun and postrun signals)."""
+    return _origin.set(origin), _actor.set(None)
+
+
+def leave_origin(entered: Entered) -> None:
+    """Give back the origin and actor that were current before `enter_origin`."""
+    origin, actor = entered
+    _actor.reset(actor)
+    _origin.reset(origin)
 
 
 @contextmanager
 def bound_origin(origin: Origin) -> Iterator[Origin]:
-    token = _origin.set(origin)
-    actor = _actor.set(None)
+    entered = enter_origin(origin)
     try:
         yield origin
     finally:
-        _actor.reset(actor)
-        _origin.reset(token)
+        leave_origin(entered)
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+
+
+def well_formed_request_id(value: object) -> bool:
+    """Whether a request id from outside (a header, a job's message) may be kept as is."""
+    return isinstance(value, str) and _REQUEST_ID.fullmatch(value) is not None
 
 
 # Who the current request authenticated as (`type:id`, as the audit log names actors), for

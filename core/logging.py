@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import traceback
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from core.context import bound_origin_or_none, noted_actor
@@ -15,6 +17,7 @@ from core.context import bound_origin_or_none, noted_actor
 logger = logging.getLogger("keyward.errors")
 access_logger = logging.getLogger("keyward.access")
 ACCESS_FIELDS = ("method", "route", "status", "duration_ms")
+WITHHELD = "(message withheld)"
 
 
 def frames_only(exc: BaseException) -> str:
@@ -31,9 +34,15 @@ def log_unhandled(exc: BaseException) -> None:
 
 
 class ExceptionTextFilter(logging.Filter):
-    """Replaces a record's traceback with frames only."""
+    """Replaces a record's traceback with frames only, and an exception among its
+    arguments with its class name: Celery's own task lines put the exception (or, for a
+    retry, its text) in an `exc` argument of their message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, Mapping):
+            record.args = {k: _withheld(k, v) for k, v in record.args.items()}
+        elif isinstance(record.args, tuple):
+            record.args = tuple(_withheld("", v) for v in record.args)
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             name = type(exc).__name__
@@ -56,6 +65,18 @@ class RequestContextLogFilter(logging.Filter):
         record.request_id = getattr(origin, "request_id", "-")
         record.actor = noted_actor() or "-"
         return True
+
+
+def _withheld(name: object, value: object) -> object:
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__} {WITHHELD}"
+    if name == "exc" and not str(value).endswith(WITHHELD):  # Celery's retry: already text
+        retry = _RETRY.match(str(value))  # "Retry in 5s: ValueError('...')": keep the frame
+        return f"{retry[1]}: {retry[2]} {WITHHELD}" if retry else WITHHELD
+    return value
+
+
+_RETRY = re.compile(r"(Retry [^:]*): ([A-Za-z_][A-Za-z0-9_.]*)\(")
 
 
 def log_access(method: str, route: str, status: int, started: float) -> None:

@@ -14,7 +14,14 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
-from core.context import Origin, bind_origin, bound_origin_or_none, new_request_id
+from core.context import (
+    Origin,
+    bound_origin_or_none,
+    enter_origin,
+    leave_origin,
+    new_request_id,
+    well_formed_request_id,
+)
 from ops import tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.settings")
@@ -52,17 +59,19 @@ def _carry_request_id(headers: dict[str, Any] | None = None, **kwargs: object) -
 def _bind_request_id(task: Task[Any, Any] | None = None, **kwargs: object) -> None:
     if task is None:
         return
-    # An eager task runs inside its caller's request: it keeps, then gives back, its origin.
+    # An eager task runs inside its caller's request: it keeps that request's id.
     outer = bound_origin_or_none()
-    task.request.keyward_outer_origin = outer  # type: ignore[attr-defined]
-    carried = task.request.get(REQUEST_ID_HEADER) or (outer.request_id if outer else None)
-    bind_origin(Origin(request_id=str(carried) if carried else new_request_id()))
+    carried = task.request.get(REQUEST_ID_HEADER)
+    if not well_formed_request_id(carried):  # from the broker: checked as a header is
+        carried = outer.request_id if outer else new_request_id()
+    task.request.keyward_entered = enter_origin(Origin(request_id=str(carried)))  # type: ignore[attr-defined]
 
 
 @task_postrun.connect
 def _unbind_request_id(task: Task[Any, Any] | None = None, **kwargs: object) -> None:
-    if task is not None:
-        bind_origin(getattr(task.request, "keyward_outer_origin", None))
+    entered = getattr(task.request, "keyward_entered", None) if task is not None else None
+    if entered is not None:
+        leave_origin(entered)  # the caller's origin and actor, for an eager task
 
 
 @worker_process_init.connect

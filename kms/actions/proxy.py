@@ -10,19 +10,25 @@ refuses with its audit event, or handles the rest. A use is counted only after e
 other check, so no use is counted twice; a call refused as used up is counted against the
 rate limit here and again by the synchronous refusal.
 
-The secret read is the longest wait of a call. For a token seen before, it begins at once,
-beside the token's own lookup, from where this process last saw the token's key live (the
-store, path and current version: no secret, and only a hint): it is used only when the
-token then verifies and its key is still there at that version; otherwise it is dropped
-and the read made again. No secret outlives the call that read it.
+The secret read is the longest wait of a call. For a token this process admitted before,
+presented with that token's own secret (checked against the digest noted with the hint),
+it begins at once, beside the token's lookup, from where the token's key was found last
+(the store, path and current version: no secret, and only a hint): it is used only when
+the token then verifies and its key is still there at that version; otherwise it is
+dropped and the read made again. A refused or inactive token's hint is forgotten. No
+secret outlives the call that read it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections import OrderedDict
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, cast
+
+from django.conf import settings
 
 from audit.actors import Actor
 from audit.recorder import arecord
@@ -39,23 +45,42 @@ from tenants import credentials
 Where = tuple[str, str, int]  # a key's store, path in it, and current version
 
 
+@dataclass(frozen=True)
+class _Hint:
+    """Where a verified token's key lived, and the token's stored digest, so that only a
+    presentation of that token's own secret begins a read."""
+
+    where: Where
+    pepper_id: int
+    digest: str
+
+    def matches(self, parsed: credentials.Parsed) -> bool:
+        if self.pepper_id not in settings.PEPPERS:  # the pepper was retired meanwhile
+            return False
+        presented = credentials.digest(parsed.plaintext, self.pepper_id)
+        return hmac.compare_digest(presented, self.digest)
+
+
 class _Hints:
-    """Where each recently verified token's key lived, by the token's lookup id; bounded,
-    the least recently used dropped first. Per process, and never trusted."""
+    """Hints by the token's lookup id; bounded, the least recently used dropped first.
+    Per process, and never trusted: the token is verified against the database anyway."""
 
     SIZE = 4096
 
     def __init__(self) -> None:
-        self._where: OrderedDict[str, Where] = OrderedDict()
+        self._hints: OrderedDict[str, _Hint] = OrderedDict()
 
-    def get(self, lookup_id: str) -> Where | None:
-        return self._where.get(lookup_id)
+    def get(self, lookup_id: str) -> _Hint | None:
+        return self._hints.get(lookup_id)
 
-    def note(self, lookup_id: str, where: Where) -> None:
-        self._where[lookup_id] = where
-        self._where.move_to_end(lookup_id)
-        if len(self._where) > self.SIZE:
-            self._where.popitem(last=False)
+    def note(self, lookup_id: str, hint: _Hint) -> None:
+        self._hints[lookup_id] = hint
+        self._hints.move_to_end(lookup_id)
+        if len(self._hints) > self.SIZE:
+            self._hints.popitem(last=False)
+
+    def forget(self, lookup_id: str) -> None:
+        self._hints.pop(lookup_id, None)
 
 
 _hints = _Hints()
@@ -65,11 +90,14 @@ def _where(key: ProviderKey) -> Where:
     return (key.store, key.store_path, key.current_version)
 
 
-def _begin_read(where: Where | None) -> asyncio.Task[str] | None:
-    if where is None:
-        return None
-    store, path, version = where
-    return asyncio.ensure_future(get_store(store).aget(path, version))
+def begin_read(parsed: credentials.Parsed) -> tuple[Where | None, asyncio.Task[str] | None]:
+    """The read a presented token's hint names, begun now, when the presented secret is
+    the one the hint was noted for; else nothing is read."""
+    hint = _hints.get(parsed.key_id)
+    if hint is None or not hint.matches(parsed):
+        return None, None
+    store, path, version = hint.where
+    return hint.where, asyncio.ensure_future(get_store(store).aget(path, version))
 
 
 def _drop(read: asyncio.Task[str] | None) -> None:
@@ -88,8 +116,7 @@ async def aopen_proxy_call(presented: str, provider: str) -> tuple[ProxyCall, Ac
     parsed = credentials.parse(presented)
     if parsed is None or parsed.prefix != credentials.TOKEN_PREFIX:
         return None
-    hinted = _hints.get(parsed.key_id)
-    early = _begin_read(hinted)
+    hinted, early = begin_read(parsed)
     try:
         return await _open(parsed, provider, hinted, early)
     finally:
@@ -107,6 +134,7 @@ async def _open(
         # starts while the log is down.
         token: ScopedToken = await credentials.averify(parsed, aload_token_probed)
     except credentials.Rejected:
+        _hints.forget(parsed.key_id)
         return None
     key = token.provider_key
     if (
@@ -116,10 +144,11 @@ async def _open(
         or token.key_version not in (None, key.current_version)  # grace needs a query
         or inactive_reason(token) is not None
     ):
+        _hints.forget(parsed.key_id)
         return None
     actor = Actor("token", str(token.id))
     where = _where(key)
-    _hints.note(parsed.key_id, where)
+    _hints.note(parsed.key_id, _Hint(where, token.pepper_id, token.digest))
     begun: Awaitable[str] | None = early if hinted == where else None
     # Independent of each other, so one wait for both rather than two in a row. A secret
     # read for a call refused here never leaves this function.

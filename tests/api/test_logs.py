@@ -11,8 +11,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from celery.app import trace as celery_trace
 
+from core.context import Origin, bound_origin, bound_origin_or_none, note_actor, noted_actor
 from core.logging import ExceptionTextFilter, JsonFormatter, RequestContextLogFilter
+from kms import tasks
 from tests.proxy.test_proxy import COMPLETION, call
 from tests.test_settings import run_configured
 
@@ -114,3 +117,37 @@ def test_json_format_is_chosen_by_configuration(tmp_path):
     )
     last = text_run.stderr.strip().splitlines()[-1]
     assert last.endswith("WARNING keyward.test [- -] hello there"), last
+
+
+def test_celerys_own_task_lines_withhold_the_exceptions_message(json_lines):
+    """Celery logs a failed task as `... raised unexpected: %(exc)s` and a retry as
+    `... retry: %(exc)s` (the exception already made text): a provider's or a store's
+    message could quote a key."""
+    canary = "sk-proj-CANARY" + "c" * 20
+    trace = logging.getLogger("celery.app.trace")
+    failed: dict[str, object] = {"id": "1", "name": "keyward.kms.check_key", "args": "()"}
+    failed.update(description="raised unexpected", exc=ValueError(canary), hostname="w")
+    trace.error(celery_trace.LOG_FAILURE, failed)
+    retried = {
+        "id": "2",
+        "name": "keyward.kms.check_key",
+        "exc": f"Retry in 5s: ValueError('{canary}')",
+    }
+    trace.info(celery_trace.LOG_RETRY, retried)
+    logging.getLogger("keyward.test").warning("gave up: %s", RuntimeError(canary))
+    lines = json_lines()
+    assert len(lines) == 3
+    assert canary not in json.dumps(lines)
+    assert "ValueError (message withheld)" in lines[0]["message"]
+    assert "RuntimeError (message withheld)" in lines[2]["message"]
+    assert lines[1]["message"].endswith("retry: Retry in 5s: ValueError (message withheld)")
+
+
+@pytest.mark.django_db
+def test_an_eager_task_gives_its_callers_request_id_and_actor_back():
+    with bound_origin(Origin(request_id="req-outer-0001")):
+        note_actor("user", "7")
+        tasks.purge_expired_tokens.apply()
+        assert bound_origin_or_none() == Origin(request_id="req-outer-0001")
+        assert noted_actor() == "user:7"
+    assert bound_origin_or_none() is None and noted_actor() is None

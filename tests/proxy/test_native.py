@@ -19,6 +19,7 @@ from api.proxy import application
 from audit.models import AuditEvent
 from core import asql
 from kms.actions import keys
+from kms.actions import proxy as proxy_actions
 from kms.models import ScopedToken
 from tenants import credentials
 from tests import pg
@@ -156,6 +157,33 @@ def test_a_known_token_with_a_wrong_secret_is_refused_and_sends_nothing(proxied,
     for refused in answers[2:]:
         assert proxied.secret_a not in refused.text
         assert refused.headers["x-keyward-refusal"] == "unauthenticated"
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_only_the_tokens_own_secret_begins_an_early_read(proxied, provider_stub):
+    """A lookup id is not secret (audit events name it): presented with any other secret,
+    it must not make Keyward read the key from the store."""
+    token = proxied.token(scopes=["proxy"])
+    run(lambda client: client.get(MODELS, headers=bearer(token)))  # notes the first use
+    run(lambda client: client.get(MODELS, headers=bearer(token)))  # the plain case: a hint
+    parsed = credentials.parse(token)
+    assert parsed is not None
+    forged = credentials.parse(
+        credentials.spell(parsed.prefix, parsed.key_id, "A" * credentials.SECRET_LEN)
+    )
+    assert forged is not None
+
+    async def begun(presented: credentials.Parsed) -> bool:
+        where, read = proxy_actions.begin_read(presented)
+        if read is not None:
+            assert await read == proxied.secret_a and where is not None
+        return read is not None
+
+    assert async_to_sync(begun)(parsed) is True
+    assert async_to_sync(begun)(forged) is False
+    answer = run(lambda client: client.get(MODELS, headers=bearer(forged.plaintext)))
+    assert answer.status_code == 401
+    assert async_to_sync(begun)(parsed) is False, "a refused presentation forgets the hint"
 
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'")
