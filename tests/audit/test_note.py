@@ -1,0 +1,85 @@
+"""Signed notes and checkpoints against the published examples of c2sp.org/signed-note and
+of Go's golang.org/x/mod/sumdb/note (Ed25519 is deterministic: signing the same text with
+the same key gives the same note byte for byte)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit import merkle
+from audit.note import Checkpoint, NoteError, Verifier, add_signatures, open_note, sign
+
+PETER_SIGNER = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
+PETER_KEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
+PETER_TEXT = (
+    "If you think cryptography is the answer to your problem,\n"
+    "then you don't know what your problem is.\n"
+)
+PETER_NOTE = (
+    PETER_TEXT + "\n\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1"
+    "FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+)
+SPEC_KEY = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k"
+SPEC_NOTE = (
+    "This is an example message.\n\n\u2014 example.com/foo Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6Tf"
+    "Xppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n"
+)
+
+
+def peter() -> Ed25519PrivateKey:
+    seed = base64.b64decode(PETER_SIGNER.split("+", 4)[4])[1:]
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def test_signing_reproduces_the_published_note_and_its_verifier_key():
+    key = peter()
+    raw = key.public_key().public_bytes_raw()
+    verifier = Verifier.of("PeterNeumann", raw)
+    assert str(verifier) == PETER_KEY
+    assert sign(PETER_TEXT, verifier, key.sign) == PETER_NOTE
+
+
+def test_the_published_notes_open_with_their_keys():
+    assert open_note(PETER_NOTE, [Verifier.parse(PETER_KEY)]).text == PETER_TEXT
+    opened = open_note(SPEC_NOTE, [Verifier.parse(SPEC_KEY)])
+    assert opened == type(opened)("This is an example message.\n", ("example.com/foo",))
+
+
+def test_an_altered_note_or_an_untrusted_key_is_refused():
+    trusted = [Verifier.parse(PETER_KEY)]
+    with pytest.raises(NoteError):
+        open_note(PETER_NOTE.replace("cryptography", "Cryptography"), trusted)
+    with pytest.raises(NoteError):
+        open_note(PETER_NOTE, [Verifier.parse(SPEC_KEY)])
+    with pytest.raises(NoteError):  # a changed key id no longer matches its key
+        Verifier.parse(PETER_KEY.replace("c74f20a3", "c74f20a4"))
+    for broken in ("", PETER_TEXT, PETER_NOTE.replace("\u2014", "-"), PETER_NOTE[:-1]):
+        with pytest.raises(NoteError):
+            open_note(broken, trusted)
+
+
+def test_a_cosigned_checkpoint_names_every_trusted_signer():
+    log, witness = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    log_key = Verifier.of("keyward.example/audit/acme", log.public_key().public_bytes_raw())
+    witness_key = Verifier.of("witness.example", witness.public_key().public_bytes_raw())
+    leaves = [merkle.leaf_hash(bytes([i])) for i in range(5)]
+    checkpoint = Checkpoint("keyward.example/audit/acme", 5, merkle.root(leaves))
+    note = sign(checkpoint.text(), log_key, log.sign)
+    cosignature = sign(checkpoint.text(), witness_key, witness.sign).rpartition("\n\n")[2]
+    cosigned = add_signatures(note, [cosignature])
+    opened = open_note(cosigned, [log_key, witness_key])
+    assert opened.signed_by == ("keyward.example/audit/acme", "witness.example")
+    assert Checkpoint.parse(opened.text) == checkpoint
+    assert open_note(cosigned, [witness_key]).signed_by == ("witness.example",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "origin\n5\n", "origin\n05\nAAAA\n", "origin\nfive\n" + "A" * 44 + "\n", "\n5\nAA==\n"],
+)
+def test_a_malformed_checkpoint_is_refused(text):
+    with pytest.raises(NoteError):
+        Checkpoint.parse(text)
