@@ -13,6 +13,7 @@ from celery.signals import (
     worker_process_init,
     worker_process_shutdown,
 )
+from django.conf import settings
 
 from core.context import (
     Origin,
@@ -101,9 +102,7 @@ def _forget_process_metrics(pid: int | None = None, **kwargs: object) -> None:
 def _serve_worker_metrics(**kwargs: object) -> None:
     """With KEYWARD_WORKER_METRICS_PORT, the worker's main process serves the counters of its
     pool processes at http://<host>:<port>/metrics."""
-    from django.conf import settings
-
     if settings.WORKER_METRICS_PORT:
-        from core import metrics
+        from core import metrics  # after the settings, which set the metrics directory
 
         metrics.serve(settings.WORKER_METRICS_PORT)
