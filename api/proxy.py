@@ -242,11 +242,7 @@ class Proxy:
             return
         if scope["type"] != "http":
             return
-        observer = ProxyObserver(send, scope["method"], ROUTE)
-        try:
-            await self.handle(scope, receive, observer.send)
-        finally:
-            observer.done()
+        await self.handle(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -268,17 +264,16 @@ class Proxy:
         await asql.close()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
+        observer = ProxyObserver(send, str(scope["method"]), ROUTE)  # its status and time
         request = ASGIRequest(scope, io.BytesIO())  # headers and query; the body is read here
         origin = origin_of(request)
-        status: list[int] = []
-        stamped = _with_request_id(send, origin.request_id, status)
+        stamped = _with_request_id(observer.send, origin.request_id)
         with bound_origin(origin):  # carried into the threads of the checks and the event
             try:
                 await self._handle(scope, request, receive, stamped)
             finally:
-                answered = status[0] if status else 499  # none sent: the client went away
-                log_access(str(scope["method"]), ROUTE, answered, started)
+                observer.done()
+                log_access(observer.method, ROUTE, observer.status, observer.started)
 
     async def _handle(
         self, scope: Scope, request: HttpRequest, receive: Receive, send: Send
@@ -406,12 +401,9 @@ async def _close(call: ProxyCall, outcome: dict[str, Any], actor: Actor) -> None
             await asyncio.sleep(delay)
 
 
-def _with_request_id(send: Send, request_id: str, status: list[int]) -> Send:
-    """`send`, with X-Request-ID on the answer; the status sent is noted in `status`."""
-
+def _with_request_id(send: Send, request_id: str) -> Send:
     async def stamped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            status.append(message["status"])
             message["headers"] = [
                 *message.get("headers", []),
                 (b"x-request-id", request_id.encode("ascii")),
