@@ -3,7 +3,9 @@ import this module alone).
 
 Domain separation follows RFC 6962: an event's leaf hash is SHA-256(0x00 || content) and
 its chain hash is SHA-256(0x01 || previous chain hash || leaf hash), so no event content can
-be mistaken for a link and no link for content.
+be mistaken for a link and no link for content. The same leaf hashes are the leaves of the
+chain's Merkle tree (`audit.merkle`): the linear chain names the first bad event in one
+walk, the tree gives signed checkpoints and logarithmic proofs.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from audit.merkle import Frontier, leaf_hash, node_hash
+
 FORMAT_VERSION = 1
 GENESIS = "0" * 64
-LEAF_PREFIX = b"\x00"
-NODE_PREFIX = b"\x01"
 
 HASHED_FIELDS = (
     "id",
@@ -70,9 +72,13 @@ def mac_ok(key: bytes, fields: Mapping[str, Any]) -> bool:
     return hmac.compare_digest(event_mac(key, fields), str(fields.get("mac") or ""))
 
 
+def chain_hash(prev_hash: str, leaf: bytes) -> str:
+    """The linear chain's next hash: the previous one and the event's Merkle leaf hash."""
+    return node_hash(bytes.fromhex(prev_hash), leaf).hex()
+
+
 def link_hash(prev_hash: str, content: bytes) -> str:
-    leaf = hashlib.sha256(LEAF_PREFIX + content).digest()
-    return hashlib.sha256(NODE_PREFIX + bytes.fromhex(prev_hash) + leaf).hexdigest()
+    return chain_hash(prev_hash, leaf_hash(content))
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,8 @@ class ChainResult:
     events_checked: int
     head: str
     first_bad: Break | None
+    # The Merkle tree's root at each size asked for that the chain reached intact.
+    roots: Mapping[int, bytes] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -101,23 +109,50 @@ class ChainResult:
 
 
 def verify_events(
-    chain: str, events: Iterable[Mapping[str, Any]], mac_key: bytes | None = None
+    chain: str,
+    events: Iterable[Mapping[str, Any]],
+    mac_key: bytes | None = None,
+    *,
+    roots_at: Collection[int] = (),
+    stored_nodes: Mapping[tuple[int, int], str] | None = None,
 ) -> ChainResult:
     """Walk one chain's events in `seq` order and report the first that does not fit.
-    With the event-MAC key (online verification), each event's MAC is checked too."""
-    expected_seq, head, checked = 1, GENESIS, 0
+    With the event-MAC key (online verification), each event's MAC is checked too; with
+    the chain's stored Merkle subtrees, each is checked against the events it covers."""
+    expected_seq, head, checked, frontier = 1, GENESIS, 0, Frontier()
+    roots: dict[int, bytes] = {}
     for event in events:
-        problem = _problem(event, expected_seq, head, chain)
+        leaf = leaf_hash(canonical_bytes(event)) if event.get("chain") == chain else b""
+        problem = _problem(event, expected_seq, head, chain, leaf)
         if problem is None and mac_key is not None and not mac_ok(mac_key, event):
             problem = "its MAC does not verify (written without the event key)"
+        if problem is None:
+            problem = _stored_problem(frontier.append(leaf), stored_nodes)
         if problem:
             bad = Break(chain, int(event["seq"]), str(event["id"]), problem)
-            return ChainResult(chain, checked, head, bad)
+            return ChainResult(chain, checked, head, bad, roots)
         head, expected_seq, checked = event["hash"], expected_seq + 1, checked + 1
-    return ChainResult(chain, checked, head, None)
+        if checked in roots_at:
+            roots[checked] = frontier.root()
+    return ChainResult(chain, checked, head, None, roots)
 
 
-def _problem(event: Mapping[str, Any], expected_seq: int, head: str, chain: str) -> str | None:
+def _stored_problem(
+    completed: list[tuple[int, int, bytes]], stored: Mapping[tuple[int, int], str] | None
+) -> str | None:
+    for level, position, digest in completed if stored else ():
+        kept = stored.get((level, position))  # type: ignore[union-attr]
+        if kept is not None and kept != digest.hex():
+            return (
+                f"the stored Merkle subtree (level {level}, position {position}) ending here "
+                "does not match the events it covers"
+            )
+    return None
+
+
+def _problem(
+    event: Mapping[str, Any], expected_seq: int, head: str, chain: str, leaf: bytes
+) -> str | None:
     if event.get("chain") is None:
         return "the event behind this position is missing (deleted)"
     if event.get("chain") != chain:
@@ -127,6 +162,8 @@ def _problem(event: Mapping[str, Any], expected_seq: int, head: str, chain: str)
         return f"sequence {seq} where {expected_seq} was expected (an event is missing or moved)"
     if event["prev_hash"] != head:
         return "prev_hash does not match the previous event's hash (reordered or inserted)"
-    if link_hash(head, canonical_bytes(event)) != event["hash"]:
+    if chain_hash(head, leaf) != event["hash"]:
         return "content does not match its hash (the event was altered)"
+    if event.get("leaf_hash", leaf.hex()) != leaf.hex():
+        return "its Merkle leaf hash does not match its content"
     return None

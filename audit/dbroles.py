@@ -2,7 +2,7 @@
 
 Migrations run as the migration role, which owns every table. The application role named
 by KEYWARD_DB_APP_ROLE gets ordinary read-write access everywhere except the audit table,
-where it may only INSERT and SELECT the audit log's tables (events, chain links,
+where it may only INSERT and SELECT the audit log's tables (events, chain links, tree nodes,
 rejections): append-only is enforced by privilege first, and by the triggers of the audit
 migrations second. Pending pointers stay deletable: the sequencer removes them.
 """
@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import connections
 
 # Append-only for the application: it may only INSERT and SELECT these.
-AUDIT_TABLES = ("audit_event", "audit_link", "audit_rejection")
+AUDIT_TABLES = ("audit_event", "audit_link", "audit_tree_node", "audit_rejection")
 
 
 def grant_application_role(using: str = "default", **kwargs: Any) -> None:

@@ -10,11 +10,19 @@ smaller than n: the left subtree is complete, the right holds the rest.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+# A complete subtree: (level, index) covers the leaves [index << level, (index + 1) << level).
+Node = tuple[int, int]
+# Gives the hashes of complete subtrees, in the order asked: how a stored tree is read.
+HashReader = Callable[[Sequence[Node]], Sequence[bytes]]
+# Gives the stored hashes at one level, by index; a missing index is simply left out.
+LevelFetch = Callable[[int, Sequence[int]], Mapping[int, bytes]]
 
 
 class ProofError(ValueError):
@@ -27,6 +35,35 @@ def leaf_hash(entry: bytes) -> bytes:
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(NODE_PREFIX + left + right).digest()
+
+
+class Frontier:
+    """A tree grown one leaf at a time, holding only the roots of its complete subtrees
+    (at most log2(size) of them): its root at any size, in one pass over the leaves."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._stack: list[tuple[int, bytes]] = []  # (level, hash), largest subtree first
+
+    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """Add a leaf; returns the subtrees it completes as (level, position, hash)."""
+        completed = []
+        level, digest, position = 0, leaf, self.size
+        while self._stack and self._stack[-1][0] == level:
+            digest = node_hash(self._stack.pop()[1], digest)
+            level, position = level + 1, position >> 1
+            completed.append((level, position, digest))
+        self._stack.append((level, digest))
+        self.size += 1
+        return completed
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        digest = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            digest = node_hash(left, digest)
+        return digest
 
 
 def _split(n: int) -> int:
@@ -136,3 +173,110 @@ def verify_consistency(
         raise ProofError("the consistency proof is too short")
     if fr != old_root or sr != new_root:
         raise ProofError("the consistency proof leads to other roots")
+
+
+# Proofs over a stored tree. The ranges each proof needs are listed first, so that every
+# hash is read in one call of the reader; each range [lo, hi) is a subtree of the RFC 6962
+# recursion, so `lo` is aligned to the largest power of two in its size.
+
+
+def _parts(lo: int, hi: int) -> list[Node]:
+    """[lo, hi) as complete subtrees, largest first."""
+    parts = []
+    while lo < hi:
+        level = (hi - lo).bit_length() - 1
+        parts.append((level, lo >> level))
+        lo += 1 << level
+    return parts
+
+
+def _range_hash(lo: int, hi: int, hashes: Mapping[Node, bytes]) -> bytes:
+    """MTH(D[lo:hi]): its complete subtrees hashed together from the right."""
+    parts = _parts(lo, hi)
+    result = hashes[parts[-1]]
+    for part in reversed(parts[:-1]):
+        result = node_hash(hashes[part], result)
+    return result
+
+
+def _resolve(ranges: Sequence[tuple[int, int]], reader: HashReader) -> list[bytes]:
+    nodes = sorted({part for lo, hi in ranges for part in _parts(lo, hi)})
+    hashes = dict(zip(nodes, reader(nodes), strict=True))
+    return [_range_hash(lo, hi, hashes) for lo, hi in ranges]
+
+
+def _path_ranges(index: int, lo: int, hi: int) -> list[tuple[int, int]]:
+    if hi - lo == 1:
+        return []
+    mid = lo + _split(hi - lo)
+    if index < mid:
+        return [*_path_ranges(index, lo, mid), (mid, hi)]
+    return [*_path_ranges(index, mid, hi), (lo, mid)]
+
+
+def _proof_ranges(old: int, lo: int, hi: int, *, complete: bool) -> list[tuple[int, int]]:
+    if old == hi:
+        return [] if complete else [(lo, hi)]
+    mid = lo + _split(hi - lo)
+    if old <= mid:
+        return [*_proof_ranges(old, lo, mid, complete=complete), (mid, hi)]
+    return [*_proof_ranges(old, mid, hi, complete=False), (lo, mid)]
+
+
+def tree_hash(size: int, reader: HashReader) -> bytes:
+    """MTH of the first `size` leaves of a stored tree."""
+    return _resolve([(0, size)], reader)[0] if size else EMPTY_ROOT
+
+
+def prove_inclusion(index: int, size: int, reader: HashReader) -> list[bytes]:
+    """PATH(index, D[size]) of a stored tree."""
+    if not 0 <= index < size:
+        raise ProofError(f"leaf {index} is not in a tree of {size}")
+    return _reached(size, _path_ranges(index, 0, size), reader)
+
+
+def prove_consistency(old_size: int, new_size: int, reader: HashReader) -> list[bytes]:
+    """PROOF(old_size, D[new_size]) of a stored tree."""
+    if not 0 < old_size <= new_size:
+        raise ProofError(f"no consistency proof from {old_size} to {new_size}")
+    return _reached(new_size, _proof_ranges(old_size, 0, new_size, complete=True), reader)
+
+
+def _reached(size: int, ranges: list[tuple[int, int]], reader: HashReader) -> list[bytes]:
+    """The hashes of `ranges`, read with the tree's last leaf: a store proves nothing about
+    a size it has not reached, and a proof may not need that leaf."""
+    return _resolve([*ranges, (size - 1, size)], reader)[:-1]
+
+
+def leaves_reader(leaves: Sequence[bytes]) -> HashReader:
+    """A reader over leaf hashes held in memory."""
+    return lambda nodes: [root(leaves[i << level : (i + 1) << level]) for level, i in nodes]
+
+
+def strided_reader(fetch: LevelFetch, stride: int) -> HashReader:
+    """A reader over a store that keeps the leaves and every complete subtree whose level
+    is a multiple of `stride`: any other node is hashed from the stored ones below it, at
+    most 2^(stride - 1) of them."""
+
+    def span(node: Node) -> tuple[int, range]:
+        level, index = node
+        base = level - level % stride
+        width = 1 << (level - base)
+        return base, range(index * width, (index + 1) * width)
+
+    def read(nodes: Sequence[Node]) -> list[bytes]:
+        wanted: dict[int, set[int]] = {}
+        for node in nodes:
+            base, indices = span(node)
+            wanted.setdefault(base, set()).update(indices)
+        stored = {base: fetch(base, sorted(indices)) for base, indices in wanted.items()}
+        result = []
+        for node in nodes:
+            base, indices = span(node)
+            missing = [i for i in indices if i not in stored[base]]
+            if missing:
+                raise ProofError(f"the stored tree has no node {missing[0]} at level {base}")
+            result.append(root([stored[base][i] for i in indices]))
+        return result
+
+    return read

@@ -3,13 +3,14 @@
 A request writes an `AuditEvent` (its content and a MAC) and an `AuditPending` pointer in
 its own transaction, and takes no lock. The sequencer, one at a time, integrates pending
 events into their chain: it checks each MAC, assigns the next position and writes an
-`AuditLink` (seq, prev_hash, hash), or an `AuditRejection` for a bad MAC. A chain is one
-tenant's (`tenant:<slug>`) or the global one (`global`).
+`AuditLink` (seq, prev_hash, hash, leaf_hash), or an `AuditRejection` for a bad MAC, and
+extends the chain's Merkle tree (`AuditTreeNode`). A chain is one tenant's
+(`tenant:<slug>`) or the global one (`global`).
 
-Events, links and rejections are never updated or deleted: the application's database role
-may only INSERT and SELECT them, and triggers reject UPDATE, DELETE and TRUNCATE as a
-second layer. Only pending pointers are deleted, by the sequencer; an event that is neither
-linked, pending nor rejected is reported by verification.
+Events, links, tree nodes and rejections are never updated or deleted: the application's
+database role may only INSERT and SELECT them, and triggers reject UPDATE, DELETE and
+TRUNCATE as a second layer. Only pending pointers are deleted, by the sequencer; an event
+that is neither linked, pending nor rejected is reported by verification.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class AuditLink(models.Model):
     seq = models.BigIntegerField()
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
+    # The event's leaf in its chain's Merkle tree: SHA-256(0x00 || canonical content).
+    leaf_hash = models.CharField(max_length=64, default="")
     integrated_at = models.DateTimeField()
 
     class Meta:
@@ -86,6 +89,28 @@ class AuditLink(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chain}#{self.seq}"
+
+
+class AuditTreeNode(models.Model):
+    """A complete subtree of a chain's Merkle tree, at a level that is a multiple of the
+    tree's stride (the leaves are the links' `leaf_hash`): written once, by the sequencer,
+    when its last leaf is integrated. Any other node is hashed from these on demand."""
+
+    chain = models.CharField(max_length=80)
+    level = models.PositiveSmallIntegerField()
+    position = models.BigIntegerField()  # covers leaves [position << level, (position+1) << level)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        db_table = "audit_tree_node"
+        constraints = [
+            models.UniqueConstraint(
+                fields=("chain", "level", "position"), name="audit_tree_node_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chain} L{self.level}#{self.position}"
 
 
 class AuditPending(models.Model):

@@ -3,8 +3,9 @@
 Each batch is one durable transaction: it takes the sequencer lock (a transaction-scoped
 advisory lock on PostgreSQL; SQLite's IMMEDIATE transactions admit one writer anyway),
 reads the oldest pending pointers, checks each event's MAC, links the good ones after
-their chain's head (seq, prev_hash, hash as RFC 6962-style chain hashes), records a
-rejection for the others, and deletes the pointers it handled. A sequencer killed
+their chain's head (seq, prev_hash, hash as RFC 6962-style chain hashes, and the leaf hash),
+stores the Merkle subtrees those leaves complete, records a rejection for the others, and
+deletes the pointers it handled. A sequencer killed
 mid-batch leaves the transaction uncommitted: nothing is lost and nothing is linked twice.
 """
 
@@ -18,10 +19,19 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.actors import Actor
-from audit.chain import GENESIS, MAC_FIELDS, canonical_bytes, link_hash, mac_ok
+from audit.chain import GENESIS, MAC_FIELDS, canonical_bytes, chain_hash, mac_ok
 from audit.hmac import event_mac_key
-from audit.models import AuditEvent, AuditLink, AuditPending, AuditRejection, Outcome
+from audit.merkle import leaf_hash
+from audit.models import (
+    AuditEvent,
+    AuditLink,
+    AuditPending,
+    AuditRejection,
+    AuditTreeNode,
+    Outcome,
+)
 from audit.recorder import record
+from audit.tree import new_nodes
 
 SEQUENCER = Actor.system("sequencer")
 LOCK_KEY = 0x6B7761756474  # "kwaudt": the cluster-wide sequencer lock
@@ -85,6 +95,7 @@ def _link(event_ids: list[uuid.UUID]) -> Batch:
     )
     key, now = event_mac_key(), timezone.now()
     heads: dict[str, tuple[int, str]] = {}
+    sizes: dict[str, int] = {}  # each chain's size before this batch
     batch, links = Batch(), []
     for event_id in event_ids:
         event = events.get(event_id)
@@ -93,8 +104,12 @@ def _link(event_ids: list[uuid.UUID]) -> Batch:
             batch.rejected[event_id] = reason
             continue
         chain = event["chain"]
-        seq, prev = heads[chain] if chain in heads else _head(chain)
-        digest = link_hash(prev, canonical_bytes({**event, "seq": seq + 1}))
+        if chain not in heads:
+            heads[chain] = _head(chain)
+            sizes[chain] = heads[chain][0]
+        seq, prev = heads[chain]
+        leaf = leaf_hash(canonical_bytes({**event, "seq": seq + 1}))
+        digest = chain_hash(prev, leaf)
         links.append(
             AuditLink(
                 event_id=event_id,
@@ -102,12 +117,16 @@ def _link(event_ids: list[uuid.UUID]) -> Batch:
                 seq=seq + 1,
                 prev_hash=prev,
                 hash=digest,
+                leaf_hash=leaf.hex(),
                 integrated_at=now,
             )
         )
         heads[chain] = (seq + 1, digest)
         batch.integrated.append(event_id)
     AuditLink.objects.bulk_create(links)
+    AuditTreeNode.objects.bulk_create(
+        [node for chain, size in sizes.items() for node in new_nodes(chain, size, heads[chain][0])]
+    )
     AuditRejection.objects.bulk_create(
         [AuditRejection(event_id=i, reason=r, rejected_at=now) for i, r in batch.rejected.items()],
         ignore_conflicts=True,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,12 +23,12 @@ from django.utils import timezone
 
 from audit.chain import HASHED_FIELDS, MAC_FIELDS, ChainResult, mac_ok, verify_events
 from audit.hmac import event_mac_key
-from audit.models import AuditEvent, AuditLink, AuditPending, AuditRejection
+from audit.models import AuditEvent, AuditLink, AuditPending, AuditRejection, AuditTreeNode
 from core import sql
 
 # The content of an event, then its position.
 _EVENT_FIELDS = tuple(f for f in HASHED_FIELDS if f != "seq")
-_COLUMNS = (*_EVENT_FIELDS, "mac", "seq", "prev_hash", "hash")
+_COLUMNS = (*_EVENT_FIELDS, "mac", "seq", "prev_hash", "hash", "leaf_hash")
 # PostgreSQL returns id, time and address already in their canonical text, so Python does
 # not build (and then format) UUID and datetime objects for every event.
 _AS_TEXT = {
@@ -39,13 +39,14 @@ _AS_TEXT = {
     "seq": "l.seq",
     "prev_hash": "l.prev_hash",
     "hash": "l.hash",
+    "leaf_hash": "l.leaf_hash",
 }
 _FROM = " FROM audit_link l LEFT JOIN audit_event e ON e.id = l.event_id WHERE l.chain = %s"
 _SELECT_TEXT = (
     f"SELECT {', '.join(_AS_TEXT.get(c, f'e.{c}') for c in _COLUMNS)}" + _FROM + " ORDER BY l.seq"
 )
 _ROW = sql.Columns.of(AuditEvent, [*_EVENT_FIELDS, "mac"]) + sql.Columns.of(
-    AuditLink, ["seq", "prev_hash", "hash"]
+    AuditLink, ["seq", "prev_hash", "hash", "leaf_hash"]
 )
 _SELECT = (
     "SELECT "
@@ -56,6 +57,7 @@ _SELECT = (
             "l.seq",
             "l.prev_hash",
             "l.hash",
+            "l.leaf_hash",
         ]
     )
     + _FROM
@@ -86,8 +88,17 @@ def _events(chain: str) -> Iterator[dict[str, Any]]:
                 yield event
 
 
-def verify_chain(chain: str) -> ChainResult:
-    return verify_events(chain, _events(chain), event_mac_key())
+def verify_chain(chain: str, roots_at: Collection[int] = ()) -> ChainResult:
+    """The chain's events, MACs and stored Merkle subtrees checked in one walk, with the
+    tree's root at each size in `roots_at` that the chain reaches intact."""
+    stored = AuditTreeNode.objects.filter(chain=chain).values_list("level", "position", "hash")
+    return verify_events(
+        chain,
+        _events(chain),
+        event_mac_key(),
+        roots_at=roots_at,
+        stored_nodes={(level, position): h for level, position, h in stored},
+    )
 
 
 def _verify_in_child(chain: str) -> ChainResult:

@@ -1,6 +1,7 @@
 """W6: verify and export 1,000,000 audit events.
 
-Loads N hash-chained events over M tenant chains with COPY, then measures: `verify_all()`
+Loads N integrated events (MACs, chain links, Merkle leaves and subtrees) over M tenant
+chains with COPY, then measures: `verify_all()`
 (events/s), the `audit_export` command in a child process (events/s and its peak RSS), and
 offline verification of the file. Baseline in the same run: PostgreSQL's own COPY of the
 table to /dev/null (the ceiling for reading the rows). Prints one JSON document.
@@ -28,30 +29,45 @@ django.setup()
 
 from django.db import connection  # noqa: E402
 
-from audit.chain import GENESIS, canonical_bytes, link_hash  # noqa: E402
+from audit import tree  # noqa: E402
+from audit.chain import GENESIS, MAC_FIELDS, canonical_bytes, chain_hash, event_mac  # noqa: E402
+from audit.hmac import event_mac_key  # noqa: E402
+from audit.merkle import Frontier, leaf_hash  # noqa: E402
 from audit.offline import verify_file  # noqa: E402
 from audit.verify import verify_all  # noqa: E402
-from auditor.export import COLUMNS  # noqa: E402
 from benchmarks.common import ROOT  # noqa: E402
+
+EVENT_COLUMNS = (*MAC_FIELDS, "mac")
+LINK_COLUMNS = ("event_id", "chain", "seq", "prev_hash", "hash", "leaf_hash", "integrated_at")
+NODE_COLUMNS = ("chain", "level", "position", "hash")
+CHUNK = 50_000
+
+
+def _copy(table: str, columns: tuple[str, ...], rows: list[list[Any]]) -> None:
+    with (
+        connection.cursor() as cursor,
+        cursor.connection.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
 
 
 def load(events: int, tenants: int) -> float:
+    """`events` integrated events over `tenants` chains, as the sequencer would have left
+    them (MACs, links, leaf hashes, stored subtrees), written with COPY in chunks."""
     started = time.perf_counter()
-    heads: dict[str, tuple[int, Any]] = {f"bench-{t}": (0, GENESIS) for t in range(tenants)}
+    key = event_mac_key()
+    heads: dict[str, tuple[int, str]] = {f"tenant:bench-{t}": (0, GENESIS) for t in range(tenants)}
+    trees = {chain: Frontier() for chain in heads}
     base = datetime(2026, 1, 1, tzinfo=UTC)
-    with (
-        connection.cursor() as cursor,
-        cursor.connection.cursor().copy(
-            f"COPY audit_event ({', '.join(COLUMNS)}) FROM STDIN"
-        ) as copy,
-    ):
-        for n in range(events):
+    for first in range(0, events, CHUNK):
+        rows: dict[str, list[list[Any]]] = {"event": [], "link": [], "node": []}
+        for n in range(first, min(first + CHUNK, events)):
             tenant = f"bench-{n % tenants}"
-            seq, prev = heads[tenant]
+            chain = f"tenant:{tenant}"
             event = {
                 "id": str(uuid.uuid4()),
-                "chain": f"tenant:{tenant}",
-                "seq": seq + 1,
+                "chain": chain,
                 "occurred_at": base + timedelta(microseconds=n),
                 "actor_type": "principal",
                 "actor_id": "bench",
@@ -63,10 +79,24 @@ def load(events: int, tenants: int) -> float:
                 "source_ip": "10.0.0.1",
                 "details": {"key_version": 1, "provider": "openai"},
             }
-            event["hash"] = link_hash(prev, canonical_bytes(event))
-            event["prev_hash"] = prev
-            heads[tenant] = (seq + 1, event["hash"])
-            copy.write_row([event[c] if c != "details" else json.dumps(event[c]) for c in COLUMNS])
+            event["mac"] = event_mac(key, event)
+            seq, prev = heads[chain]
+            leaf = leaf_hash(canonical_bytes({**event, "seq": seq + 1}))
+            heads[chain] = (seq + 1, chain_hash(prev, leaf))
+            rows["event"].append(
+                [json.dumps(event[c]) if c == "details" else event[c] for c in EVENT_COLUMNS]
+            )
+            rows["link"].append(
+                [event["id"], chain, seq + 1, prev, heads[chain][1], leaf.hex(), base]
+            )
+            rows["node"] += [
+                [chain, level, position, digest.hex()]
+                for level, position, digest in trees[chain].append(leaf)
+                if level % tree.STRIDE == 0
+            ]
+        _copy("audit_event", EVENT_COLUMNS, rows["event"])
+        _copy("audit_link", LINK_COLUMNS, rows["link"])
+        _copy("audit_tree_node", NODE_COLUMNS, rows["node"])
     connection.commit() if not connection.get_autocommit() else None
     return time.perf_counter() - started
 
@@ -112,7 +142,7 @@ def main() -> None:
         with (
             connection.cursor() as cursor,
             cursor.connection.cursor().copy(
-                "COPY (SELECT * FROM audit_event ORDER BY chain, seq) TO STDOUT"
+                "COPY (SELECT * FROM audit_event ORDER BY chain, occurred_at) TO STDOUT"
             ) as copy,
         ):
             for _ in copy:

@@ -13,7 +13,7 @@ from django.db import connection
 
 from tests import pg
 
-TABLES = ("audit_event", "audit_link", "audit_rejection")
+TABLES = ("audit_event", "audit_link", "audit_tree_node", "audit_rejection")
 Run = Callable[[str, Sequence[Any] | None], Any]
 
 
@@ -22,7 +22,7 @@ def triggers_lifted() -> Iterator[Run]:
     """A way to run statements while the append-only triggers are off; they are back on
     (as the migrations wrote them) when the block ends."""
     if connection.vendor == "sqlite":
-        triggers = import_module("audit.migrations.0005_sequencer").sqlite_triggers()
+        triggers = import_module("audit.migrations.0006_merkle_tree").sqlite_triggers()
         with connection.cursor() as cursor:
             for statement in triggers:
                 if statement.startswith("DROP"):

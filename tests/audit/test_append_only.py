@@ -1,11 +1,13 @@
-"""The audit log's tables (events, chain links, rejections) are append-only for the
+"""The audit log's tables (events, chain links, tree nodes, rejections) are append-only for the
 application role (security.md rule 9)."""
 
 from __future__ import annotations
 
 import psycopg
 import pytest
+from django.db import transaction
 
+from audit import tree
 from audit.actors import Actor
 from audit.recorder import record
 from audit.sequencer import integrate_all
@@ -14,7 +16,7 @@ from tests import pg
 # Privileges and triggers of PostgreSQL roles.
 pytestmark = [pytest.mark.usefixtures("committed_db"), pytest.mark.postgresql]
 
-TABLES = ("audit_event", "audit_link", "audit_rejection")
+TABLES = ("audit_event", "audit_link", "audit_tree_node", "audit_rejection")
 ATTEMPTS = {
     "update": ["UPDATE {t} SET {c} = {c}"],
     "delete": ["DELETE FROM {t}"],
@@ -33,7 +35,12 @@ ATTEMPTS = {
         "UPDATE {t} SET {c} = {c}",
     ],
 }
-COLUMN = {"audit_event": "action", "audit_link": "hash", "audit_rejection": "reason"}
+COLUMN = {
+    "audit_event": "action",
+    "audit_link": "hash",
+    "audit_tree_node": "hash",
+    "audit_rejection": "reason",
+}
 
 
 def _log() -> list[list[tuple[object, ...]]]:
@@ -43,7 +50,9 @@ def _log() -> list[list[tuple[object, ...]]]:
 
 
 def _a_log_with_a_rejection() -> None:
-    record("test.event", actor=Actor.system(), details={"n": 1})
+    with transaction.atomic():  # enough events for a stored subtree of the Merkle tree
+        for n in range(tree.WIDTH):
+            record("test.event", actor=Actor.system(), details={"n": n})
     with pg.connect() as conn:  # a forged event: no valid MAC, handed to the sequencer
         conn.execute(
             "INSERT INTO audit_event (id, chain, occurred_at, actor_type, actor_id, action,"

@@ -125,3 +125,48 @@ def test_impossible_positions_and_sizes_are_refused():
         merkle.verify_consistency(5, 4, LEAVES[0], LEAVES[0], [])
     with pytest.raises(merkle.ProofError):
         merkle.root_from_inclusion(0, 0, LEAVES[0], [])
+
+
+def _strided(leaves: list[bytes], stride: int) -> merkle.HashReader:
+    """A store that keeps only the leaves and the levels that are multiples of `stride`,
+    filled from the list functions (the independent definition)."""
+    levels: dict[int, dict[int, bytes]] = {0: dict(enumerate(leaves))}
+    level = stride
+    while (len(leaves) >> level) > 0:
+        width = 1 << level
+        levels[level] = {
+            i: merkle.root(leaves[i * width : (i + 1) * width]) for i in range(len(leaves) >> level)
+        }
+        level += stride
+    return merkle.strided_reader(
+        lambda base, wanted: {i: levels[base][i] for i in wanted if i in levels[base]}, stride
+    )
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 8])
+@pytest.mark.parametrize("size", SIZES)
+def test_proofs_read_from_a_stored_tree_equal_the_definitions(size, stride):
+    leaves = MANY[:size]
+    for reader in (merkle.leaves_reader(leaves), _strided(leaves, stride)):
+        assert merkle.tree_hash(size, reader) == merkle.root(leaves)
+        for index in range(size):
+            assert merkle.prove_inclusion(index, size, reader) == merkle.inclusion_proof(
+                index, leaves
+            )
+        for old in range(1, size + 1):
+            assert merkle.prove_consistency(old, size, reader) == merkle.consistency_proof(
+                old, leaves
+            )
+    # A smaller tree of the same store: the sizes asked, not the store's, decide.
+    reader = _strided(leaves, stride)
+    for smaller in range(1, size):
+        assert merkle.tree_hash(smaller, reader) == merkle.root(leaves[:smaller])
+
+
+def test_a_stored_tree_missing_a_node_is_refused_not_guessed():
+    reader = _strided(MANY[:9], 2)
+    with pytest.raises(merkle.ProofError):
+        merkle.tree_hash(10, reader)
+    with pytest.raises(merkle.ProofError):
+        merkle.prove_inclusion(9, 9, reader)
+    assert merkle.tree_hash(0, reader) == merkle.EMPTY_ROOT
