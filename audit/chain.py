@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from audit.merkle import Frontier, leaf_hash, node_hash
+from audit.merkle import EMPTY_ROOT, Frontier, leaf_hash, node_hash
 
 FORMAT_VERSION = 1
 GENESIS = "0" * 64
@@ -91,6 +91,8 @@ class Break:
     reason: str
 
     def describe(self) -> str:
+        if not self.event_id:  # the chain as a whole contradicts its checkpoint
+            return f"chain {self.chain}: {self.reason}"
         return f"chain {self.chain}: event {self.event_id} (seq {self.seq}): {self.reason}"
 
 
@@ -102,6 +104,8 @@ class ChainResult:
     first_bad: Break | None
     # The Merkle tree's root at each size asked for that the chain reached intact.
     roots: Mapping[int, bytes] = field(default_factory=dict)
+    # The tree's root after the last event that verified.
+    root: bytes = EMPTY_ROOT
 
     @property
     def ok(self) -> bool:
@@ -115,11 +119,14 @@ def verify_events(
     *,
     roots_at: Collection[int] = (),
     stored_nodes: Mapping[tuple[int, int], str] | None = None,
+    after: tuple[int, str, Frontier] | None = None,
 ) -> ChainResult:
     """Walk one chain's events in `seq` order and report the first that does not fit.
     With the event-MAC key (online verification), each event's MAC is checked too; with
-    the chain's stored Merkle subtrees, each is checked against the events it covers."""
-    expected_seq, head, checked, frontier = 1, GENESIS, 0, Frontier()
+    the chain's stored Merkle subtrees, each is checked against the events it covers.
+    `after` starts the walk past a verified prefix: its size, chain hash and tree."""
+    size, head, frontier = after or (0, GENESIS, Frontier())
+    expected_seq, checked = size + 1, 0
     roots: dict[int, bytes] = {}
     for event in events:
         leaf = leaf_hash(canonical_bytes(event)) if event.get("chain") == chain else b""
@@ -130,11 +137,11 @@ def verify_events(
             problem = _stored_problem(frontier.append(leaf), stored_nodes)
         if problem:
             bad = Break(chain, int(event["seq"]), str(event["id"]), problem)
-            return ChainResult(chain, checked, head, bad, roots)
+            return ChainResult(chain, checked, head, bad, roots, frontier.root())
         head, expected_seq, checked = event["hash"], expected_seq + 1, checked + 1
-        if checked in roots_at:
-            roots[checked] = frontier.root()
-    return ChainResult(chain, checked, head, None, roots)
+        if frontier.size in roots_at:
+            roots[frontier.size] = frontier.root()
+    return ChainResult(chain, checked, head, None, roots, frontier.root())
 
 
 def _stored_problem(

@@ -45,6 +45,15 @@ class Frontier:
         self.size = 0
         self._stack: list[tuple[int, bytes]] = []  # (level, hash), largest subtree first
 
+    @classmethod
+    def of(cls, size: int, reader: HashReader) -> Frontier:
+        """The frontier of a stored tree at `size`, its complete subtrees read in one call."""
+        frontier, parts = cls(), _parts(0, size)
+        hashes = reader(parts) if parts else []
+        frontier._stack = [(level, h) for (level, _), h in zip(parts, hashes, strict=True)]
+        frontier.size = size
+        return frontier
+
     def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
         """Add a leaf; returns the subtrees it completes as (level, position, hash)."""
         completed = []

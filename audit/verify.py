@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,8 +21,9 @@ from django.db import connection, connections
 from django.db.models import Exists, Min, OuterRef
 from django.utils import timezone
 
-from audit.chain import HASHED_FIELDS, MAC_FIELDS, ChainResult, mac_ok, verify_events
+from audit.chain import GENESIS, HASHED_FIELDS, MAC_FIELDS, ChainResult, mac_ok, verify_events
 from audit.hmac import event_mac_key
+from audit.merkle import Frontier
 from audit.models import AuditEvent, AuditLink, AuditPending, AuditRejection, AuditTreeNode
 from core import sql
 
@@ -41,7 +42,10 @@ _AS_TEXT = {
     "hash": "l.hash",
     "leaf_hash": "l.leaf_hash",
 }
-_FROM = " FROM audit_link l LEFT JOIN audit_event e ON e.id = l.event_id WHERE l.chain = %s"
+_FROM = (
+    " FROM audit_link l LEFT JOIN audit_event e ON e.id = l.event_id"
+    " WHERE l.chain = %s AND l.seq > %s"
+)
 _SELECT_TEXT = (
     f"SELECT {', '.join(_AS_TEXT.get(c, f'e.{c}') for c in _COLUMNS)}" + _FROM + " ORDER BY l.seq"
 )
@@ -70,9 +74,9 @@ def chains() -> list[str]:
     return list(AuditLink.objects.order_by().values_list("chain", flat=True).distinct())
 
 
-def _events(chain: str) -> Iterator[dict[str, Any]]:
+def _events(chain: str, after_seq: int = 0) -> Iterator[dict[str, Any]]:
     if connection.vendor != "postgresql":
-        for row in sql.fetch(_SELECT, [chain], _ROW):
+        for row in sql.fetch(_SELECT, [chain, after_seq], _ROW):
             yield dict(zip(_COLUMNS, row, strict=True))
         return
     details = _COLUMNS.index("details")
@@ -80,7 +84,7 @@ def _events(chain: str) -> Iterator[dict[str, Any]]:
         raw = outer.connection
         with raw.transaction(), raw.cursor(name=f"audit_verify_{os.getpid()}") as cursor:
             cursor.itersize = 10_000
-            cursor.execute(_SELECT_TEXT, [chain])
+            cursor.execute(_SELECT_TEXT, [chain, after_seq])
             for row in cursor:
                 event = dict(zip(_COLUMNS, row, strict=True))
                 if row[details] is not None:
@@ -101,25 +105,41 @@ def verify_chain(chain: str, roots_at: Collection[int] = ()) -> ChainResult:
     )
 
 
-def _verify_in_child(chain: str) -> ChainResult:
+def verify_after(chain: str, size: int, frontier: Frontier) -> ChainResult:
+    """The chain's events past its first `size` (whose tree is `frontier`), checked as
+    `verify_chain` checks them: what a signer must see before it signs a larger tree."""
+    if size == 0:
+        head = GENESIS
+    else:
+        found = AuditLink.objects.filter(chain=chain, seq=size).values_list("hash", flat=True)
+        head = found.first() or GENESIS  # a missing link: the next event will not fit
+    return verify_events(chain, _events(chain, size), event_mac_key(), after=(size, head, frontier))
+
+
+def _verify_in_child(chain: str, roots_at: Collection[int]) -> ChainResult:
     connections.close_all()  # a fresh connection in the worker process
-    return verify_chain(chain)
+    return verify_chain(chain, roots_at)
 
 
-def verify_all(parallel: bool | None = None) -> list[ChainResult]:
-    """Every chain's result, in chain-name order."""
-    names = sorted(chains())
+def verify_all(
+    parallel: bool | None = None, roots_at: Mapping[str, Collection[int]] | None = None
+) -> list[ChainResult]:
+    """Every chain's result, in chain-name order, with the tree's root at the sizes asked
+    per chain (a chain named there is verified even when the database holds none of it)."""
+    roots_at = roots_at or {}
+    names = sorted(set(chains()) | set(roots_at))
     if parallel is None:
         parallel = (
             connection.vendor == "postgresql"
             and len(names) > 1
             and AuditLink.objects.count() > PARALLEL_ABOVE
         )
+    sizes = [roots_at.get(name, ()) for name in names]
     if not parallel:
-        return [verify_chain(name) for name in names]
+        return [verify_chain(name, at) for name, at in zip(names, sizes, strict=True)]
     connections.close_all()  # never hand an open connection to forked children
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        return list(pool.map(_verify_in_child, names))
+        return list(pool.map(_verify_in_child, names, sizes))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
-"""The Ed25519 key that signs export manifests: in Vault Transit under the `vault` store,
-in the local store (encrypted like any secret) under `local`. Only the public key ever
-leaves; it is published at /api/v1/audit/public-key and named by fingerprint in manifests."""
+"""The Ed25519 keys of the audit log, one per purpose: export manifests, and the
+checkpoints of the chains' Merkle trees. In Vault Transit under the `vault` store, in the
+local store (encrypted like any secret) under `local`. Only public keys ever leave: the
+manifest key is published at /api/v1/audit/public-key and named by fingerprint in
+manifests, the checkpoint key as a signed-note verifier key at /api/v1/audit/checkpoint."""
 
 from __future__ import annotations
 
@@ -8,17 +10,23 @@ import base64
 import contextlib
 import hashlib
 from functools import lru_cache
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from stores.exceptions import SecretMissing, StoreConflict
 from stores.registry import DEFAULT_STORE, get_store
 
-LOCAL_PATH = "_keyward/audit-signing-key"
-TRANSIT_KEY = "keyward-audit"
+# purpose: (path in the local store, Transit key name)
+KEYS = {
+    "manifest": ("_keyward/audit-signing-key", "keyward-audit"),
+    "checkpoint": ("_keyward/audit-checkpoint-key", "keyward-audit-checkpoint"),
+}
 
 
 def fingerprint(public_pem: bytes) -> str:
@@ -28,10 +36,10 @@ def fingerprint(public_pem: bytes) -> str:
 
 
 class LocalSigner:
-    def __init__(self) -> None:
+    def __init__(self, path: str) -> None:
         store = get_store(DEFAULT_STORE)
         try:
-            seed = base64.b64decode(store.get(LOCAL_PATH, 1))
+            seed = base64.b64decode(store.get(path, 1))
         except SecretMissing:
             new = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.Raw,
@@ -39,47 +47,69 @@ class LocalSigner:
                 serialization.NoEncryption(),
             )
             with contextlib.suppress(StoreConflict):  # another process created it first
-                store.put(LOCAL_PATH, base64.b64encode(new).decode(), expected_version=0)
-            seed = base64.b64decode(store.get(LOCAL_PATH, 1))
+                store.put(path, base64.b64encode(new).decode(), expected_version=0)
+            seed = base64.b64decode(store.get(path, 1))
         self._key = Ed25519PrivateKey.from_private_bytes(seed)
 
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(data)
 
-    def public_pem(self) -> bytes:
+    def public_raw(self) -> bytes:
         return self._key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
+
+    def public_pem(self) -> bytes:
+        return _pem(self.public_raw())
 
 
 class TransitSigner:
-    def __init__(self) -> None:
+    def __init__(self, key: str) -> None:
         # Imported here so that hvac is loaded only by deployments that use Vault.
         from stores.vault import VaultStore
 
         store = get_store(DEFAULT_STORE)
         if not isinstance(store, VaultStore):
             raise ImproperlyConfigured("Transit signing needs the default store to be Vault.")
-        self._store = store
+        self._store, self._key = store, key
 
     def sign(self, data: bytes) -> bytes:
-        return self._store.transit_sign(TRANSIT_KEY, data)
+        return self._store.transit_sign(self._key, data)
+
+    def public_raw(self) -> bytes:
+        return self._store.transit_public_key(self._key)
 
     def public_pem(self) -> bytes:
-        raw = self._store.transit_public_key(TRANSIT_KEY)
-        return Ed25519PublicKey.from_public_bytes(raw).public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        return _pem(self.public_raw())
 
 
-@lru_cache(maxsize=1)
-def _signer(backend: str) -> LocalSigner | TransitSigner:
-    return TransitSigner() if backend == "vault" else LocalSigner()
+def _pem(raw: bytes) -> bytes:
+    return Ed25519PublicKey.from_public_bytes(raw).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@lru_cache(maxsize=4)
+def _signer(backend: str, purpose: str) -> LocalSigner | TransitSigner:
+    path, transit_key = KEYS[purpose]
+    return TransitSigner(transit_key) if backend == "vault" else LocalSigner(path)
 
 
 def signer() -> LocalSigner | TransitSigner:
-    return _signer(settings.SECRET_STORES["default"]["backend"])
+    """The key that signs export manifests."""
+    return _signer(settings.SECRET_STORES["default"]["backend"], "manifest")
+
+
+def checkpoint_signer() -> LocalSigner | TransitSigner:
+    """The key that signs the chains' checkpoints (the log's key in signed-note terms)."""
+    return _signer(settings.SECRET_STORES["default"]["backend"], "checkpoint")
 
 
 def reset() -> None:
     _signer.cache_clear()
+
+
+@receiver(setting_changed)
+def _reset(setting: str, **kwargs: Any) -> None:
+    if setting == "SECRET_STORES":
+        reset()

@@ -10,3 +10,8 @@ from auditor import jobs
 @shared_task(name="keyward.audit.verify_chains", acks_late=True)
 def verify_chains() -> None:
     jobs.verify_chains()
+
+
+@shared_task(name="keyward.audit.sign_checkpoints", acks_late=True)
+def sign_checkpoints() -> None:
+    jobs.sign_checkpoints()

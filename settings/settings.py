@@ -64,6 +64,14 @@ PEPPERS = parse_ring(
 AUDIT_HMAC_KEY = _secret_or_generated("KEYWARD_AUDIT_HMAC_KEY", "audit-hmac-key").encode()
 # The longest an event waits before the sequencer integrates it into its chain.
 AUDIT_MERGE_DELAY_MS = env.number("KEYWARD_AUDIT_MERGE_DELAY_MS", 1000, minimum=50, maximum=60000)
+# Names this deployment's audit log in its signed checkpoints (each chain's origin is this,
+# a slash and the chain) and names its signing key: a schema-less URL by convention.
+AUDIT_ORIGIN = env.text("KEYWARD_AUDIT_ORIGIN", "localhost/keyward-audit")
+if not AUDIT_ORIGIN.isprintable() or any(c.isspace() or c == "+" for c in AUDIT_ORIGIN):
+    raise ImproperlyConfigured("KEYWARD_AUDIT_ORIGIN: no spaces, plus signs or control characters")
+# Where the latest signed checkpoint of each chain is kept, outside the database: this
+# directory when set, else Vault's KV under the vault store, else DATA_DIR/audit-checkpoints.
+AUDIT_CHECKPOINT_DIR = env.text("KEYWARD_AUDIT_CHECKPOINT_DIR")
 SECRET_STORE = env.choice("KEYWARD_SECRET_STORE", ("local", "vault"), "local")
 
 
@@ -423,6 +431,7 @@ _SCHEDULE = {
     "keyward.kms.purge_expired_tokens": ("KEYWARD_SCHEDULE_PURGE_TOKENS", 3600),
     "keyward.kms.rewrap_local_store": ("KEYWARD_SCHEDULE_REWRAP", 24 * 3600),
     "keyward.audit.verify_chains": ("KEYWARD_SCHEDULE_VERIFY_AUDIT", 3600),
+    "keyward.audit.sign_checkpoints": ("KEYWARD_SCHEDULE_SIGN_CHECKPOINTS", 60),
     "keyward.kms.deliver_pending_webhooks": ("KEYWARD_SCHEDULE_WEBHOOK_SWEEP", 120),
     "keyward.kms.summarise_auth_failures": ("KEYWARD_SCHEDULE_AUTH_FAILURES", 60),
 }

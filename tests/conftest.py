@@ -19,6 +19,15 @@ def pytest_configure(config: pytest.Config) -> None:
         pg.ensure_roles()
 
 
+@pytest.fixture(autouse=True)
+def _own_checkpoint_archive(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test keeps its signed checkpoints apart (created on the first write): the
+    archive lives outside the database, so resetting the database does not empty it."""
+    settings.AUDIT_CHECKPOINT_DIR = str(
+        tmp_path_factory.getbasetemp() / f"checkpoints-{os.urandom(6).hex()}"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if USES_POSTGRES:
         return

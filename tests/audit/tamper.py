@@ -44,13 +44,23 @@ def triggers_lifted() -> Iterator[Run]:
                 conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {table}_no_truncate")
 
 
-def tamper(statements: Sequence[str], params: Sequence[object] = ()) -> None:
+def _for_backend(params: Sequence[object]) -> list[Any]:
     values: list[Any] = list(params)
     if connection.vendor == "sqlite":  # SQLite keeps UUIDs as 32 hex digits
         values = [
             v.hex if hasattr(v, "hex") and not isinstance(v, str | int) else v for v in values
         ]
         values = [v.replace("-", "") if isinstance(v, str) and len(v) == 36 else v for v in values]
+    return values
+
+
+def tamper(statements: Sequence[str], params: Sequence[object] = ()) -> None:
+    """Run each statement with `params` (the same for all), triggers lifted."""
+    tamper_each([(statement, params) for statement in statements])
+
+
+def tamper_each(steps: Sequence[tuple[str, Sequence[object]]]) -> None:
+    """Run each statement with its own parameters, triggers lifted once for all."""
     with triggers_lifted() as run:
-        for statement in statements:
-            run(statement, values if "%s" in statement else None)
+        for statement, params in steps:
+            run(statement, _for_backend(params) if "%s" in statement else None)

@@ -8,7 +8,8 @@ from typing import Any
 import hvac
 import pytest
 
-from auditor.signing import TRANSIT_KEY
+from auditor.archive import StoreArchive
+from auditor.signing import KEYS
 from stores.exceptions import SecretMissing
 from stores.registry import get_store
 from stores.vault import VaultStore
@@ -49,8 +50,12 @@ def test_the_readme_policy_allows_everything_keyward_does(bao, policy_token, set
         store.get(path, 1)
     store._renew_at = 0  # due for renewal: renew-self and lookup-self
     assert store.get(path, 2) == "sk-second"
-    assert store.transit_sign(TRANSIT_KEY, b"a checkpoint")
-    assert store.transit_public_key(TRANSIT_KEY)
+    for _, transit_key in KEYS.values():
+        assert store.transit_sign(transit_key, b"a checkpoint")
+        assert store.transit_public_key(transit_key)
+    archive = StoreArchive(store)
+    archive.replace("tenant:acme", "a checkpoint\n", None)
+    assert archive.chains() == ["tenant:acme"]
 
 
 def test_the_readme_policy_grants_nothing_outside_keywards_prefix(bao, policy_token):

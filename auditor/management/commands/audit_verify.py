@@ -1,5 +1,6 @@
-"""Check every audit chain and that every event is accounted for; exit 0 when intact, 1
-naming the first bad event."""
+"""Check every audit chain against its signed checkpoint held outside the database, and
+that every event is accounted for; exit 0 when intact, 1 naming the first bad event or the
+checkpoint a chain contradicts."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.verify import integration, verify_all
+from audit.verify import integration
+from auditor.archive import archive
+from auditor.verification import verify_with_checkpoints
 
 
 class Command(BaseCommand):
-    help = "Verify every audit hash chain in the database, and that no event is hidden."
+    help = (
+        "Verify every audit chain in the database against its signed checkpoint, "
+        "and that no event is hidden."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        results = verify_all()
+        results = verify_with_checkpoints()
         broken = [r for r in results if not r.ok]
         checked = sum(r.events_checked for r in results)
         for result in results:
@@ -42,4 +48,7 @@ class Command(BaseCommand):
         pending = f", {report.pending} awaiting integration" if report.pending else ""
         if report.lagging():
             pending += " (the sequencer is behind: is `manage.py audit_sequencer` running?)"
-        self.stdout.write(f"ok: {len(results)} chains, {checked} events{pending}")
+        self.stdout.write(
+            f"ok: {len(results)} chains, {checked} events{pending}; "
+            f"checkpoints held in {archive().describe()}"
+        )

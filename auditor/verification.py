@@ -1,0 +1,61 @@
+"""Verifying the database against what is held outside it: every chain walked (events,
+MACs, chain and tree hashes), then compared with its latest signed checkpoint. A chain
+shorter than its checkpoint, or whose tree at that size has another root, fails, naming
+the checkpoint it contradicts; so does a held checkpoint the log's key did not sign."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+
+from audit import note
+from audit.chain import Break, ChainResult
+from audit.verify import verify_all
+from auditor.archive import archive
+from auditor.checkpoints import open_held
+
+
+def verify_with_checkpoints(parallel: bool | None = None) -> list[ChainResult]:
+    """Every chain's result, each checked against its checkpoint held outside."""
+    where = archive()
+    held: dict[str, note.Checkpoint] = {}
+    unreadable: dict[str, str] = {}
+    for chain in where.chains():
+        kept = where.latest(chain)
+        if kept is None:
+            continue
+        try:
+            held[chain] = open_held(chain, kept)
+        except note.NoteError as exc:
+            unreadable[chain] = f"its checkpoint held outside the database does not verify ({exc})"
+    results = verify_all(parallel, {chain: (cp.size,) for chain, cp in held.items()})
+    return [_against(r, held.get(r.chain), unreadable.get(r.chain)) for r in results]
+
+
+def describe(checkpoint: note.Checkpoint) -> str:
+    root = base64.b64encode(checkpoint.root).decode()
+    return f"the signed checkpoint of size {checkpoint.size}, root {root}"
+
+
+def _against(
+    result: ChainResult, checkpoint: note.Checkpoint | None, unreadable: str | None
+) -> ChainResult:
+    if not result.ok:
+        return result  # the first bad event is already named
+    if unreadable:
+        return replace(result, first_bad=Break(result.chain, 0, "", unreadable))
+    if checkpoint is None:
+        return result
+    if result.events_checked < checkpoint.size:
+        reason = (
+            f"it holds {result.events_checked} events, fewer than the {checkpoint.size} of "
+            f"{describe(checkpoint)} (truncated, or an older copy restored)"
+        )
+    elif result.roots.get(checkpoint.size) != checkpoint.root:
+        reason = (
+            f"its first {checkpoint.size} events do not hash to the root of "
+            f"{describe(checkpoint)} (rewritten, reordered or rolled back)"
+        )
+    else:
+        return result
+    return replace(result, first_bad=Break(result.chain, 0, "", reason))
