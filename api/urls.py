@@ -3,7 +3,7 @@
 from django.urls import URLPattern, URLResolver, include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from api.views import audit, grants, hot, keys, tenants, tokens
+from api.views import audit, audit_proofs, grants, hot, keys, tenants, tokens
 from tenants.validators import SLUG_PATTERN
 
 Routes = list[URLPattern | URLResolver]
@@ -50,6 +50,14 @@ audit_routes: Routes = [
     path("/hmac", audit.HmacView.as_view(), name="audit-hmac"),
     path("/export", audit.ExportView.as_view(), name="audit-export"),
     path("/public-key", audit.PublicKeyView.as_view(), name="audit-public-key"),
+    path("/checkpoint", audit_proofs.CheckpointView.as_view(), name="audit-checkpoint"),
+    path("/verify", audit_proofs.VerifyView.as_view(), name="audit-verify"),
+    path("/consistency", audit_proofs.ConsistencyView.as_view(), name="audit-consistency"),
+    path(
+        "/events/<uuid:event_id>/proof",
+        audit_proofs.EventProofView.as_view(),
+        name="audit-event-proof",
+    ),
 ]
 docs: dict[str, list[object]] = {"authentication_classes": [], "permission_classes": []}
 

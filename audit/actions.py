@@ -23,3 +23,9 @@ def do_note_search(filters: dict[str, Any], returned: int, *, actor: Actor) -> N
     """Audit a search of the log: its filters and how many events it returned."""
     with transaction.atomic(durable=True):
         record("audit.searched", actor=actor, details={"filters": filters, "returned": returned})
+
+
+def do_note_read(action: str, details: dict[str, Any], *, actor: Actor) -> None:
+    """Audit a read of the log's proofs, checkpoints or verification (`audit.<what>`)."""
+    with transaction.atomic(durable=True):
+        record(action, actor=actor, details=details)

@@ -22,7 +22,8 @@ def verify_chains() -> list[str]:
     """Verify every chain and keep each one's result; returns the broken chains."""
     now = timezone.now()
     broken = []
-    for result in verify_with_checkpoints():
+    for verified in verify_with_checkpoints():
+        result = verified.result
         do_record_chain_check(result, actor=VERIFIER, now=now)
         if not result.ok:
             broken.append(result.chain)

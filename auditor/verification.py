@@ -6,7 +6,8 @@ the checkpoint it contradicts; so does a held checkpoint the log's key did not s
 from __future__ import annotations
 
 import base64
-from dataclasses import replace
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 
 from audit import note
 from audit.chain import Break, ChainResult
@@ -15,12 +16,25 @@ from auditor.archive import archive
 from auditor.checkpoints import open_held
 
 
-def verify_with_checkpoints(parallel: bool | None = None) -> list[ChainResult]:
-    """Every chain's result, each checked against its checkpoint held outside."""
+@dataclass(frozen=True)
+class Verified:
+    """A chain's result, and the checkpoint it was compared with (if it has one)."""
+
+    result: ChainResult
+    checkpoint: note.Checkpoint | None
+
+
+def verify_with_checkpoints(
+    parallel: bool | None = None, only: Collection[str] | None = None
+) -> list[Verified]:
+    """Every chain's result (or those named by `only`), each checked against its
+    checkpoint held outside the database."""
     where = archive()
     held: dict[str, note.Checkpoint] = {}
     unreadable: dict[str, str] = {}
     for chain in where.chains():
+        if only is not None and chain not in only:
+            continue
         kept = where.latest(chain)
         if kept is None:
             continue
@@ -28,8 +42,12 @@ def verify_with_checkpoints(parallel: bool | None = None) -> list[ChainResult]:
             held[chain] = open_held(chain, kept)
         except note.NoteError as exc:
             unreadable[chain] = f"its checkpoint held outside the database does not verify ({exc})"
-    results = verify_all(parallel, {chain: (cp.size,) for chain, cp in held.items()})
-    return [_against(r, held.get(r.chain), unreadable.get(r.chain)) for r in results]
+    sizes = {chain: (cp.size,) for chain, cp in held.items()}
+    results = verify_all(parallel, {**sizes, **dict.fromkeys(unreadable, ())}, only)
+    return [
+        Verified(_against(r, held.get(r.chain), unreadable.get(r.chain)), held.get(r.chain))
+        for r in results
+    ]
 
 
 def describe(checkpoint: note.Checkpoint) -> str:

@@ -20,7 +20,7 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        results = verify_with_checkpoints()
+        results = [verified.result for verified in verify_with_checkpoints()]
         broken = [r for r in results if not r.ok]
         checked = sum(r.events_checked for r in results)
         for result in results:

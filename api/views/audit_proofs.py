@@ -1,0 +1,202 @@
+"""Auditor endpoints for checking the log as a transparency log: signed checkpoints,
+inclusion and consistency proofs, and verification against the checkpoints. Each read is
+itself audited."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from api.errors import audit_refusal
+from api.views.audit import TEXT, Auditor, AuditView, BadFilter, _query
+from audit import note
+from audit.actions import do_note_read
+from audit.models import AuditLink
+from audit.recorder import GLOBAL_CHAIN, chain_for
+from audit.verify import integration
+from auditor import checkpoints, proofs
+from auditor.verification import Verified, describe, verify_with_checkpoints
+from core.errors import NotFound
+
+ONE_CHAIN = _query("chain", "one chain, e.g. tenant:acme", type=TEXT)
+
+
+class ChainNotFound(NotFound):
+    code = "chain_not_found"
+    message = "No such audit chain."
+
+
+class EventNotFound(NotFound):
+    code = "event_not_found"
+    message = "No such audit event in a chain."
+
+
+class ProofView(AuditView):
+    permissions_by_method = {"GET": (Auditor,)}
+    allowed_params: tuple[str, ...] = ()
+
+    def params(self) -> dict[str, str]:
+        params = self.request.query_params
+        unknown = sorted(set(params) - set(self.allowed_params))
+        if unknown:
+            raise BadFilter(
+                "Unknown parameter.", fields={name: ["Unknown parameter."] for name in unknown}
+            )
+        return {name: params[name] for name in self.allowed_params if name in params}
+
+    def chains(self) -> list[str]:
+        """The chains this caller may read: its tenants' (every chain, the global one
+        included, when it covers every tenant)."""
+        slugs = self.access.slugs()
+        if slugs is None:
+            return checkpoints.chains()
+        return sorted(chain_for(slug) for slug in slugs)
+
+    def asked_chains(self, params: dict[str, str]) -> list[str]:
+        """The one chain `?chain=` names (404 unless readable), or every readable one."""
+        return [self.chain(params["chain"])] if "chain" in params else self.chains()
+
+    def chain(self, name: str) -> str:
+        if name not in self.chains():
+            if name.startswith("tenant:") or name == GLOBAL_CHAIN:
+                tenant = name.removeprefix("tenant:") if name != GLOBAL_CHAIN else None
+                audit_refusal(self.request, 404, actor=self.actor, tenant=tenant)
+            raise ChainNotFound()
+        return name
+
+
+class CheckpointView(ProofView):
+    """The latest signed checkpoint of each chain (C2SP signed-note text, with any witness
+    cosignature lines), as held outside the database, and the log's verifier key."""
+
+    allowed_params = ("chain",)
+
+    @extend_schema(parameters=[ONE_CHAIN], responses=dict)
+    def get(self, request: Request) -> Response:
+        names = self.asked_chains(self.params())
+        found = []
+        for name in names:
+            try:
+                signed = proofs.latest(name)
+            except note.NoteError as exc:
+                found.append(
+                    {"chain": name, "problem": f"the held checkpoint does not verify ({exc})"}
+                )
+                continue
+            if signed is not None:
+                found.append(signed.as_json())
+        do_note_read("audit.checkpoint_read", {"chains": len(names)}, actor=self.actor)
+        return Response({"log_key": str(checkpoints.verifier()), "checkpoints": found})
+
+
+class EventProofView(ProofView):
+    """The inclusion proof of one event in its chain's tree (`size`: by default its latest
+    checkpoint's), with that checkpoint."""
+
+    allowed_params = ("size",)
+
+    @extend_schema(
+        parameters=[_query("size", "a tree size; default: the latest checkpoint's", type=int)],
+        responses=dict,
+    )
+    def get(self, request: Request, event_id: uuid.UUID) -> Response:
+        params = self.params()
+        link = self._link(event_id)
+        answer = proofs.inclusion(link, params.get("size"))
+        do_note_read(
+            "audit.proof_read",
+            {"kind": "inclusion", "event_id": answer["event_id"], "size": answer["size"]},
+            actor=self.actor,
+        )
+        return Response(answer)
+
+    def _link(self, event_id: uuid.UUID) -> AuditLink:
+        link = AuditLink.objects.select_related("event").filter(event_id=event_id).first()
+        slugs = self.access.slugs()
+        if link is None or link.event is None:
+            raise EventNotFound()
+        if slugs is not None and link.event.tenant not in slugs:
+            audit_refusal(self.request, 404, actor=self.actor, tenant=link.event.tenant or None)
+            hidden = EventNotFound()
+            hidden.audited = True
+            raise hidden
+        return link
+
+
+class ConsistencyView(ProofView):
+    """The consistency proof of a chain's tree between two sizes."""
+
+    allowed_params = ("chain", "from", "to")
+
+    @extend_schema(
+        parameters=[
+            _query("chain", "the chain, e.g. tenant:acme", type=TEXT, required=True),
+            _query("from", "the older tree size", type=int, required=True),
+            _query("to", "the newer tree size; default: the latest checkpoint's", type=int),
+        ],
+        responses=dict,
+    )
+    def get(self, request: Request) -> Response:
+        params = self.params()
+        if "chain" not in params:
+            raise BadFilter(fields={"chain": ["Required."]})
+        answer = proofs.consistency(
+            self.chain(params["chain"]), params.get("from"), params.get("to")
+        )
+        do_note_read(
+            "audit.proof_read",
+            {
+                "kind": "consistency",
+                "chain": answer["chain"],
+                "from": answer["from"],
+                "to": answer["to"],
+            },
+            actor=self.actor,
+        )
+        return Response(answer)
+
+
+class VerifyView(ProofView):
+    """Verify the chains this caller may read, against their signed checkpoints."""
+
+    allowed_params = ("chain",)
+
+    @extend_schema(parameters=[ONE_CHAIN], responses=dict)
+    def get(self, request: Request) -> Response:
+        params = self.params()
+        names = self.asked_chains(params)
+        verified = verify_with_checkpoints(only=names)
+        results = [v.result for v in verified]
+        chains = [_result(v) for v in verified]
+        first_bad = next((c["first_bad"] for c in chains if c["first_bad"]), None)
+        answer: dict[str, Any] = {
+            "ok": first_bad is None,
+            "events_checked": sum(r.events_checked for r in results),
+            "head": results[0].head if len(results) == 1 else None,
+            "first_bad": first_bad,
+            "chains": chains,
+        }
+        if self.access.slugs() is None and "chain" not in params:
+            report = integration()
+            answer["unaccounted"], answer["rejected"] = report.unaccounted, report.rejected
+            answer["ok"] = answer["ok"] and report.ok
+        do_note_read("audit.verified", {"chains": len(names), "ok": answer["ok"]}, actor=self.actor)
+        return Response(answer)
+
+
+def _result(verified: Verified) -> dict[str, Any]:
+    result, signed = verified.result, verified.checkpoint
+    return {
+        "chain": result.chain,
+        "ok": result.ok,
+        "events_checked": result.events_checked,
+        "head": result.head,
+        "first_bad": result.first_bad.describe() if result.first_bad else None,
+        "checkpoint": None
+        if signed is None
+        else {"size": signed.size, "root": proofs.b64(signed.root), "described": describe(signed)},
+    }
