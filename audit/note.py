@@ -18,6 +18,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 ED25519 = b"\x01"
+# c2sp.org/tlog-cosignature: an Ed25519 key whose signatures carry a timestamp and sign
+# `cosignature/v1\ntime <t>\n` followed by the note's text.
+COSIGNATURE_V1 = b"\x04"
+KINDS = (ED25519, COSIGNATURE_V1)
 SIGNATURE_PREFIX = "\u2014 "  # an em dash and a space
 
 
@@ -25,8 +29,8 @@ class NoteError(ValueError):
     """A note, key or checkpoint that is malformed, or that no trusted key signed."""
 
 
-def key_id(name: str, public_key: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + ED25519 + public_key).digest()[:4]
+def key_id(name: str, public_key: bytes, kind: bytes = ED25519) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + kind + public_key).digest()[:4]
 
 
 @dataclass(frozen=True)
@@ -36,11 +40,12 @@ class Verifier:
     name: str
     id: bytes
     public_key: bytes
+    kind: bytes = ED25519
 
     @classmethod
-    def of(cls, name: str, public_key: bytes) -> Verifier:
+    def of(cls, name: str, public_key: bytes, kind: bytes = ED25519) -> Verifier:
         _check_name(name)
-        return cls(name, key_id(name, public_key), public_key)
+        return cls(name, key_id(name, public_key, kind), public_key, kind)
 
     @classmethod
     def parse(cls, text: str) -> Verifier:
@@ -52,18 +57,23 @@ class Verifier:
             wanted = bytes.fromhex(id_hex)
         except (binascii.Error, ValueError):
             raise NoteError("malformed verifier key") from None
-        if len(id_hex) != 8 or raw[:1] != ED25519 or len(raw) != 33:
+        if len(id_hex) != 8 or raw[:1] not in KINDS or len(raw) != 33:
             raise NoteError("not an Ed25519 verifier key")
-        verifier = cls.of(name, raw[1:])
+        verifier = cls.of(name, raw[1:], raw[:1])
         if verifier.id != wanted:
             raise NoteError("the verifier key's id does not match its name and key")
         return verifier
 
     def __str__(self) -> str:
-        material = base64.b64encode(ED25519 + self.public_key).decode()
+        material = base64.b64encode(self.kind + self.public_key).decode()
         return f"{self.name}+{self.id.hex()}+{material}"
 
     def verifies(self, text: bytes, signature: bytes) -> bool:
+        if self.kind == COSIGNATURE_V1:
+            if len(signature) != 8 + 64:
+                return False
+            text = _cosigned(text, int.from_bytes(signature[:8], "big"))
+            signature = signature[8:]
         try:
             Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, text)
         except (InvalidSignature, ValueError):
@@ -82,6 +92,21 @@ def sign(text: str, verifier: Verifier, signer: Callable[[bytes], bytes]) -> str
     signature = signer(text.encode())
     line = base64.b64encode(verifier.id + signature).decode()
     return f"{text}\n{SIGNATURE_PREFIX}{verifier.name} {line}\n"
+
+
+def _cosigned(text: bytes, timestamp: int) -> bytes:
+    return b"cosignature/v1\ntime %d\n" % timestamp + text
+
+
+def cosign(text: str, verifier: Verifier, signer: Callable[[bytes], bytes], timestamp: int) -> str:
+    """A tlog-cosignature line over a checkpoint's `text`, made at `timestamp` (POSIX
+    seconds) by the cosigner `verifier` names."""
+    _check_text(text)
+    if verifier.kind != COSIGNATURE_V1 or not 0 < timestamp < 2**63:
+        raise NoteError("a cosignature needs a cosigner key and a timestamp")
+    signature = signer(_cosigned(text.encode(), timestamp))
+    line = base64.b64encode(verifier.id + timestamp.to_bytes(8, "big") + signature).decode()
+    return f"{SIGNATURE_PREFIX}{verifier.name} {line}\n"
 
 
 def add_signatures(note: str, lines: Iterable[str]) -> str:

@@ -18,7 +18,7 @@ from audit import merkle, note, tree
 from audit.chain import ChainResult
 from audit.models import AuditLink
 from audit.verify import verify_after
-from auditor import signing
+from auditor import signing, witnesses
 from auditor.archive import Archive, Held, archive
 from core.errors import Conflict
 
@@ -93,13 +93,23 @@ def sign_chain(chain: str, where: Archive | None = None) -> Issued:
         )
     walked = _walk(chain, last)
     if last is not None and held is not None and walked.events_checked == 0:
-        return Issued(chain, last, held.note, new=False)
+        return _recosigned(chain, last, held, where)
     size = (last.size if last else 0) + walked.events_checked
     _stored_tree_agrees(chain, last, size, walked.root)
     checkpoint = note.Checkpoint(origin(chain), size, walked.root)
     text = note.sign(checkpoint.text(), verifier(), signing.checkpoint_signer().sign)
+    text = witnesses.cosign(chain, checkpoint, text, last.size if last else 0)
     where.replace(chain, text, held)
     return Issued(chain, checkpoint, text, new=True)
+
+
+def _recosigned(chain: str, last: note.Checkpoint, held: Held, where: Archive) -> Issued:
+    """An unchanged checkpoint, offered again to the witnesses that have not cosigned it
+    (one was down when it was signed)."""
+    text = witnesses.cosign(chain, last, held.note, last.size)
+    if text != held.note:
+        where.replace(chain, text, held)
+    return Issued(chain, last, text, new=False)
 
 
 def _last(chain: str, held: Held | None) -> note.Checkpoint | None:

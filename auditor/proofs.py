@@ -11,6 +11,7 @@ from typing import Any
 
 from audit import merkle, note, tree
 from audit.models import AuditLink
+from auditor import witnesses
 from auditor.archive import archive
 from auditor.checkpoints import chain_size, open_held
 from core.errors import Conflict, InvalidInput
@@ -40,6 +41,7 @@ class Signed:
             "size": self.checkpoint.size,
             "root": b64(self.checkpoint.root),
             "note": self.note,
+            "cosigned_by": witnesses.cosigned_by(self.note),
         }
 
 

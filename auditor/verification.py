@@ -9,9 +9,12 @@ import base64
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
+from django.conf import settings
+
 from audit import note
 from audit.chain import Break, ChainResult
 from audit.verify import verify_all
+from auditor import witnesses
 from auditor.archive import archive
 from auditor.checkpoints import open_held
 
@@ -28,26 +31,39 @@ def verify_with_checkpoints(
     parallel: bool | None = None, only: Collection[str] | None = None
 ) -> list[Verified]:
     """Every chain's result (or those named by `only`), each checked against its
-    checkpoint held outside the database."""
-    where = archive()
+    checkpoint held outside the database (and its witnesses' cosignatures, when
+    KEYWARD_AUDIT_WITNESS_QUORUM requires them)."""
+    held, problems = _held(only)
+    sizes = {chain: (cp.size,) for chain, cp in held.items()}
+    results = verify_all(parallel, {**dict.fromkeys(problems, ()), **sizes}, only)
+    return [
+        Verified(_against(r, held.get(r.chain), problems.get(r.chain)), held.get(r.chain))
+        for r in results
+    ]
+
+
+def _held(only: Collection[str] | None) -> tuple[dict[str, note.Checkpoint], dict[str, str]]:
+    """Each chain's checkpoint held outside the database, opened with the log's key, and
+    what is wrong with those that cannot be relied on."""
+    where, quorum = archive(), settings.AUDIT_WITNESS_QUORUM
     held: dict[str, note.Checkpoint] = {}
-    unreadable: dict[str, str] = {}
+    problems: dict[str, str] = {}
     for chain in where.chains():
-        if only is not None and chain not in only:
-            continue
-        kept = where.latest(chain)
+        kept = where.latest(chain) if only is None or chain in only else None
         if kept is None:
             continue
         try:
             held[chain] = open_held(chain, kept)
         except note.NoteError as exc:
-            unreadable[chain] = f"its checkpoint held outside the database does not verify ({exc})"
-    sizes = {chain: (cp.size,) for chain, cp in held.items()}
-    results = verify_all(parallel, {**sizes, **dict.fromkeys(unreadable, ())}, only)
-    return [
-        Verified(_against(r, held.get(r.chain), unreadable.get(r.chain)), held.get(r.chain))
-        for r in results
-    ]
+            problems[chain] = f"its checkpoint held outside the database does not verify ({exc})"
+            continue
+        cosigners = witnesses.cosigned_by(kept.note)
+        if len(cosigners) < quorum:
+            problems[chain] = (
+                f"{describe(held[chain])} carries {len(cosigners)} of the {quorum} witness "
+                f"cosignatures required ({', '.join(cosigners) or 'none'})"
+            )
+    return held, problems
 
 
 def describe(checkpoint: note.Checkpoint) -> str:
@@ -56,12 +72,12 @@ def describe(checkpoint: note.Checkpoint) -> str:
 
 
 def _against(
-    result: ChainResult, checkpoint: note.Checkpoint | None, unreadable: str | None
+    result: ChainResult, checkpoint: note.Checkpoint | None, problem: str | None
 ) -> ChainResult:
     if not result.ok:
         return result  # the first bad event is already named
-    if unreadable:
-        return replace(result, first_bad=Break(result.chain, 0, "", unreadable))
+    if problem:
+        return replace(result, first_bad=Break(result.chain, 0, "", problem))
     if checkpoint is None:
         return result
     if result.events_checked < checkpoint.size:

@@ -72,6 +72,19 @@ if not AUDIT_ORIGIN.isprintable() or any(c.isspace() or c == "+" for c in AUDIT_
 # Where the latest signed checkpoint of each chain is kept, outside the database: this
 # directory when set, else Vault's KV under the vault store, else DATA_DIR/audit-checkpoints.
 AUDIT_CHECKPOINT_DIR = env.text("KEYWARD_AUDIT_CHECKPOINT_DIR")
+# Witnesses (c2sp.org/tlog-witness) each new checkpoint is submitted to: "<verifier key>
+# <URL prefix>" pairs, comma-separated; and how many cosignatures verification requires.
+AUDIT_WITNESSES = [tuple(w.split()) for w in env.csv("KEYWARD_AUDIT_WITNESSES")]
+if any(len(w) != 2 for w in AUDIT_WITNESSES):
+    raise ImproperlyConfigured(
+        "KEYWARD_AUDIT_WITNESSES: expected '<verifier key> <URL prefix>' pairs, comma-separated"
+    )
+AUDIT_WITNESS_QUORUM = env.number(
+    "KEYWARD_AUDIT_WITNESS_QUORUM", 0, minimum=0, maximum=len(AUDIT_WITNESSES)
+)
+AUDIT_WITNESS_TIMEOUT_MS = env.number(
+    "KEYWARD_AUDIT_WITNESS_TIMEOUT_MS", 5000, minimum=100, maximum=60000
+)
 SECRET_STORE = env.choice("KEYWARD_SECRET_STORE", ("local", "vault"), "local")
 
 

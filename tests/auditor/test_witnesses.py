@@ -1,0 +1,136 @@
+"""The log side of tlog-witness against two real witness processes (`python -m
+audit.witness`): each new checkpoint carries their cosignatures; a witness that is down
+costs its cosignature, not the checkpoint, and gets the checkpoint again once it is back;
+verification can require k of n cosignatures and names a checkpoint that lacks them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from django.core.management import CommandError, call_command
+
+from audit import note
+from audit.actors import Actor
+from audit.recorder import chain_for, record
+from audit.sequencer import integrate_all
+from auditor import checkpoints, jobs, signing, witnesses
+from auditor.archive import archive
+from tests.bao import free_port
+from tests.factories import rand
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class WitnessProcess:
+    def __init__(self, name: str, folder: Path, log_key: str) -> None:
+        self.name, self.folder, self.log_key = name, folder, log_key
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "audit.witness", "--name", name]
+        command += ["--key", str(folder / "key"), "--state", str(folder / "state")]
+        self.command = [*command, "--log", log_key, "--listen", f"127.0.0.1:{self.port}"]
+        printed = subprocess.run(
+            [*command, "--print-key"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        self.vkey = printed.stdout.strip()
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert self.process.stdout is not None
+        assert "witness " in self.process.stdout.readline()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def two_witnesses(db, settings, tmp_path) -> Iterator[list[WitnessProcess]]:
+    log_key = str(checkpoints.verifier())
+    pair = [WitnessProcess(f"witness.example/w{i}", tmp_path / f"w{i}", log_key) for i in (1, 2)]
+    for witness in pair:
+        witness.start()
+    settings.AUDIT_WITNESSES = [(w.vkey, w.url) for w in pair]
+    witnesses._unreachable.clear()  # no witness is resting from another test's failure
+    try:
+        yield pair
+    finally:
+        for witness in pair:
+            witness.stop()
+
+
+def _grow(tenant: str, count: int) -> None:
+    for n in range(count):
+        record("test.witnessed", actor=Actor.system(), tenant=tenant, details={"n": n})
+    integrate_all()
+
+
+def _cosigners(chain: str) -> list[str]:
+    held = archive().latest(chain)
+    assert held is not None
+    return witnesses.cosigned_by(held.note)
+
+
+def test_each_checkpoint_carries_the_witnesses_cosignatures(two_witnesses, settings):
+    tenant = rand("wit")
+    _grow(tenant, 5)
+    assert not jobs.sign_checkpoints().refused
+    chain = chain_for(tenant)
+    assert sorted(_cosigners(chain)) == ["witness.example/w1", "witness.example/w2"]
+    _grow(tenant, 7)
+    jobs.sign_checkpoints()
+    held = archive().latest(chain)
+    assert held is not None
+    opened = note.open_note(held.note, [w.verifier for w in witnesses.configured()])
+    assert note.Checkpoint.parse(opened.text).size == 12
+    settings.AUDIT_WITNESS_QUORUM = 2
+    call_command("audit_verify")
+
+
+def test_a_witness_down_costs_its_cosignature_and_gets_it_back(two_witnesses, settings):
+    tenant = rand("wit")
+    _grow(tenant, 3)
+    jobs.sign_checkpoints()
+    chain = chain_for(tenant)
+    two_witnesses[1].stop()
+    _grow(tenant, 4)
+    run = jobs.sign_checkpoints()
+    assert not run.refused
+    assert _cosigners(chain) == ["witness.example/w1"]
+    settings.AUDIT_WITNESS_QUORUM = 2
+    with pytest.raises(CommandError) as failure:
+        call_command("audit_verify")
+    assert "carries 1 of the 2 witness cosignatures required" in str(failure.value)
+    settings.AUDIT_WITNESS_QUORUM = 1
+    call_command("audit_verify")
+    # Back, it is offered the unchanged checkpoint with a proof from the size it last saw.
+    two_witnesses[1].start()
+    witnesses._unreachable.clear()  # as after its rest
+    jobs.sign_checkpoints()
+    assert sorted(_cosigners(chain)) == ["witness.example/w1", "witness.example/w2"]
+
+
+def test_a_witness_refuses_a_checkpoint_the_log_rolled_back(two_witnesses):
+    tenant = rand("wit")
+    _grow(tenant, 6)
+    jobs.sign_checkpoints()
+    held = archive().latest(chain_for(tenant))
+    assert held is not None
+    older = held.note.split("\n\n")[0]  # the same text, re-signed at a smaller size below
+    size = int(older.split("\n")[1])
+    smaller = note.Checkpoint(older.split("\n")[0], size - 2, b"\0" * 32)
+    resigned = note.sign(smaller.text(), checkpoints.verifier(), signing.checkpoint_signer().sign)
+    answer = httpx.post(
+        f"{two_witnesses[0].url}/add-checkpoint", content=f"old {size - 2}\n\n{resigned}".encode()
+    )
+    assert answer.status_code == 409 and answer.text == f"{size}\n"
