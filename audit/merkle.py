@@ -38,39 +38,73 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 class Frontier:
-    """A tree grown one leaf at a time, holding only the roots of its complete subtrees
-    (at most log2(size) of them): its root at any size, in one pass over the leaves."""
+    """A run of leaves [start, size) grown one leaf at a time, holding only the roots of
+    its maximal complete subtrees (O(log n) of them), as a compact range does. From
+    `start` 0 it gives the tree's root at any size in one pass over the leaves; a run that
+    starts later is joined to the frontier of its prefix (`joined`)."""
 
-    def __init__(self) -> None:
-        self.size = 0
-        self._stack: list[tuple[int, bytes]] = []  # (level, hash), largest subtree first
+    def __init__(self, start: int = 0) -> None:
+        self.start = self.size = start
+        self._stack: list[tuple[int, int, bytes]] = []  # (level, position, hash), left first
 
     @classmethod
     def of(cls, size: int, reader: HashReader) -> Frontier:
         """The frontier of a stored tree at `size`, its complete subtrees read in one call."""
-        frontier, parts = cls(), _parts(0, size)
-        hashes = reader(parts) if parts else []
-        frontier._stack = [(level, h) for (level, _), h in zip(parts, hashes, strict=True)]
+        parts = _parts(0, size)
+        return cls.from_hashes(size, reader(parts) if parts else [])
+
+    @classmethod
+    def from_hashes(cls, size: int, hashes: Sequence[bytes]) -> Frontier:
+        """The frontier at `size` given its complete subtrees' hashes, largest first."""
+        parts = _parts(0, size)
+        if len(hashes) != len(parts) or any(len(h) != 32 for h in hashes):
+            raise ProofError(f"a tree of {size} leaves has {len(parts)} complete subtrees")
+        frontier = cls()
+        frontier._stack = [(lv, pos, h) for (lv, pos), h in zip(parts, hashes, strict=True)]
         frontier.size = size
         return frontier
 
+    def hashes(self) -> list[bytes]:
+        return [digest for _, _, digest in self._stack]
+
+    def copy(self) -> Frontier:
+        out = Frontier(self.start)
+        out._stack, out.size = list(self._stack), self.size
+        return out
+
     def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
-        """Add a leaf; returns the subtrees it completes as (level, position, hash)."""
+        """Add the next leaf; returns the subtrees it completes as (level, position, hash)."""
+        self.size += 1
+        return self._add(0, self.size - 1, leaf)
+
+    def _add(self, level: int, position: int, digest: bytes) -> list[tuple[int, int, bytes]]:
         completed = []
-        level, digest, position = 0, leaf, self.size
-        while self._stack and self._stack[-1][0] == level:
-            digest = node_hash(self._stack.pop()[1], digest)
+        # A right child merges with the left sibling on top of the stack, if the run has it.
+        while position & 1 and self._stack and self._stack[-1][:2] == (level, position - 1):
+            digest = node_hash(self._stack.pop()[2], digest)
             level, position = level + 1, position >> 1
             completed.append((level, position, digest))
-        self._stack.append((level, digest))
-        self.size += 1
+        self._stack.append((level, position, digest))
         return completed
 
+    def joined(self, right: Frontier) -> Frontier:
+        """This frontier of [start, n) followed by `right`, a run of [n, m)."""
+        if right.start != self.size:
+            raise ProofError(f"a run from {right.start} does not follow one ending at {self.size}")
+        out = self.copy()
+        out.size = right.size
+        for level, position, digest in right._stack:
+            out._add(level, position, digest)
+        return out
+
     def root(self) -> bytes:
+        """The root of the tree of [0, size) (only a run from 0 has one)."""
+        if self.start != 0:
+            raise ProofError("only a run from the first leaf has a root")
         if not self._stack:
             return EMPTY_ROOT
-        digest = self._stack[-1][1]
-        for _, left in reversed(self._stack[:-1]):
+        digest = self._stack[-1][2]
+        for _, _, left in reversed(self._stack[:-1]):
             digest = node_hash(left, digest)
         return digest
 

@@ -1,11 +1,15 @@
 """Offline verification of an audit export: needs only the file and the public key.
 
     python -m audit.offline EXPORT.jsonl --public-key audit-signing.pem [--previous OLD.jsonl]
+        [--log-key VKEY] [--witness VKEY ... --quorum K]
 
 Checks every line's hash and its link to the line before it in the same chain, the line
 count and digest against the signed manifest (so deleted, inserted, reordered or truncated
-lines fail), the Ed25519 signature, and, given an earlier export, that this one extends it.
-Names the first bad line. No Django, no database.
+lines fail), the Ed25519 signature, and that every exported event is in its chain's signed
+checkpoint: the checkpoint opens with the log's key, and the tree of the exported events
+(the complete subtrees left of them, then their leaves) is consistent with it. Given an
+earlier export, it proves this one's trees consistent with the earlier one's (their runs
+must meet or overlap). Names the first bad line or chain. No Django, no database.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit.chain import canonical_bytes, link_hash
+from audit import merkle, note
+from audit.chain import canonical_bytes, chain_hash
 
-FORMAT = "keyward-audit-export/1"
+FORMAT = "keyward-audit-export/2"
+FORMATS = ("keyward-audit-export/1", FORMAT)  # /1: before checkpoints and proofs
 
 
 def canonical(value: Any) -> bytes:
@@ -42,6 +48,10 @@ class Report:
     events: int = 0
     problems: list[str] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
+    # Per chain, once proven: the tree root at its last exported event, and the frontier
+    # left of its first.
+    roots: dict[str, bytes] = field(default_factory=dict)
+    lefts: dict[str, merkle.Frontier] = field(default_factory=dict)
 
     def fail(self, message: str) -> Report:
         self.ok = False
@@ -109,9 +119,29 @@ def unneutral(cell: str) -> str:
     return cell[1:] if cell.startswith("'") else cell
 
 
-def verify_file(path: Path, public_pem: bytes, previous: Path | None = None) -> Report:
+@dataclass(frozen=True)
+class Trust:
+    """What the checkpoints must be signed by: the log's key (default: the one the signed
+    manifest names), and k of these witnesses."""
+
+    log_key: str | None = None
+    witnesses: tuple[str, ...] = ()
+    quorum: int = 0
+
+
+def verify_file(
+    path: Path, public_pem: bytes, previous: Path | None = None, trust: Trust = Trust()
+) -> Report:
     """Verify a JSON Lines or CSV export, line by line (memory does not grow with its size)."""
     report = Report()
+    earlier = verify_file(previous, public_pem, trust=trust) if previous is not None else None
+    if earlier is not None and not earlier.ok:
+        return report.fail(f"the earlier export does not verify: {earlier.problems[0]}")
+    meets = {
+        c: v["last_seq"] for c, v in (earlier.manifest if earlier else {}).get("chains", {}).items()
+    }
+    runs: dict[str, merkle.Frontier] = {}
+    at_meeting: dict[str, merkle.Frontier] = {}  # each run where the earlier export ended
     chains: dict[str, _Chain] = {}
     digest = hashlib.sha256()
     with path.open("rb") as probe:
@@ -124,10 +154,15 @@ def verify_file(path: Path, public_pem: bytes, previous: Path | None = None) -> 
             break
         count += 1
         problem = (
-            "not an audit event" if not isinstance(event, dict) else _line_problem(event, chains)
+            "not an audit event"
+            if not isinstance(event, dict)
+            else _line_problem(event, chains, runs)
         )
         if problem:
             return report.fail(f"line {number}: {problem}")
+        run = runs[event["chain"]]
+        if meets.get(event["chain"]) == run.size:
+            at_meeting[event["chain"]] = run.copy()
         digest.update(canonical(event) + b"\n")
         report.events += 1
     if trailer is None and count == 0:
@@ -140,14 +175,19 @@ def verify_file(path: Path, public_pem: bytes, previous: Path | None = None) -> 
     report.manifest = manifest
     _check_manifest(manifest, chains, digest.hexdigest(), count, report)
     _check_signature(manifest, signature, public_pem, last, report)
-    if report.ok and previous is not None:
-        _check_extends(previous, public_pem, manifest, report)
+    if report.ok and manifest.get("format") == FORMAT:
+        _check_proofs(manifest, runs, trust, report)
+    if report.ok and earlier is not None:
+        _check_extends(earlier, report, at_meeting)
     return report
 
 
-def _line_problem(event: dict[str, Any], chains: dict[str, _Chain]) -> str | None:
+def _line_problem(
+    event: dict[str, Any], chains: dict[str, _Chain], runs: dict[str, merkle.Frontier]
+) -> str | None:
     try:
-        expected = link_hash(event["prev_hash"], canonical_bytes(event))
+        leaf = merkle.leaf_hash(canonical_bytes(event))
+        expected = chain_hash(event["prev_hash"], leaf)
     except (ValueError, KeyError, TypeError):
         return "not an audit event"
     if expected != event["hash"]:
@@ -156,15 +196,86 @@ def _line_problem(event: dict[str, Any], chains: dict[str, _Chain]) -> str | Non
     if chain.count and (event["seq"] != chain.last_seq + 1 or event["prev_hash"] != chain.head):
         return f"event {event['id']} does not follow the one before it (moved, removed or inserted)"
     if not chain.count:
+        if not isinstance(event["seq"], int) or event["seq"] < 1:
+            return "not an audit event"
         chain.first_seq, chain.first_prev_hash = event["seq"], event["prev_hash"]
+        runs[event["chain"]] = merkle.Frontier(event["seq"] - 1)
     chain.count, chain.last_seq, chain.head = chain.count + 1, event["seq"], event["hash"]
+    runs[event["chain"]].append(leaf)
     return None
+
+
+def _check_proofs(
+    manifest: dict[str, Any], runs: dict[str, merkle.Frontier], trust: Trust, report: Report
+) -> None:
+    """Every exported chain's run of events is in its signed checkpoint."""
+    try:
+        log_key = note.Verifier.parse(manifest["log_key"])
+        witnesses = [note.Verifier.parse(w) for w in trust.witnesses]
+    except (KeyError, TypeError, note.NoteError):
+        report.fail("the manifest or the options name no valid log or witness key")
+        return
+    if trust.log_key is not None and str(log_key) != trust.log_key:
+        report.fail("the checkpoints are signed by another log key than the one given")
+        return
+    for name, run in sorted(runs.items()):
+        proof = manifest.get("proofs", {}).get(name)
+        if proof is None:
+            reason = manifest.get("unproven", {}).get(name, "none was exported")
+            report.fail(f"chain {name}: no signed checkpoint ({reason})")
+            return
+        problem = _chain_proof_problem(name, run, proof, log_key, witnesses, trust.quorum, report)
+        if problem:
+            report.fail(f"chain {name}: {problem}")
+            return
+
+
+def _chain_proof_problem(
+    name: str,
+    run: merkle.Frontier,
+    proof: dict[str, Any],
+    log_key: note.Verifier,
+    witnesses: list[note.Verifier],
+    quorum: int,
+    report: Report,
+) -> str | None:
+    try:
+        opened = note.open_note(proof["checkpoint"], [log_key])
+        checkpoint = note.Checkpoint.parse(opened.text)
+        left = merkle.Frontier.from_hashes(run.start, [base64.b64decode(h) for h in proof["left"]])
+        onward = [base64.b64decode(h) for h in proof["consistency"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"its checkpoint or proof is malformed or not signed by the log key ({exc})"
+    if not checkpoint.origin.endswith("/" + name):
+        return f"its checkpoint is for another log ({checkpoint.origin})"
+    cosigners = _cosigners(proof["checkpoint"], witnesses)
+    if len(cosigners) < quorum:
+        return (
+            f"its checkpoint carries {len(cosigners)} of the {quorum} witness cosignatures required"
+        )
+    root = left.joined(run).root()
+    try:
+        merkle.verify_consistency(run.size, checkpoint.size, root, checkpoint.root, onward)
+    except merkle.ProofError:
+        return (
+            f"its events do not prove to be in its signed checkpoint of size {checkpoint.size}"
+            " (edited, or not the log's)"
+        )
+    report.roots[name], report.lefts[name] = root, left
+    return None
+
+
+def _cosigners(signed: str, witnesses: list[note.Verifier]) -> tuple[str, ...]:
+    try:
+        return note.open_note(signed, witnesses).signed_by if witnesses else ()
+    except note.NoteError:
+        return ()
 
 
 def _check_manifest(
     manifest: dict[str, Any], chains: dict[str, _Chain], digest: str, count: int, report: Report
 ) -> None:
-    if manifest.get("format") != FORMAT:
+    if manifest.get("format") not in FORMATS:
         report.fail("unknown export format")
     if manifest.get("count") != count or manifest.get("lines_sha256") != digest:
         report.fail(
@@ -189,23 +300,59 @@ def _check_signature(
         report.fail(f"line {line}: the manifest signature does not verify with this key")
 
 
-def _check_extends(
-    previous: Path, public_pem: bytes, manifest: dict[str, Any], report: Report
-) -> None:
-    earlier = verify_file(previous, public_pem)
-    if not earlier.ok:
-        report.fail(f"the earlier export does not verify: {earlier.problems[0]}")
-        return
+def _check_extends(earlier: Report, report: Report, at_meeting: dict[str, merkle.Frontier]) -> None:
+    """This export extends the earlier one, chain by chain: with checkpoints, its tree at
+    the earlier export's last event has the earlier export's (proven) root."""
     for name, old in earlier.manifest["chains"].items():
-        new = manifest["chains"].get(name)
+        new = report.manifest["chains"].get(name)
         if new is None:
             continue
-        continues = (
-            new["first_seq"] == old["last_seq"] + 1 and new["first_prev_hash"] == old["head"]
+        if new["last_seq"] < old["last_seq"]:
+            report.fail(f"chain {name}: this export ends before the earlier one (rolled back?)")
+            return
+        if name in earlier.roots and name in report.lefts:
+            problem = _consistency_problem(
+                name, old["last_seq"], earlier.roots[name], report, at_meeting
+            )
+        else:  # an export before checkpoints: the chain hashes must meet
+            continues = (
+                new["first_seq"] == old["last_seq"] + 1 and new["first_prev_hash"] == old["head"]
+            )
+            overlaps = new["first_seq"] <= old["last_seq"] <= new["last_seq"]
+            problem = (
+                None if continues or overlaps else "this export does not extend the earlier one"
+            )
+        if problem:
+            report.fail(f"chain {name}: {problem}")
+            return
+
+
+def _consistency_problem(
+    name: str, size: int, root: bytes, report: Report, at_meeting: dict[str, merkle.Frontier]
+) -> str | None:
+    left = report.lefts[name]
+    if left.size == size:
+        here = left.root()
+    elif name in at_meeting:
+        here = left.joined(at_meeting[name]).root()
+    else:
+        return (
+            f"this export starts after event {size + 1}, where the earlier one ended: "
+            "their trees cannot be compared offline (export the range between them)"
         )
-        overlaps = new["first_seq"] <= old["last_seq"] <= new["last_seq"]
-        if not (continues or overlaps) or new["last_seq"] < old["last_seq"]:
-            report.fail(f"chain {name}: this export does not extend the earlier one")
+    if here != root:
+        return f"its tree of {size} events differs from the earlier export's (a fork or rewrite)"
+    return None
+
+
+def add_trust_arguments(parser: Any) -> None:
+    parser.add_argument("--log-key", help="the log's checkpoint verifier key, to pin it")
+    parser.add_argument("--witness", action="append", default=[], help="a witness's key")
+    parser.add_argument("--quorum", type=int, default=0, help="witness cosignatures required")
+
+
+def trust_of(args: Any) -> Trust:
+    return Trust(args.log_key, tuple(args.witness), args.quorum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,10 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("export", type=Path)
     parser.add_argument("--public-key", type=Path, required=True)
     parser.add_argument("--previous", type=Path)
+    add_trust_arguments(parser)
     args = parser.parse_args(argv)
-    report = verify_file(args.export, args.public_key.read_bytes(), args.previous)
+    report = verify_file(args.export, args.public_key.read_bytes(), args.previous, trust_of(args))
     if report.ok:
-        print(f"ok: {report.events} events, signature valid")
+        proven = f", {len(report.roots)} chains proven in their checkpoints" if report.roots else ""
+        print(f"ok: {report.events} events, signature valid{proven}")
         return 0
     print(f"BROKEN: {report.problems[0]}", file=sys.stderr)
     return 1

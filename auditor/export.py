@@ -1,6 +1,12 @@
 """Streaming exports of the audit log, JSON Lines or CSV, in constant memory, closed by a
 signed manifest (range, count, each chain's first and last link, the previous checkpoint,
-the digest of every line) that `audit.offline` verifies without the database."""
+the digest of every line) that `audit.offline` verifies without the database.
+
+Each exported chain also carries its signed tree checkpoint (signed for the export when
+the chain grew since the last one) and what proves every exported event to be in it: the
+complete subtrees left of the first exported event, and a consistency proof from the last
+exported event's tree size to the checkpoint's. Events integrated after that checkpoint
+wait for the next export."""
 
 from __future__ import annotations
 
@@ -16,13 +22,17 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from audit import merkle, tree
 from audit.actors import Actor
 from audit.chain import HASHED_FIELDS, canonical_time
-from audit.models import AuditEvent, Checkpoint
+from audit.models import AuditEvent, AuditLink, Checkpoint
 from audit.offline import FORMAT, canonical
 from audit.queries import integrated_events
-from auditor import signing
+from audit.recorder import chain_for
+from auditor import checkpoints, proofs, signing
 from auditor.actions import do_note_export, do_save_checkpoint
+from auditor.archive import ArchiveConflict
+from auditor.checkpoints import CheckpointRefused
 from core.logging import log_unhandled
 
 COLUMNS = (*HASHED_FIELDS, "prev_hash", "hash")
@@ -48,12 +58,34 @@ class Scope:
             events = events.filter(occurred_at__lt=self.until)
         return events
 
+    def chains(self) -> list[str]:
+        """The chains this scope's events can be in (those that hold any event)."""
+        linked = AuditLink.objects.order_by().values_list("chain", flat=True).distinct()
+        if self.tenant is not None:
+            linked = linked.filter(chain=chain_for(self.tenant))
+        elif self.tenants is not None:
+            linked = linked.filter(chain__in=[chain_for(t) for t in self.tenants])
+        return sorted(linked)
+
     def describe(self) -> dict[str, str | None]:
         return {
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
             "tenant": self.tenant,
         }
+
+
+def _proof(signed: proofs.Signed, chain: dict[str, Any]) -> dict[str, Any]:
+    """What proves a chain's exported run [first_seq, last_seq] to be in its checkpoint."""
+    name, size = signed.chain, signed.checkpoint.size
+    first, last = chain["first_seq"] - 1, chain["last_seq"]
+    left = merkle.Frontier.of(first, tree.reader(name)).hashes()
+    onward = tree.consistency(name, last, size) if last < size else []
+    return {
+        "checkpoint": signed.note,
+        "left": [proofs.b64(h) for h in left],
+        "consistency": [proofs.b64(h) for h in onward],
+    }
 
 
 def _record(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -99,10 +131,14 @@ class Export:
     def _body(self) -> Iterator[bytes]:
         digest = hashlib.sha256()
         chains: dict[str, dict[str, Any]] = {}
+        signed, unproven = self._checkpoints()
         if self.fmt == "csv":
             yield self._csv_row(COLUMNS)
         for row in self.scope.events().values_list(*COLUMNS).iterator(chunk_size=2000):
             event = _record(row)
+            held = signed.get(event["chain"])
+            if held is not None and event["seq"] > held.checkpoint.size:
+                continue  # after the chain's checkpoint: in the next export
             line = canonical(event) + b"\n"
             digest.update(line)
             self._follow(chains, event)
@@ -112,7 +148,32 @@ class Export:
                 if self.fmt == "jsonl"
                 else self._csv_row([_neutral(event[c]) for c in COLUMNS])
             )
-        yield self._trailer(self._signed_manifest(digest.hexdigest(), chains))
+        proofs = {
+            name: _proof(signed[name], chain) for name, chain in chains.items() if name in signed
+        }
+        extra = {
+            "log_key": str(checkpoints.verifier()),
+            "proofs": proofs,
+            "unproven": {name: unproven[name] for name in chains if name in unproven},
+        }
+        yield self._trailer(self._signed_manifest(digest.hexdigest(), chains, extra))
+
+    def _checkpoints(self) -> tuple[dict[str, proofs.Signed], dict[str, str]]:
+        """Each chain of the scope's latest checkpoint, signed now if the chain grew; a
+        chain the signer refuses is exported unproven (its verification will fail)."""
+        signed, unproven = {}, {}
+        for chain in self.scope.chains():
+            try:
+                checkpoints.sign_chain(chain)
+            except ArchiveConflict:
+                pass  # another signer got there first: its checkpoint is read below
+            except CheckpointRefused as refusal:
+                unproven[chain] = refusal.reason
+                continue
+            found = proofs.latest(chain)
+            if found is not None:
+                signed[chain] = found
+        return signed, unproven
 
     def _trailer(self, content: dict[str, Any]) -> bytes:
         """The last line: the signed manifest, or the mark of an incomplete file."""
@@ -138,7 +199,9 @@ class Export:
         csv.writer(buffer, lineterminator="\n").writerow(cells)
         return buffer.getvalue().encode()
 
-    def _signed_manifest(self, digest: str, chains: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def _signed_manifest(
+        self, digest: str, chains: dict[str, dict[str, Any]], extra: dict[str, Any]
+    ) -> dict[str, Any]:
         signer = signing.signer()
         public = signer.public_pem()
         previous = Checkpoint.objects.first()
@@ -152,6 +215,7 @@ class Export:
             "previous_checkpoint": previous.manifest_sha256 if previous else None,
             "algorithm": "ed25519",
             "key_fingerprint": signing.fingerprint(public),
+            **extra,
         }
         signature = base64.b64encode(signer.sign(canonical(manifest))).decode()
         do_save_checkpoint(hashlib.sha256(canonical(manifest)).hexdigest(), self.count, chains)

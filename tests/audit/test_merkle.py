@@ -170,3 +170,23 @@ def test_a_stored_tree_missing_a_node_is_refused_not_guessed():
     with pytest.raises(merkle.ProofError):
         merkle.prove_inclusion(9, 9, reader)
     assert merkle.tree_hash(0, reader) == merkle.EMPTY_ROOT
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_run_of_leaves_joined_to_its_prefix_gives_every_root(size):
+    leaves = MANY[:size]
+    for start in range(size + 1):
+        parts = merkle._parts(0, start)
+        hashes = [merkle.root(leaves[p << lv : (p + 1) << lv]) for lv, p in parts]
+        prefix = merkle.Frontier.from_hashes(start, hashes)
+        assert prefix.root() == merkle.root(leaves[:start])
+        run = merkle.Frontier(start)
+        for leaf in leaves[start:]:
+            run.append(leaf)
+            assert prefix.joined(run).root() == merkle.root(leaves[: run.size])
+    with pytest.raises(merkle.ProofError):
+        merkle.Frontier.from_hashes(3, [MANY[0]])  # 3 leaves are two complete subtrees
+    with pytest.raises(merkle.ProofError):
+        merkle.Frontier.from_hashes(2, [MANY[0]]).joined(merkle.Frontier(3))
+    with pytest.raises(merkle.ProofError):
+        merkle.Frontier(2).root()

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.utils import timezone
 
+from audit import note
 from audit.actors import Actor
+from audit.chain import canonical_bytes, link_hash
 from audit.models import AuditEvent
-from audit.offline import verify_file
+from audit.offline import Trust, canonical, verify_file
 from audit.recorder import record
 from audit.sequencer import integrate_all
 from auditor import signing
+from auditor.archive import archive
 from tests import bao as servers
 
 pytestmark = pytest.mark.django_db
@@ -143,7 +150,7 @@ def test_a_later_export_extends_an_earlier_one(actors, tmp_path, settings):
         == first_manifest["chains"][f"tenant:{slug}"]["count"] + 1
     )
     backwards = verify_file(first, public, previous=second)
-    assert not backwards.ok and "does not extend" in backwards.problems[0]
+    assert not backwards.ok and "ends before the earlier one" in backwards.problems[0]
 
 
 def test_csv_cells_cannot_run_or_forge_lines(actors, tmp_path, settings):
@@ -270,7 +277,8 @@ def test_an_export_the_signer_cannot_finish_says_it_is_incomplete(
         servers.unseal(bao_raft)
         signing.reset()
     last = json.loads(body.rstrip(b"\n").split(b"\n")[-1])
-    assert last["incomplete"] is True and last["events_sent"] > 0
+    # The chains' checkpoints are signed before the first event is sent: none was.
+    assert last["incomplete"] is True and last["events_sent"] == 0
     assert b'"manifest"' not in body
     path = tmp_path / "cut.jsonl"
     path.write_bytes(body)
@@ -290,3 +298,107 @@ def test_an_export_the_signer_cannot_finish_says_it_is_incomplete(
         ("audit.export_started", "success"),
     ]
     assert not AuditEvent.objects.filter(action="audit.exported").exists()
+
+
+def test_every_exported_event_is_proven_in_its_chains_signed_checkpoint(actors, tmp_path):
+    path, public = _export(actors, tmp_path)
+    report = verify_file(path, public)
+    assert report.ok, report.problems
+    manifest = report.manifest
+    assert manifest["format"] == "keyward-audit-export/2"
+    assert set(report.roots) == set(manifest["chains"]) == set(manifest["proofs"])
+    listed = actors.as_("carol").get("/api/v1/audit/checkpoint").json()
+    assert manifest["log_key"] == listed["log_key"]
+    pinned = verify_file(path, public, trust=Trust(log_key=listed["log_key"]))
+    assert pinned.ok
+    stranger = note.Verifier.of(
+        "x.example/log", Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    )
+    assert (
+        "another log key"
+        in verify_file(path, public, trust=Trust(log_key=str(stranger))).problems[0]
+    )
+
+
+def _resign(path: Path, edit: Callable[[dict], None]) -> None:
+    """Edit one event of an export, recompute every chain hash after it and the manifest,
+    and sign that with the export key: what someone holding the export key could make."""
+    lines = _lines(path)
+    events = [json.loads(line) for line in lines[:-1]]
+    edit(events[len(events) // 2])
+    heads: dict[str, str] = {}
+    chains: dict[str, dict] = {}
+    digest = hashlib.sha256()
+    for event in events:
+        if event["chain"] in heads:
+            event["prev_hash"] = heads[event["chain"]]
+        event["hash"] = link_hash(event["prev_hash"], canonical_bytes(event))
+        heads[event["chain"]] = event["hash"]
+        chain = chains.setdefault(
+            event["chain"],
+            {"count": 0, "first_seq": event["seq"], "first_prev_hash": event["prev_hash"]},
+        )
+        chain["count"] += 1
+        chain["last_seq"], chain["head"] = event["seq"], event["hash"]
+        digest.update(canonical(event) + b"\n")
+    manifest = json.loads(lines[-1])["manifest"]
+    manifest["chains"], manifest["lines_sha256"] = chains, digest.hexdigest()
+    signature = base64.b64encode(signing.signer().sign(canonical(manifest))).decode()
+    trailer = canonical({"manifest": manifest, "signature": signature})
+    _write(path, [canonical(e) for e in events] + [trailer])
+
+
+def test_an_edited_export_signed_again_with_the_export_key_fails_its_checkpoint(actors, tmp_path):
+    path, public = _export(actors, tmp_path)
+    _resign(path, lambda event: event.update(target="key:forged"))
+    report = verify_file(path, public)
+    assert not report.ok
+    assert "do not prove to be in its signed checkpoint" in report.problems[0]
+
+
+def test_a_chain_the_signer_refuses_is_exported_unproven_and_fails(actors, tmp_path, settings):
+    record("test.export", actor=Actor.system(), tenant=actors.tenant_a.slug)
+    integrate_all()
+    chain = f"tenant:{actors.tenant_a.slug}"
+    stranger = Ed25519PrivateKey.generate()
+    forged = note.sign(
+        note.Checkpoint(f"{settings.AUDIT_ORIGIN}/{chain}", 1, b"\0" * 32).text(),
+        note.Verifier.of(settings.AUDIT_ORIGIN, stranger.public_key().public_bytes_raw()),
+        stranger.sign,
+    )
+    archive().replace(chain, forged, None)
+    path, public = _export(actors, tmp_path, tenant=actors.tenant_a.slug)
+    problem = verify_file(path, public).problems[0]
+    assert problem.startswith(f"chain {chain}: no signed checkpoint (the checkpoint held")
+
+
+def test_offline_verification_can_require_witness_cosignatures(actors, tmp_path):
+    path, public = _export(actors, tmp_path)
+    witness = note.Verifier.of(
+        "w.example/1",
+        Ed25519PrivateKey.generate().public_key().public_bytes_raw(),
+        note.COSIGNATURE_V1,
+    )
+    report = verify_file(path, public, trust=Trust(witnesses=(str(witness),), quorum=1))
+    assert "carries 0 of the 1 witness cosignatures required" in report.problems[0]
+
+
+def test_exports_that_do_not_meet_cannot_be_compared_offline(actors, tmp_path):
+    slug = actors.tenant_a.slug
+    for n in range(3):
+        record("test.early", actor=Actor.system(), tenant=slug, details={"n": n})
+    first, public = _export(actors, tmp_path, name="first.jsonl", tenant=slug)
+    record("test.gap", actor=Actor.system(), tenant=slug)
+    integrate_all()
+    middle = timezone.now()
+    record("test.late", actor=Actor.system(), tenant=slug)
+    later, _ = _export(
+        actors,
+        tmp_path,
+        name="later.jsonl",
+        tenant=slug,
+        since=middle.isoformat().replace("+00:00", "Z"),
+    )
+    assert verify_file(later, public).ok
+    report = verify_file(later, public, previous=first)
+    assert "cannot be compared offline" in report.problems[0]
