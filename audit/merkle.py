@@ -21,8 +21,9 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 Node = tuple[int, int]
 # Gives the hashes of complete subtrees, in the order asked: how a stored tree is read.
 HashReader = Callable[[Sequence[Node]], Sequence[bytes]]
-# Gives the stored hashes at one level, by index; a missing index is simply left out.
-LevelFetch = Callable[[int, Sequence[int]], Mapping[int, bytes]]
+# Gives the stored hashes asked for, level by level and by index, in one read; a missing
+# index is simply left out.
+LevelFetch = Callable[[Mapping[int, Sequence[int]]], Mapping[int, Mapping[int, bytes]]]
 
 
 class ProofError(ValueError):
@@ -291,6 +292,14 @@ def _reached(size: int, ranges: list[tuple[int, int]], reader: HashReader) -> li
     return _resolve([*ranges, (size - 1, size)], reader)[:-1]
 
 
+def perfect_root(hashes: Sequence[bytes]) -> bytes:
+    """The root of a complete subtree (a power of two of hashes), level by level."""
+    level = list(hashes)
+    while len(level) > 1:
+        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
 def leaves_reader(leaves: Sequence[bytes]) -> HashReader:
     """A reader over leaf hashes held in memory."""
     return lambda nodes: [root(leaves[i << level : (i + 1) << level]) for level, i in nodes]
@@ -312,14 +321,15 @@ def strided_reader(fetch: LevelFetch, stride: int) -> HashReader:
         for node in nodes:
             base, indices = span(node)
             wanted.setdefault(base, set()).update(indices)
-        stored = {base: fetch(base, sorted(indices)) for base, indices in wanted.items()}
+        stored = fetch({base: sorted(indices) for base, indices in wanted.items()})
         result = []
         for node in nodes:
             base, indices = span(node)
-            missing = [i for i in indices if i not in stored[base]]
+            level = stored.get(base, {})
+            missing = [i for i in indices if i not in level]
             if missing:
                 raise ProofError(f"the stored tree has no node {missing[0]} at level {base}")
-            result.append(root([stored[base][i] for i in indices]))
+            result.append(perfect_root([level[i] for i in indices]))
         return result
 
     return read

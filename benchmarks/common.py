@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,6 +94,8 @@ def fresh_database(name: str, service_env: dict[str, str] | None = None) -> dict
         KEYWARD_DB_APP_ROLE=APP,
         KEYWARD_BROKER_URL="redis://127.0.0.1:6379/14",
         KEYWARD_DATA_DIR=str(ROOT / "var" / "bench"),
+        # Signed checkpoints belong with their database (each run's has its own keys).
+        KEYWARD_AUDIT_CHECKPOINT_DIR=str(_checkpoints(name)),
         **(service_env or {}),
     )
     migrate_env = {**base, "KEYWARD_DATABASE_URL": f"postgres://{OWNER}@127.0.0.1:5432/{name}"}
@@ -110,9 +113,14 @@ def fresh_database(name: str, service_env: dict[str, str] | None = None) -> dict
     return {**base, "KEYWARD_DATABASE_URL": f"postgres://{APP}@127.0.0.1:5432/{name}"}
 
 
+def _checkpoints(name: str) -> Path:
+    return ROOT / "var" / "bench" / "checkpoints" / name
+
+
 def drop_database(name: str) -> None:
     with psycopg.connect(SUPERUSER_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    shutil.rmtree(_checkpoints(name), ignore_errors=True)
 
 
 def seed(module: str, env: dict[str, str], workdir: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ WORKLOADS = {
     "W5": "benchmarks.w5_audit_append",
     "W1-W3": "benchmarks.w123_tokens",
     "W6": "benchmarks.w6_audit_bulk",
+    "W7": "benchmarks.w7_audit_tree",
     "W4": "benchmarks.w4_proxy",
 }
 
@@ -246,7 +247,7 @@ def _measure(
     service_env: dict[str, str],
     report: dict[str, Any],
 ) -> None:
-    if name == "W6":
+    if name in ("W6", "W7"):
         extra = ["--events", "20000"] if args.quick else []
         report["workloads"][name] = _run_workload(name, env, extra)
         print(json.dumps(report["workloads"][name], indent=2))

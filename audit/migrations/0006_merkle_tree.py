@@ -1,5 +1,5 @@
 """Each chain becomes a Merkle tree too: links gain their leaf hash, and the complete
-subtrees at every eighth level are stored in `audit_tree_node` (append-only like the other
+subtrees at every fourth level are stored in `audit_tree_node` (append-only like the other
 audit tables). Existing links get their leaf hash and existing chains their subtrees."""
 
 import hashlib
@@ -14,7 +14,7 @@ SEQUENCER = import_module("audit.migrations.0005_sequencer")
 # Frozen copies of audit.chain's and audit.tree's rules, so this migration never changes
 # meaning.
 HASHED_FIELDS = (*SEQUENCER.MAC_FIELDS, "seq")
-STRIDE = 8
+STRIDE = 4
 TREE_TABLE = "audit_tree_node"
 
 

@@ -139,7 +139,11 @@ def _strided(leaves: list[bytes], stride: int) -> merkle.HashReader:
         }
         level += stride
     return merkle.strided_reader(
-        lambda base, wanted: {i: levels[base][i] for i in wanted if i in levels[base]}, stride
+        lambda wanted: {
+            base: {i: levels[base][i] for i in indices if i in levels[base]}
+            for base, indices in wanted.items()
+        },
+        stride,
     )
 
 

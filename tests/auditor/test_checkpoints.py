@@ -190,15 +190,19 @@ def _rehash(chain: str) -> None:
         )
         prev = digest
         leaves.append(leaf)
-    for position in range(len(leaves) // tree.WIDTH):
-        top = merkle.root(leaves[position * tree.WIDTH : (position + 1) * tree.WIDTH])
-        steps.append(
-            (
-                "UPDATE audit_tree_node SET hash = %s"
-                " WHERE chain = %s AND level = 8 AND position = %s",
-                [top.hex(), chain, position],
+    level = tree.STRIDE
+    while len(leaves) >> level:
+        width = 1 << level
+        for position in range(len(leaves) >> level):
+            top = merkle.root(leaves[position * width : (position + 1) * width])
+            steps.append(
+                (
+                    "UPDATE audit_tree_node SET hash = %s"
+                    " WHERE chain = %s AND level = %s AND position = %s",
+                    [top.hex(), chain, level, position],
+                )
             )
-        )
+        level += tree.STRIDE
     tamper_each(steps)
 
 
