@@ -39,6 +39,7 @@ from core import asql
 from core.context import bound_origin, note_actor
 from core.errors import DomainError, InvalidInput, ServiceUnavailable
 from core.logging import log_access
+from core.numbers import decimal
 from kms import egress
 from kms.actions.proxy import aopen_proxy_call, arecord_proxy_call
 from kms.actions.tokens import (
@@ -434,7 +435,7 @@ class Incoming:
         self.limit = settings.PROXY_MAX_BODY_BYTES
         self.failure: DomainError | None = None  # why streaming the body upstream stopped
         declared = request.headers.get("content-length", "")
-        self.declared = int(declared) if declared.isdigit() else 0
+        self.declared = decimal(declared) or 0
 
     def check_length(self) -> None:
         """Refuse a declared length over the limit before anything is read or sent."""

@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from core.numbers import decimal
+
 ED25519 = b"\x01"
 # c2sp.org/tlog-cosignature: an Ed25519 key whose signatures carry a timestamp and sign
 # `cosignature/v1\ntime <t>\n` followed by the note's text.
 COSIGNATURE_V1 = b"\x04"
 KINDS = (ED25519, COSIGNATURE_V1)
 SIGNATURE_PREFIX = "\u2014 "  # an em dash and a space
+# c2sp.org/signed-note: verifiers limit the signatures of a note and accept at least 16.
+MAX_SIGNATURES = 64
 
 
 class NoteError(ValueError):
@@ -117,6 +121,8 @@ def add_signatures(note: str, lines: Iterable[str]) -> str:
 def _check_text(text: str) -> None:
     if not text.endswith("\n") or "\n\n" in text or text.startswith("\n"):
         raise NoteError("a note's text ends in a newline and holds no blank line")
+    if any(c < " " and c != "\n" for c in text):
+        raise NoteError("a note holds no control character but newlines")
 
 
 @dataclass(frozen=True)
@@ -126,31 +132,45 @@ class Opened:
 
 
 def open_note(note: str, trusted: Iterable[Verifier]) -> Opened:
-    """The text of `note` and which trusted keys signed it; NoteError when the note is
-    malformed or none of them did. Signatures of unknown keys are ignored."""
+    """The text of `note` and which trusted keys signed it, each named once; NoteError
+    when the note is malformed, a trusted key's signature on it fails, or none of them
+    signed it. Signatures of unknown keys are ignored."""
     text, blank, signatures = note.rpartition("\n\n")
     if not blank or not signatures.endswith("\n"):
         raise NoteError("malformed note")
     text += "\n"
     _check_text(text)
+    lines = signatures[:-1].split("\n")
+    if len(lines) > MAX_SIGNATURES:
+        raise NoteError(f"more than {MAX_SIGNATURES} signatures")
     keys = {(v.name, v.id): v for v in trusted}
-    signed_by: list[str] = []
-    for line in signatures[:-1].split("\n"):
-        if not line.startswith(SIGNATURE_PREFIX):
-            raise NoteError("malformed signature line")
-        name, _, encoded = line[len(SIGNATURE_PREFIX) :].partition(" ")
-        try:
-            raw = base64.b64decode(encoded, validate=True)
-        except binascii.Error:
-            raise NoteError("malformed signature line") from None
-        if len(raw) < 5:
-            raise NoteError("malformed signature line")
-        key = keys.get((name, raw[:4]))
-        if key is not None and key.verifies(text.encode(), raw[4:]):
-            signed_by.append(name)
+    signed_by: dict[str, None] = {}
+    for line in lines:
+        name, key_id, signature = _signature(line)
+        key = keys.get((name, key_id))
+        if key is None:
+            continue
+        if not key.verifies(text.encode(), signature):
+            # c2sp.org/signed-note: such a note is malformed, whatever else signed it.
+            raise NoteError(f"the signature of {name} does not verify")
+        signed_by[name] = None
     if not signed_by:
         raise NoteError("no trusted key signed this note")
     return Opened(text, tuple(signed_by))
+
+
+def _signature(line: str) -> tuple[str, bytes, bytes]:
+    """A signature line's key name, key id and signature."""
+    if not line.startswith(SIGNATURE_PREFIX):
+        raise NoteError("malformed signature line")
+    name, _, encoded = line[len(SIGNATURE_PREFIX) :].partition(" ")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise NoteError("malformed signature line") from None
+    if len(raw) < 5:
+        raise NoteError("malformed signature line")
+    return name, raw[:4], raw[4:]
 
 
 @dataclass(frozen=True)
@@ -169,8 +189,8 @@ class Checkpoint:
         lines = text.split("\n")
         if len(lines) < 4 or lines[-1] != "" or not lines[0]:
             raise NoteError("malformed checkpoint")
-        size = lines[1]
-        if not size.isdigit() or (size.startswith("0") and size != "0"):
+        size = decimal(lines[1], canonical=True)
+        if size is None:
             raise NoteError("malformed checkpoint size")
         try:
             root = base64.b64decode(lines[2], validate=True)
@@ -178,4 +198,4 @@ class Checkpoint:
             raise NoteError("malformed checkpoint root") from None
         if len(root) != 32:
             raise NoteError("malformed checkpoint root")
-        return cls(lines[0], int(size), root)
+        return cls(lines[0], size, root)

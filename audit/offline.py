@@ -128,6 +128,10 @@ class Trust:
     witnesses: tuple[str, ...] = ()
     quorum: int = 0
 
+    def asked(self) -> bool:
+        """Whether anything beyond the manifest's signature is required."""
+        return self.log_key is not None or bool(self.witnesses) or self.quorum > 0
+
 
 def verify_file(
     path: Path, public_pem: bytes, previous: Path | None = None, trust: Trust = Trust()
@@ -177,6 +181,11 @@ def verify_file(
     _check_signature(manifest, signature, public_pem, last, report)
     if report.ok and manifest.get("format") == FORMAT:
         _check_proofs(manifest, runs, trust, report)
+    elif report.ok and trust.asked():
+        report.fail(
+            f"the export is in format {manifest.get('format')}, which predates checkpoints: "
+            "it cannot show the log key or witness cosignatures asked for"
+        )
     if report.ok and earlier is not None:
         _check_extends(earlier, report, at_meeting)
     return report
@@ -246,7 +255,7 @@ def _chain_proof_problem(
         onward = [base64.b64decode(h) for h in proof["consistency"]]
     except (KeyError, TypeError, ValueError) as exc:
         return f"its checkpoint or proof is malformed or not signed by the log key ({exc})"
-    if not checkpoint.origin.endswith("/" + name):
+    if checkpoint.origin != f"{log_key.name}/{name}":
         return f"its checkpoint is for another log ({checkpoint.origin})"
     cosigners = _cosigners(proof["checkpoint"], witnesses)
     if len(cosigners) < quorum:

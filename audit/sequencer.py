@@ -11,6 +11,7 @@ mid-batch leaves the transaction uncommitted: nothing is lost and nothing is lin
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from django.utils import timezone
 from audit.actors import Actor
 from audit.chain import GENESIS, MAC_FIELDS, canonical_bytes, chain_hash, mac_ok
 from audit.hmac import event_mac_key
-from audit.merkle import leaf_hash
+from audit.merkle import ProofError, leaf_hash
 from audit.models import (
     AuditEvent,
     AuditLink,
@@ -32,6 +33,8 @@ from audit.models import (
 )
 from audit.recorder import record
 from audit.tree import new_nodes
+
+logger = logging.getLogger("keyward.audit")
 
 SEQUENCER = Actor.system("sequencer")
 LOCK_KEY = 0x6B7761756474  # "kwaudt": the cluster-wide sequencer lock
@@ -125,13 +128,24 @@ def _link(event_ids: list[uuid.UUID]) -> Batch:
         batch.integrated.append(event_id)
     AuditLink.objects.bulk_create(links)
     AuditTreeNode.objects.bulk_create(
-        [node for chain, size in sizes.items() for node in new_nodes(chain, size, heads[chain][0])]
+        [node for chain, size in sizes.items() for node in _grown(chain, size, heads[chain][0])]
     )
     AuditRejection.objects.bulk_create(
         [AuditRejection(event_id=i, reason=r, rejected_at=now) for i, r in batch.rejected.items()],
         ignore_conflicts=True,
     )
     return batch
+
+
+def _grown(chain: str, old_size: int, new_size: int) -> list[AuditTreeNode]:
+    """The chain's new stored subtrees; none when a subtree they are built from is gone
+    (removed behind the log's back): that chain's events are still linked, the other
+    chains' trees still grow, and the signer refuses that chain, naming what is missing."""
+    try:
+        return new_nodes(chain, old_size, new_size)
+    except ProofError as exc:
+        logger.error("audit chain %s: its stored tree cannot grow: %s", chain, exc)
+        return []
 
 
 def _refusal(key: bytes, event: dict[str, Any] | None, already_linked: bool) -> str:

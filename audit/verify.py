@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, connections
-from django.db.models import Exists, Min, OuterRef
+from django.db.models import Exists, Min, OuterRef, QuerySet
 from django.utils import timezone
 
 from audit.chain import GENESIS, HASHED_FIELDS, MAC_FIELDS, ChainResult, mac_ok, verify_events
@@ -168,31 +168,38 @@ class Integration:
         return not self.rejected and not self.unaccounted
 
 
-def integration() -> Integration:
+def integration(chains: Collection[str] | None = None) -> Integration:
+    """What is not (yet) in a chain: of every chain, or of those named."""
+    events = (
+        AuditEvent.objects.all() if chains is None else AuditEvent.objects.filter(chain__in=chains)
+    )
     linked = AuditLink.objects.filter(event_id=OuterRef("pk"))
     waiting = AuditPending.objects.filter(event_id=OuterRef("pk"))
     refused = AuditRejection.objects.filter(event_id=OuterRef("pk"))
     unaccounted = (
-        AuditEvent.objects.filter(~Exists(linked), ~Exists(waiting), ~Exists(refused))
+        events.filter(~Exists(linked), ~Exists(waiting), ~Exists(refused))
         .order_by("occurred_at")
         .values_list("id", flat=True)[:20]
     )
-    pending = AuditEvent.objects.filter(Exists(waiting))
+    pending = events.filter(Exists(waiting))
     return Integration(
         pending=pending.count(),
         oldest_pending=pending.aggregate(oldest=Min("occurred_at"))["oldest"],
-        rejected=_rejections(),
+        rejected=_rejections(None if chains is None else events),
         unaccounted=[str(i) for i in unaccounted],
     )
 
 
-def _rejections() -> list[str]:
+def _rejections(events: QuerySet[AuditEvent] | None) -> list[str]:
     """Each rejection with what re-checking it shows now. A rejection of an event whose MAC
     verifies was not the sequencer's (the application role can insert rows): that event
     was hidden on purpose, and is named as such."""
     key, found = event_mac_key(), []
-    rejections = AuditRejection.objects.order_by("rejected_at").values_list("event_id", "reason")
-    for event_id, reason in rejections[:20]:
+    rejections = AuditRejection.objects.all()
+    if events is not None:  # a rejection whose event is gone belongs to no chain
+        rejections = rejections.filter(Exists(events.filter(pk=OuterRef("event_id"))))
+    rows = rejections.order_by("rejected_at").values_list("event_id", "reason")
+    for event_id, reason in rows[:20]:
         event = AuditEvent.objects.filter(pk=event_id).values(*MAC_FIELDS, "mac").first()
         if event is not None and mac_ok(key, event):
             found.append(f"{event_id} (its MAC verifies: hidden behind a planted rejection)")

@@ -29,15 +29,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import merkle, note
+from core.numbers import decimal
 
 MAX_BODY = 64 * 1024
 MAX_PROOF_LINES = 63
+TEXT = "text/plain; charset=utf-8"
+SIZE = "text/x.tlog.size"  # c2sp.org/tlog-witness: the type of a 409's body, exactly
 
 
 class Refused(Exception):
     """An answer other than a cosignature: the HTTP status, and the body to send."""
 
-    def __init__(self, status: int, body: str, content_type: str = "text/plain") -> None:
+    def __init__(self, status: int, body: str, content_type: str = TEXT) -> None:
         super().__init__(body)
         self.status, self.body, self.content_type = status, body, content_type
 
@@ -59,8 +62,8 @@ def parse(body: bytes) -> Submission:
     lines = head.split("\n")
     if not blank or not lines[0].startswith("old "):
         raise Refused(400, "expected an old size line, proof lines, a blank line, a checkpoint\n")
-    old = lines[0][4:]
-    if not (old.isascii() and old.isdigit()) or (old.startswith("0") and old != "0"):
+    old = decimal(lines[0][4:], canonical=True)
+    if old is None:
         raise Refused(400, "malformed old size\n")
     if len(lines) - 1 > MAX_PROOF_LINES:
         raise Refused(400, "too many proof lines\n")
@@ -70,7 +73,7 @@ def parse(body: bytes) -> Submission:
         raise Refused(400, "malformed proof line\n") from None
     if any(len(h) != 32 for h in proof):
         raise Refused(400, "malformed proof line\n")
-    return Submission(int(old), proof, checkpoint)
+    return Submission(old, proof, checkpoint)
 
 
 class State:
@@ -149,10 +152,11 @@ class Witness:
             latest = self.state.latest(origin)
             size = latest.size if latest else 0
             if submission.old != size:
-                raise Refused(409, f"{size}\n", "text/x.tlog.size")
+                raise Refused(409, f"{size}\n", SIZE)
             _consistent(latest, checkpoint, submission.proof)
             self.state.record(checkpoint)
-        return note.cosign(opened.text, self.verifier, self.key.sign, int(self.clock()))
+            # Under the lock: cosignatures of one origin are timestamped in size order.
+            return note.cosign(opened.text, self.verifier, self.key.sign, int(self.clock()))
 
 
 def _consistent(
@@ -173,25 +177,26 @@ def _consistent(
 def handler(witness: Witness, prefix: str = "") -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = 10  # seconds a client may take to send its request (no slowloris)
 
         def do_POST(self) -> None:
-            length = self.headers.get("Content-Length", "")
+            length = decimal(self.headers.get("Content-Length", ""))
             try:
                 if self.path != f"{prefix}/add-checkpoint":
                     raise Refused(404, "not found\n")
-                if not length.isdigit() or int(length) > MAX_BODY:
+                if length is None or length > MAX_BODY:
                     raise Refused(400, "a body of known length, at most 64 KiB\n")
-                cosignature = witness.add_checkpoint(self.rfile.read(int(length)))
+                cosignature = witness.add_checkpoint(self.rfile.read(length))
             except Refused as refused:
                 self.close_connection = True  # the body may not have been read
                 self._answer(refused.status, refused.body, refused.content_type)
                 return
             self._answer(200, cosignature)
 
-        def _answer(self, status: int, body: str, content_type: str = "text/plain") -> None:
+        def _answer(self, status: int, body: str, content_type: str = TEXT) -> None:
             raw = body.encode()
             self.send_response(status)
-            self.send_header("Content-Type", content_type + "; charset=utf-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
             self.wfile.write(raw)

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from audit import note
 from core.errors import Conflict
 from stores.base import SecretStore
 from stores.exceptions import SecretMissing, StoreConflict
@@ -33,6 +34,10 @@ PREFIX = "_keyward/audit-checkpoints"
 class ArchiveConflict(Conflict):
     code = "checkpoint_conflict"
     message = "Another signer replaced the checkpoint meanwhile; nothing was changed."
+
+
+class ArchiveDamaged(note.NoteError):
+    """The archive cannot show a chain's latest checkpoint: it was removed from under it."""
 
 
 @dataclass(frozen=True)
@@ -64,13 +69,20 @@ class StoreArchive:
         return f"secret store {self.store.name!r} at {PREFIX}/"
 
     def _read(self, path: str) -> tuple[str, int] | None:
-        live = [v.version for v in self.store.versions(path) if not v.destroyed]
-        if not live:
+        """The newest version, never an older one: falling back to the version before a
+        destroyed one would be a rollback that nobody sees."""
+        versions = self.store.versions(path)
+        if not versions:
             return None
+        newest = max(versions, key=lambda v: v.version)
         try:
-            return self.store.get(path, live[-1]), live[-1]
+            if newest.destroyed:
+                raise SecretMissing()
+            return self.store.get(path, newest.version), newest.version
         except SecretMissing:
-            return None
+            raise ArchiveDamaged(
+                f"version {newest.version} of {path} in {self.describe()} is deleted or destroyed"
+            ) from None
 
     def latest(self, chain: str) -> Held | None:
         found = self._read(f"{PREFIX}/chain/{chain}")

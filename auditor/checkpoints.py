@@ -82,8 +82,7 @@ def sign_chain(chain: str, where: Archive | None = None) -> Issued:
     with only the database's credentials therefore never enters a signed checkpoint. The
     stored tree must then agree, so the proofs it serves verify against this checkpoint."""
     where = where or archive()
-    held = where.latest(chain)
-    last = _last(chain, held)
+    held, last = _last(chain, where)
     size = chain_size(chain)
     if last is not None and size < last.size:
         raise CheckpointRefused(
@@ -98,7 +97,7 @@ def sign_chain(chain: str, where: Archive | None = None) -> Issued:
     _stored_tree_agrees(chain, last, size, walked.root)
     checkpoint = note.Checkpoint(origin(chain), size, walked.root)
     text = note.sign(checkpoint.text(), verifier(), signing.checkpoint_signer().sign)
-    text = witnesses.cosign(chain, checkpoint, text, last.size if last else 0)
+    text = _cosigned(chain, checkpoint, text, last.size if last else 0)
     where.replace(chain, text, held)
     return Issued(chain, checkpoint, text, new=True)
 
@@ -106,17 +105,27 @@ def sign_chain(chain: str, where: Archive | None = None) -> Issued:
 def _recosigned(chain: str, last: note.Checkpoint, held: Held, where: Archive) -> Issued:
     """An unchanged checkpoint, offered again to the witnesses that have not cosigned it
     (one was down when it was signed)."""
-    text = witnesses.cosign(chain, last, held.note, last.size)
+    text = _cosigned(chain, last, held.note, last.size)
     if text != held.note:
         where.replace(chain, text, held)
     return Issued(chain, last, text, new=False)
 
 
-def _last(chain: str, held: Held | None) -> note.Checkpoint | None:
-    if held is None:
-        return None
+def _cosigned(chain: str, checkpoint: note.Checkpoint, text: str, last_size: int) -> str:
+    """The note with its witnesses' cosignatures; a witness's evidence of a rollback or a
+    fork refuses the checkpoint, which is then kept nowhere."""
     try:
-        return open_held(chain, held)
+        return witnesses.cosign(chain, checkpoint, text, last_size)
+    except witnesses.WitnessContradicts as exc:
+        raise CheckpointRefused(chain, str(exc)) from None
+
+
+def _last(chain: str, where: Archive) -> tuple[Held | None, note.Checkpoint | None]:
+    """The chain's checkpoint as held, and opened; CheckpointRefused when it does not
+    verify or cannot be read."""
+    try:
+        held = where.latest(chain)
+        return held, None if held is None else open_held(chain, held)
     except note.NoteError as exc:
         raise CheckpointRefused(
             chain, f"the checkpoint held outside the database does not verify ({exc})"

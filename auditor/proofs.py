@@ -15,6 +15,12 @@ from auditor import witnesses
 from auditor.archive import archive
 from auditor.checkpoints import chain_size, open_held
 from core.errors import Conflict, InvalidInput
+from core.numbers import decimal
+
+
+class CheckpointUnverified(Conflict):
+    code = "checkpoint_unverified"
+    message = "The chain's checkpoint held outside the database does not verify; run audit_verify."
 
 
 class NotYetSigned(Conflict):
@@ -46,10 +52,18 @@ class Signed:
 
 
 def latest(chain: str) -> Signed | None:
+    """The chain's latest checkpoint; NoteError when the one held does not verify."""
     held = archive().latest(chain)
     if held is None:
         return None
     return Signed(chain, open_held(chain, held), held.note)
+
+
+def _latest_verified(chain: str) -> Signed | None:
+    try:
+        return latest(chain)
+    except note.NoteError as exc:
+        raise CheckpointUnverified(f"{CheckpointUnverified.message} ({exc})") from None
 
 
 def _size(raw: str | None, name: str, chain: str, signed: Signed | None, least: int) -> int:
@@ -59,16 +73,16 @@ def _size(raw: str | None, name: str, chain: str, signed: Signed | None, least: 
         if signed is None or signed.checkpoint.size < least:
             raise NotYetSigned()
         return signed.checkpoint.size
-    size = chain_size(chain)
-    if not (raw.isascii() and raw.isdigit()) or not least <= int(raw) <= size:
+    size, asked = chain_size(chain), decimal(raw)
+    if asked is None or not least <= asked <= size:
         raise InvalidInput(fields={name: [f"An integer from {least} to {size}."]})
-    return int(raw)
+    return asked
 
 
 def inclusion(link: AuditLink, raw_size: str | None) -> dict[str, Any]:
     """The inclusion proof of a linked event in its chain's tree of the size asked (by
     default, its latest checkpoint's), with that checkpoint when the sizes match."""
-    signed = latest(link.chain)
+    signed = _latest_verified(link.chain)
     size = _size(raw_size, "size", link.chain, signed, link.seq)
     try:
         proof = tree.inclusion(link.chain, link.seq - 1, size)
@@ -90,7 +104,7 @@ def inclusion(link: AuditLink, raw_size: str | None) -> dict[str, Any]:
 def consistency(chain: str, raw_old: str | None, raw_new: str | None) -> dict[str, Any]:
     """The consistency proof between two sizes of a chain's tree (`to` defaults to its
     latest checkpoint's size), with both roots."""
-    signed = latest(chain)
+    signed = _latest_verified(chain)
     if raw_old is None:
         raise InvalidInput(fields={"from": ["Required: an integer tree size."]})
     new = _size(raw_new, "to", chain, signed, 1)

@@ -49,10 +49,12 @@ def _held(only: Collection[str] | None) -> tuple[dict[str, note.Checkpoint], dic
     held: dict[str, note.Checkpoint] = {}
     problems: dict[str, str] = {}
     for chain in where.chains():
-        kept = where.latest(chain) if only is None or chain in only else None
-        if kept is None:
+        if only is not None and chain not in only:
             continue
         try:
+            kept = where.latest(chain)
+            if kept is None:
+                continue
             held[chain] = open_held(chain, kept)
         except note.NoteError as exc:
             problems[chain] = f"its checkpoint held outside the database does not verify ({exc})"

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import httpx
 from django.conf import settings
 
-from audit import note, tree
+from audit import merkle, note, tree
+from audit.witness import SIZE
+from core.numbers import decimal
 
 logger = logging.getLogger("keyward.audit")
 
@@ -40,7 +42,15 @@ def cosigned_by(signed_note: str) -> list[str]:
 
 
 class WitnessRefused(Exception):
-    pass
+    """A witness gave no cosignature: it is down, slow, or refused for its own reasons."""
+
+
+class WitnessContradicts(WitnessRefused):
+    """A witness holds evidence against the log: it has cosigned a larger tree of the
+    chain than the log now holds, or a tree the log's cannot be proven to extend."""
+
+    def __init__(self, witness: Witness, reason: str) -> None:
+        super().__init__(f"witness {witness.verifier.name} {reason}")
 
 
 # A witness this process could not reach is left alone for a while, so that one witness
@@ -57,7 +67,8 @@ def _resting(witness: Witness) -> bool:
 
 def cosign(chain: str, checkpoint: note.Checkpoint, signed_note: str, last_size: int) -> str:
     """`signed_note` with the cosignatures of the configured witnesses that have none on
-    it yet and give one now."""
+    it yet and give one now; WitnessContradicts when one holds evidence of a rollback or
+    a fork (nothing is cosigned then)."""
     have = set(cosigned_by(signed_note))
     lines = []
     for witness in configured():
@@ -73,6 +84,8 @@ def cosign(chain: str, checkpoint: note.Checkpoint, signed_note: str, last_size:
                 type(exc).__name__,
                 REST_SECONDS,
             )
+        except WitnessContradicts:
+            raise
         except (httpx.HTTPError, WitnessRefused) as exc:
             logger.warning(
                 "audit witness %s gave no cosignature for %s at %d: %s",
@@ -87,30 +100,53 @@ def cosign(chain: str, checkpoint: note.Checkpoint, signed_note: str, last_size:
 def _submit(
     witness: Witness, chain: str, checkpoint: note.Checkpoint, signed_note: str, old: int
 ) -> str:
-    timeout = settings.AUDIT_WITNESS_TIMEOUT_MS / 1000
     for _ in range(2):  # the second with the size the witness says it has cosigned
-        old = min(old, checkpoint.size)
-        proof = tree.consistency(chain, old, checkpoint.size) if 0 < old < checkpoint.size else []
-        body = f"old {old}\n" + "".join(base64.b64encode(h).decode() + "\n" for h in proof)
-        answer = httpx.post(
-            f"{witness.url}/add-checkpoint",
-            content=(body + "\n" + signed_note).encode(),
-            timeout=timeout,
-            follow_redirects=False,
-        )
-        if answer.status_code == 409 and answer.text.strip().isdigit():
-            seen = int(answer.text.strip())
+        answer = _post(witness, chain, checkpoint, signed_note, min(old, checkpoint.size))
+        if answer.status_code == 409:
+            seen = _cosigned_size(answer)
             if seen > checkpoint.size:
-                raise WitnessRefused(
-                    f"it has cosigned a tree of {seen} events, more than the {checkpoint.size} "
-                    f"the log holds now (a rollback?)"
+                raise WitnessContradicts(
+                    witness,
+                    f"has cosigned a tree of {seen} events, more than the "
+                    f"{checkpoint.size} the log holds now (rolled back?)",
                 )
             old = seen
             continue
+        if answer.status_code == 422:
+            raise WitnessContradicts(
+                witness,
+                f"finds the tree of {checkpoint.size} events inconsistent with one it cosigned",
+            )
         if answer.status_code != 200:
             raise WitnessRefused(f"HTTP {answer.status_code}")
         return _verified_line(witness, signed_note, answer.text)
     raise WitnessRefused("its size kept changing")
+
+
+def _post(
+    witness: Witness, chain: str, checkpoint: note.Checkpoint, signed_note: str, old: int
+) -> httpx.Response:
+    """One add-checkpoint request, proving the checkpoint consistent with size `old`."""
+    try:
+        proof = tree.consistency(chain, old, checkpoint.size) if 0 < old < checkpoint.size else []
+    except merkle.ProofError as exc:
+        raise WitnessRefused(f"no consistency proof from its size {old} ({exc})") from None
+    body = f"old {old}\n" + "".join(base64.b64encode(h).decode() + "\n" for h in proof)
+    return httpx.post(
+        f"{witness.url}/add-checkpoint",
+        content=(body + "\n" + signed_note).encode(),
+        timeout=settings.AUDIT_WITNESS_TIMEOUT_MS / 1000,
+        follow_redirects=False,
+    )
+
+
+def _cosigned_size(answer: httpx.Response) -> int:
+    """The size a 409 says the witness last cosigned (c2sp.org/tlog-witness)."""
+    kind = answer.headers.get("content-type", "").partition(";")[0].strip()
+    size = decimal(answer.text.removesuffix("\n"), canonical=True)
+    if kind != SIZE or size is None:
+        raise WitnessRefused("HTTP 409 without the size it has cosigned")
+    return size
 
 
 def _verified_line(witness: Witness, signed_note: str, answer: str) -> str:

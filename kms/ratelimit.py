@@ -24,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core import sql
+from core.numbers import decimal
 from kms.exceptions import RateLimited, RateLimiterUnavailable
 from kms.models import RateCounter
 
@@ -229,7 +230,8 @@ def take_finished_auth_failures(now: float | None = None) -> list[tuple[int, str
         for bucket, count in rows.values_list("bucket", "count"):
             minute, _, rest = bucket[len(AUTH_FAILURES) :].partition(":")
             source, _, reason = rest.rpartition(":")
-            if minute.isdigit() and int(minute) < current:
-                taken.append((int(minute), source, reason, int(count), bucket))
+            started = decimal(minute)
+            if started is not None and started < current:
+                taken.append((started, source, reason, int(count), bucket))
         RateCounter.objects.filter(bucket__in=[t[4] for t in taken]).delete()
     return [t[:4] for t in taken]

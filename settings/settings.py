@@ -16,6 +16,7 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from audit import note
 from settings.env import Env, generated_secret, parse_ring, warn
 from tenants.validators import SLUG_PATTERN
 
@@ -74,11 +75,31 @@ if not AUDIT_ORIGIN.isprintable() or any(c.isspace() or c == "+" for c in AUDIT_
 AUDIT_CHECKPOINT_DIR = env.text("KEYWARD_AUDIT_CHECKPOINT_DIR")
 # Witnesses (c2sp.org/tlog-witness) each new checkpoint is submitted to: "<verifier key>
 # <URL prefix>" pairs, comma-separated; and how many cosignatures verification requires.
-AUDIT_WITNESSES = [tuple(w.split()) for w in env.csv("KEYWARD_AUDIT_WITNESSES")]
-if any(len(w) != 2 for w in AUDIT_WITNESSES):
-    raise ImproperlyConfigured(
-        "KEYWARD_AUDIT_WITNESSES: expected '<verifier key> <URL prefix>' pairs, comma-separated"
-    )
+
+
+def _witnesses(entries: list[str]) -> list[tuple[str, str]]:
+    """Each witness's cosigner key and URL prefix, refused unless well-formed and distinct."""
+    pairs = [tuple(entry.split()) for entry in entries]
+    names = []
+    for pair in pairs:
+        if len(pair) != 2 or not pair[1].startswith(("http://", "https://")):
+            raise ImproperlyConfigured(
+                "KEYWARD_AUDIT_WITNESSES: expected '<verifier key> <http(s) URL prefix>' "
+                "pairs, comma-separated"
+            )
+        try:
+            key = note.Verifier.parse(pair[0])
+        except note.NoteError as exc:
+            raise ImproperlyConfigured(f"KEYWARD_AUDIT_WITNESSES: {exc}") from None
+        if key.kind != note.COSIGNATURE_V1:
+            raise ImproperlyConfigured(f"KEYWARD_AUDIT_WITNESSES: {key.name} is no cosigner key")
+        names.append(key.name)
+    if len(set(names)) != len(names):
+        raise ImproperlyConfigured("KEYWARD_AUDIT_WITNESSES: a witness is named twice")
+    return [(key, url) for key, url in pairs]
+
+
+AUDIT_WITNESSES = _witnesses(env.csv("KEYWARD_AUDIT_WITNESSES"))
 AUDIT_WITNESS_QUORUM = env.number(
     "KEYWARD_AUDIT_WITNESS_QUORUM", 0, minimum=0, maximum=len(AUDIT_WITNESSES)
 )
@@ -542,6 +563,19 @@ LOGGING = {
 }
 
 EMBEDDED = bool(_embedded_parts)
+_CHECKPOINTS = Path(AUDIT_CHECKPOINT_DIR or DATA_DIR / "audit-checkpoints").resolve()
+if (
+    (AUDIT_CHECKPOINT_DIR or SECRET_STORE == "local")
+    and _CHECKPOINTS.is_relative_to(DATA_DIR)
+    and not AUDIT_WITNESSES
+    and not EMBEDDED  # whose own warning says as much
+):
+    warn(
+        f"the audit log's signed checkpoints are kept in {_CHECKPOINTS}, inside the data "
+        "directory: restoring an old copy of it rolls the log and its checkpoints back "
+        "together, unseen. Keep them elsewhere (KEYWARD_AUDIT_CHECKPOINT_DIR) or configure "
+        "KEYWARD_AUDIT_WITNESSES."
+    )
 if EMBEDDED and not env.flag("KEYWARD_QUIET_EMBEDDED", False):
     warn(
         f"embedded default in {DATA_DIR} ({', '.join(sorted(set(_embedded_parts)))} not set): "

@@ -12,9 +12,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit import note
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = "import django; django.setup(); from django.conf import settings; print(settings.DATA_DIR)"
+
+
+def _key(kind: bytes) -> str:
+    public = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    return str(note.Verifier.of("w.example/1", public, kind))
+
+
 GOOD_PRODUCTION = {
     "KEYWARD_PRODUCTION": "true",
     "KEYWARD_SECRET_KEY": "s" * 60,
@@ -62,9 +72,17 @@ def run_configured(
             "KEYWARD_PEPPERS",
         ),
         ({"KEYWARD_SECRET_KEY_FILE": "/nonexistent/secret"}, "KEYWARD_SECRET_KEY_FILE"),
+        ({"KEYWARD_AUDIT_WITNESSES": "not-a-key http://w"}, "KEYWARD_AUDIT_WITNESSES"),
+        ({"KEYWARD_AUDIT_WITNESSES": "only-one-part"}, "KEYWARD_AUDIT_WITNESSES"),
+        ({"KEYWARD_AUDIT_WITNESSES": "WITNESS ftp://w"}, "KEYWARD_AUDIT_WITNESSES"),
+        ({"KEYWARD_AUDIT_WITNESSES": "WITNESS http://a,WITNESS http://b"}, "twice"),
+        ({"KEYWARD_AUDIT_WITNESSES": "LOGKEY http://a"}, "no cosigner key"),
     ],
 )
 def test_a_malformed_value_stops_start_up_naming_the_variable(tmp_path, variables, named):
+    keys = {"WITNESS": _key(note.COSIGNATURE_V1), "LOGKEY": _key(note.ED25519)}
+    for placeholder, key in keys.items():
+        variables = {k: v.replace(placeholder, key) for k, v in variables.items()}
     result = run_configured(tmp_path, **variables)
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
@@ -97,6 +115,15 @@ def test_production_starts_with_complete_configuration(tmp_path):
     result = run_configured(tmp_path, **GOOD_PRODUCTION)
     assert result.returncode == 0, result.stderr
     assert "embedded default" not in result.stderr
+
+
+def test_checkpoints_kept_in_the_data_directory_without_witnesses_are_warned_of(tmp_path):
+    inside = run_configured(tmp_path, **GOOD_PRODUCTION)
+    assert "signed checkpoints are kept in" in inside.stderr
+    elsewhere = run_configured(
+        tmp_path, **GOOD_PRODUCTION, KEYWARD_AUDIT_CHECKPOINT_DIR=str(tmp_path / "elsewhere")
+    )
+    assert elsewhere.returncode == 0 and "signed checkpoints" not in elsewhere.stderr
 
 
 def test_secrets_can_come_from_files(tmp_path):

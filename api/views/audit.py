@@ -26,6 +26,7 @@ from audit.models import AuditEvent, Outcome
 from auditor import signing
 from auditor.export import Export, Scope
 from core.errors import DomainError
+from core.numbers import decimal
 from tenants import queries as tenant_queries
 from tenants.access import SUPERUSER
 from tenants.exceptions import TenantNotFound
@@ -87,9 +88,10 @@ class OldestFirst(CursorPagination):
         raw = request.query_params.get(self.page_size_query_param, "")
         if not raw:
             return self.page_size
-        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+        size = decimal(raw)
+        if size is None or not 1 <= size <= self.max_page_size:
             raise BadFilter(fields={"limit": [f"An integer from 1 to {self.max_page_size}."]})
-        return int(raw)
+        return size
 
     def decode_cursor(self, request: Request) -> Cursor | None:
         """The cursor, or 400 when it is not one this API issued (its position must be a

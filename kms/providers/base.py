@@ -23,6 +23,7 @@ import httpx
 from django.conf import settings
 
 from core import metrics
+from core.numbers import decimal
 from kms import egress
 from kms.exceptions import ForbiddenBaseUrl
 
@@ -129,8 +130,9 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    seconds = decimal(value)
+    if seconds is not None:
+        return float(seconds)
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

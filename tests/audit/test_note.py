@@ -78,8 +78,41 @@ def test_a_cosigned_checkpoint_names_every_trusted_signer():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "origin\n5\n", "origin\n05\nAAAA\n", "origin\nfive\n" + "A" * 44 + "\n", "\n5\nAA==\n"],
+    [
+        "",
+        "origin\n5\n",
+        "origin\n05\nAAAA\n",
+        "origin\nfive\n" + "A" * 44 + "\n",
+        "\n5\nAA==\n",
+        "origin\n\u0665\n" + "A" * 43 + "=\n",  # an Arabic-Indic five
+        "origin\n\u00b2\n" + "A" * 43 + "=\n",  # a superscript two
+        "origin\n" + "9" * 5000 + "\n" + "A" * 43 + "=\n",
+    ],
 )
 def test_a_malformed_checkpoint_is_refused(text):
     with pytest.raises(NoteError):
         Checkpoint.parse(text)
+
+
+def test_a_signer_counts_once_however_often_it_signed():
+    doubled = PETER_NOTE + PETER_NOTE.rpartition("\n\n")[2]
+    assert open_note(doubled, [Verifier.parse(PETER_KEY)]).signed_by == ("PeterNeumann",)
+
+
+def test_a_trusted_signature_that_fails_refuses_the_whole_note():
+    bad = PETER_NOTE.rpartition("\n\n")[2].replace("pAcElZ", "pAcElY")
+    with pytest.raises(NoteError, match="does not verify"):
+        open_note(PETER_NOTE + bad, [Verifier.parse(PETER_KEY)])
+    # An unknown key's signature, valid or not, is ignored.
+    assert open_note(PETER_NOTE + SPEC_NOTE.rpartition("\n\n")[2], [Verifier.parse(PETER_KEY)])
+
+
+def test_notes_with_control_characters_or_too_many_signatures_are_refused():
+    key = peter()
+    verifier = Verifier.of("PeterNeumann", key.public_key().public_bytes_raw())
+    with pytest.raises(NoteError):
+        sign("a line\x1b[2J with an escape\n", verifier, key.sign)
+    line = PETER_NOTE.rpartition("\n\n")[2]
+    assert open_note(PETER_NOTE + line * 15, [verifier])  # 16 signatures are accepted
+    with pytest.raises(NoteError, match="signatures"):
+        open_note(PETER_NOTE + line * 64, [verifier])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import socket
 import subprocess
 import sys
 import threading
@@ -66,6 +67,14 @@ def served(log, tmp_path) -> Iterator[tuple[str, witness.Witness]]:
         server.server_close()
 
 
+def _raw_status(url: str, header: bytes) -> int:
+    """The status a request with `header` gets, sent as raw bytes (clients refuse odd ones)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(b"POST /add-checkpoint HTTP/1.1\r\nHost: w\r\n" + header + b"\r\n\r\n")
+        return int(conn.recv(64).split(b" ")[1])
+
+
 def add(url: str, content: bytes) -> httpx.Response:
     return httpx.post(f"{url}/add-checkpoint", content=content, timeout=5)
 
@@ -113,7 +122,7 @@ def test_a_rolled_back_checkpoint_gets_409_and_the_witness_size(log, served):
         answer = add(url, body(old, new, log.checkpoint(new)))
         assert answer.status_code == 409
         assert answer.text == "20\n"
-        assert answer.headers["content-type"].startswith("text/x.tlog.size")
+        assert answer.headers["content-type"] == "text/x.tlog.size"
     assert seen.state.latest(ORIGIN).size == 20
 
 
@@ -144,10 +153,18 @@ def test_unknown_origins_untrusted_keys_and_malformed_bodies_are_refused(log, se
     assert add(url, body(0, 5, stranger.checkpoint(5))).status_code == 403
     tampered = log.checkpoint(5).replace("\n5\n", "\n6\n", 1)
     assert add(url, body(0, 6, tampered)).status_code == 403
+    # A valid signature does not excuse a trusted key's failing one beside it.
+    name, _, encoded = log.checkpoint(5).rpartition("\n\n")[2].rpartition(" ")
+    raw = bytearray(base64.b64decode(encoded))
+    raw[40] ^= 1  # in the signature, after the key id
+    failing = f"{name} {base64.b64encode(raw).decode()}\n"
+    assert add(url, body(0, 5, log.checkpoint(5) + failing)).status_code == 403
     assert add(url, body(7, 5, log.checkpoint(5))).status_code == 400  # old beyond the size
     for content in (
         b"",
         b"old 01\n\n" + log.checkpoint(5).encode(),
+        "old \u00b2\n\n".encode() + log.checkpoint(5).encode(),
+        b"old " + b"9" * 5000 + b"\n\n" + log.checkpoint(5).encode(),
         b"new 0\n\n" + log.checkpoint(5).encode(),
         b"old 0\nnot base64!\n\n" + log.checkpoint(5).encode(),
         ("old 1\n" + "AAAA\n" * 64 + "\n").encode() + log.checkpoint(5).encode(),
@@ -155,6 +172,8 @@ def test_unknown_origins_untrusted_keys_and_malformed_bodies_are_refused(log, se
     ):
         assert add(url, content).status_code == 400, content[:20]
     assert httpx.post(f"{url}/other", content=b"x").status_code == 404
+    assert _raw_status(url, b"Content-Length: \xb2") == 400  # a superscript two
+    assert _raw_status(url, b"Content-Length: " + b"9" * 5000) == 400
     assert seen.state.latest(ORIGIN) is None
 
 

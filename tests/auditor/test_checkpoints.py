@@ -19,12 +19,12 @@ from django.db import transaction
 from audit import merkle, note, tree
 from audit.actors import Actor
 from audit.chain import GENESIS, HASHED_FIELDS, canonical_bytes, chain_hash
-from audit.models import AuditEvent, AuditLink
+from audit.models import AuditEvent, AuditLink, AuditTreeNode
 from audit.queries import integrated_events
 from audit.recorder import chain_for, record
 from audit.sequencer import integrate_all
 from auditor import checkpoints, jobs
-from auditor.archive import ArchiveConflict, Held, archive
+from auditor.archive import PREFIX, ArchiveConflict, Held, StoreArchive, archive
 from tests.audit.tamper import tamper, tamper_each
 from tests.factories import rand
 
@@ -327,3 +327,36 @@ def test_a_refusal_is_recorded_and_alerted_once(log):
 def test_checkpoints_are_signed_every_minute_by_default(settings):
     entry = settings.CELERY_BEAT_SCHEDULE["keyward.audit.sign_checkpoints"]
     assert entry == {"task": "keyward.audit.sign_checkpoints", "schedule": 60.0}
+
+
+def test_a_stored_tree_cut_behind_the_logs_back_stops_that_chain_only(log):
+    tamper(["DELETE FROM audit_link WHERE chain = %s AND seq = 295"], [log])
+    other = rand("cp")
+    with transaction.atomic():
+        for n in range(20):
+            record("test.checkpoint", actor=Actor.system(), tenant=other, details={"n": n})
+            record("test.checkpoint", actor=Actor.system(), tenant=log.removeprefix("tenant:"))
+    integrate_all()  # one batch over both chains
+    assert AuditLink.objects.filter(chain=log, seq=320).exists(), "its events are still linked"
+    assert AuditTreeNode.objects.filter(chain=chain_for(other), level=4, position=0).exists()
+    assert not AuditTreeNode.objects.filter(chain=log, level=4, position=18).exists()
+    run = jobs.sign_checkpoints()
+    assert chain_for(other) in [issued.chain for issued in run.issued]
+    assert log in run.refused, run
+
+
+def test_a_destroyed_checkpoint_version_is_named_never_read_past(log):
+    where = archive()
+    if not isinstance(where, StoreArchive):
+        pytest.skip("only a versioned store keeps the versions before the latest")
+    _write(log.removeprefix("tenant:"), 5)
+    jobs.sign_checkpoints()
+    path = f"{PREFIX}/chain/{log}"
+    newest = max(v.version for v in where.store.versions(path))
+    where.store.destroy(path, [newest])  # the older checkpoint of 300 events is still there
+    run = jobs.sign_checkpoints()
+    assert f"version {newest} of {path}" in run.refused[log]
+    assert [v.version for v in where.store.versions(path)][-1] == newest, "nothing was signed"
+    with pytest.raises(CommandError) as failure:
+        call_command("audit_verify")
+    assert f"version {newest} of {path}" in str(failure.value) and log in str(failure.value)

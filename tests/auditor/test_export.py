@@ -25,6 +25,7 @@ from audit.sequencer import integrate_all
 from auditor import signing
 from auditor.archive import archive
 from tests import bao as servers
+from tests.auditor.forge import forged_checkpoint
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
@@ -320,7 +321,9 @@ def test_every_exported_event_is_proven_in_its_chains_signed_checkpoint(actors, 
     )
 
 
-def _resign(path: Path, edit: Callable[[dict], None]) -> None:
+def _resign(
+    path: Path, edit: Callable[[dict], None], edit_manifest: Callable[[dict], None] | None = None
+) -> None:
     """Edit one event of an export, recompute every chain hash after it and the manifest,
     and sign that with the export key: what someone holding the export key could make."""
     lines = _lines(path)
@@ -343,6 +346,8 @@ def _resign(path: Path, edit: Callable[[dict], None]) -> None:
         digest.update(canonical(event) + b"\n")
     manifest = json.loads(lines[-1])["manifest"]
     manifest["chains"], manifest["lines_sha256"] = chains, digest.hexdigest()
+    if edit_manifest is not None:
+        edit_manifest(manifest)
     signature = base64.b64encode(signing.signer().sign(canonical(manifest))).decode()
     trailer = canonical({"manifest": manifest, "signature": signature})
     _write(path, [canonical(e) for e in events] + [trailer])
@@ -360,13 +365,7 @@ def test_a_chain_the_signer_refuses_is_exported_unproven_and_fails(actors, tmp_p
     record("test.export", actor=Actor.system(), tenant=actors.tenant_a.slug)
     integrate_all()
     chain = f"tenant:{actors.tenant_a.slug}"
-    stranger = Ed25519PrivateKey.generate()
-    forged = note.sign(
-        note.Checkpoint(f"{settings.AUDIT_ORIGIN}/{chain}", 1, b"\0" * 32).text(),
-        note.Verifier.of(settings.AUDIT_ORIGIN, stranger.public_key().public_bytes_raw()),
-        stranger.sign,
-    )
-    archive().replace(chain, forged, None)
+    archive().replace(chain, forged_checkpoint(chain, 1), None)
     path, public = _export(actors, tmp_path, tenant=actors.tenant_a.slug)
     problem = verify_file(path, public).problems[0]
     assert problem.startswith(f"chain {chain}: no signed checkpoint (the checkpoint held")
@@ -381,6 +380,24 @@ def test_offline_verification_can_require_witness_cosignatures(actors, tmp_path)
     )
     report = verify_file(path, public, trust=Trust(witnesses=(str(witness),), quorum=1))
     assert "carries 0 of the 1 witness cosignatures required" in report.problems[0]
+
+
+def _as_format_1(manifest: dict) -> None:
+    manifest["format"] = "keyward-audit-export/1"
+    for field in ("proofs", "unproven", "log_key"):
+        manifest.pop(field, None)
+
+
+def test_an_export_passed_off_as_the_format_before_checkpoints_fails_what_was_asked(
+    actors, tmp_path
+):
+    path, public = _export(actors, tmp_path)
+    log_key = verify_file(path, public).manifest["log_key"]
+    _resign(path, lambda event: event.update(target="key:forged"), _as_format_1)
+    assert verify_file(path, public).ok  # no more than the export key's signature was asked
+    for trust in (Trust(log_key=log_key), Trust(witnesses=("w+00000000+AA==",), quorum=1)):
+        problem = verify_file(path, public, trust=trust).problems[0]
+        assert "which predates checkpoints" in problem
 
 
 def test_exports_that_do_not_meet_cannot_be_compared_offline(actors, tmp_path):

@@ -17,7 +17,9 @@ from audit.queries import integrated_events
 from audit.recorder import GLOBAL_CHAIN, chain_for, record
 from audit.sequencer import integrate_all
 from auditor import jobs
+from auditor.archive import archive
 from tests.audit.tamper import tamper
+from tests.auditor.forge import forged_checkpoint
 
 
 def _write(tenant: str, count: int) -> None:
@@ -204,3 +206,80 @@ def test_verify_names_the_checkpoint_a_cut_chain_contradicts(committed_signed):
     body = committed_signed.as_("carol").get(f"/api/v1/audit/verify?chain={chain}").json()
     assert body["ok"] is False
     assert "35 events, fewer than the 41 of the signed checkpoint of size 41" in body["first_bad"]
+
+
+@pytest.mark.parametrize(
+    "chain", ["tenant:", "tenant:Not%20A%20Slug", "acme", "tenant:" + "a" * 70, "tenant:a%00"]
+)
+def test_a_chain_name_that_names_no_chain_is_refused_and_records_nothing(signed, chain):
+    before = AuditEvent.objects.count()
+    for url in (
+        f"/api/v1/audit/checkpoint?chain={chain}",
+        f"/api/v1/audit/consistency?chain={chain}&from=1",
+        f"/api/v1/audit/verify?chain={chain}",
+    ):
+        response = signed.as_("carol").get(url)
+        assert response.status_code == 400, (url, response.content)
+        assert response.json()["error"]["code"] in ("invalid", "bad_request")
+    assert AuditEvent.objects.count() == before
+
+
+def test_a_chain_of_no_tenant_is_refused_in_the_global_chain(signed):
+    response = signed.as_("dave").get("/api/v1/audit/verify?chain=tenant:nobody-here")
+    assert response.status_code == 404
+    integrate_all()
+    assert not AuditEvent.objects.filter(chain="tenant:nobody-here").exists()
+    refused = AuditEvent.objects.filter(action="access.denied", details__status=404)
+    assert refused.get().chain == GLOBAL_CHAIN
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/audit/consistency?chain={chain}&from=" + "9" * 5000,
+        "/api/v1/audit/consistency?chain={chain}&from=1&to=" + "9" * 20,
+        "/api/v1/audit/consistency?chain={chain}&from=%C2%B2",  # a superscript two
+        "/api/v1/audit/events/{event}/proof?size=" + "9" * 5000,
+        "/api/v1/audit/events?limit=" + "9" * 5000,
+    ],
+)
+def test_numbers_of_any_length_or_script_get_a_400(signed, url):
+    chain = chain_for(signed.tenant_a.slug)
+    event = AuditLink.objects.filter(chain=chain).earliest("seq").pk
+    response = signed.as_("carol").get(url.format(chain=chain, event=event))
+    assert response.status_code == 400, response.content
+
+
+def test_proofs_are_refused_while_the_held_checkpoint_does_not_verify(signed):
+    chain = chain_for(signed.tenant_a.slug)
+    held = archive().latest(chain)
+    archive().replace(chain, forged_checkpoint(chain, 41), held)
+    api = signed.as_("carol")
+    link = AuditLink.objects.filter(chain=chain).earliest("seq")
+    for url in (
+        f"/api/v1/audit/events/{link.pk}/proof",
+        f"/api/v1/audit/consistency?chain={chain}&from=1",
+    ):
+        response = api.get(url)
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "checkpoint_unverified"
+    listed = api.get(f"/api/v1/audit/checkpoint?chain={chain}").json()["checkpoints"]
+    assert "does not verify" in listed[0]["problem"]
+
+
+def test_verify_reports_hidden_events_only_of_the_chains_asked(committed_signed):
+    actors = committed_signed
+    record("test.hidden", actor=Actor.system(), tenant=actors.tenant_b.slug)
+    hidden = AuditEvent.objects.filter(action="test.hidden").get()
+    tamper(["DELETE FROM audit_pending WHERE event_id = %s"], [hidden.pk])
+    mine, theirs = chain_for(actors.tenant_a.slug), chain_for(actors.tenant_b.slug)
+    carol, dave = actors.as_("carol"), actors.as_("dave")
+    for api, url, ok in (
+        (carol, "/api/v1/audit/verify", False),
+        (carol, f"/api/v1/audit/verify?chain={theirs}", False),
+        (carol, f"/api/v1/audit/verify?chain={mine}", True),
+        (dave, "/api/v1/audit/verify", True),
+    ):
+        body = api.get(url).json()
+        assert body["ok"] is ok, (url, body)
+        assert (str(hidden.pk) in body["unaccounted"]) is not ok

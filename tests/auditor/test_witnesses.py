@@ -16,10 +16,12 @@ from django.core.management import CommandError, call_command
 
 from audit import note
 from audit.actors import Actor
+from audit.models import AuditEvent
 from audit.recorder import chain_for, record
 from audit.sequencer import integrate_all
 from auditor import checkpoints, jobs, signing, witnesses
-from auditor.archive import archive
+from auditor.archive import Held, archive
+from tests.audit.tamper import tamper
 from tests.bao import free_port
 from tests.factories import rand
 
@@ -56,6 +58,16 @@ class WitnessProcess:
 
 @pytest.fixture
 def two_witnesses(db, settings, tmp_path) -> Iterator[list[WitnessProcess]]:
+    yield from _started(settings, tmp_path)
+
+
+@pytest.fixture
+def witnessed(committed_db, settings, tmp_path) -> Iterator[list[WitnessProcess]]:
+    """Two witnesses, over events committed where the database's owner can reach them."""
+    yield from _started(settings, tmp_path)
+
+
+def _started(settings, tmp_path) -> Iterator[list[WitnessProcess]]:
     log_key = str(checkpoints.verifier())
     pair = [WitnessProcess(f"witness.example/w{i}", tmp_path / f"w{i}", log_key) for i in (1, 2)]
     for witness in pair:
@@ -134,3 +146,61 @@ def test_a_witness_refuses_a_checkpoint_the_log_rolled_back(two_witnesses):
         f"{two_witnesses[0].url}/add-checkpoint", content=f"old {size - 2}\n\n{resigned}".encode()
     )
     assert answer.status_code == 409 and answer.text == f"{size}\n"
+    assert answer.headers["content-type"] == "text/x.tlog.size"
+
+
+def test_one_witness_cosigning_twice_counts_once(two_witnesses, settings):
+    tenant = rand("wit")
+    _grow(tenant, 4)
+    jobs.sign_checkpoints()
+    chain = chain_for(tenant)
+    held = archive().latest(chain)
+    assert held is not None
+    body, _, lines = held.note.rpartition("\n\n")
+    first = next(line for line in lines.splitlines() if "witness.example/w1" in line)
+    own = next(line for line in lines.splitlines() if "witness.example/w" not in line)
+    doubled = f"{body}\n\n{own}\n{first}\n{first}\n"
+    archive().replace(chain, doubled, held)
+    assert witnesses.cosigned_by(doubled) == ["witness.example/w1"]
+    settings.AUDIT_WITNESS_QUORUM = 2
+    with pytest.raises(CommandError) as failure:
+        call_command("audit_verify")
+    assert "carries 1 of the 2 witness cosignatures required" in str(failure.value)
+
+
+def _restored(chain: str, events: int, held_then: Held | None) -> None:
+    """The database and the checkpoint archive both restored from a backup of `events`
+    events, as their owner would."""
+    tamper(
+        [
+            "DELETE FROM audit_event WHERE id IN"
+            f" (SELECT event_id FROM audit_link WHERE chain = %s AND seq > {events})",
+            f"DELETE FROM audit_link WHERE chain = %s AND seq > {events}",
+        ],
+        [chain],
+    )
+    assert held_then is not None
+    archive().replace(chain, held_then.note, archive().latest(chain))
+
+
+def test_a_witness_that_saw_more_stops_a_log_restored_with_its_checkpoints(witnessed):
+    tenant = rand("wit")
+    chain = chain_for(tenant)
+    _grow(tenant, 3)
+    jobs.sign_checkpoints()
+    backup = archive().latest(chain)
+    _grow(tenant, 3)
+    jobs.sign_checkpoints()  # the witnesses have cosigned 6 events
+    _restored(chain, 3, backup)
+    _grow(tenant, 1)
+
+    run = jobs.sign_checkpoints()
+    assert "has cosigned a tree of 6 events, more than the 4" in run.refused[chain]
+    assert archive().latest(chain) == backup, "nothing is kept of a refused checkpoint"
+    broken = AuditEvent.objects.filter(action="audit.chain_broken", details__chain=chain)
+    assert broken.count() == 1
+
+    _grow(tenant, 3)  # past the witnesses' size now, but not on the tree they cosigned
+    run = jobs.sign_checkpoints()
+    assert "inconsistent with one it cosigned" in run.refused[chain]
+    assert archive().latest(chain) == backup

@@ -7,6 +7,7 @@ import pytest
 
 from kms.exceptions import InvalidSecret
 from kms.providers import CheckOutcome, check_secret_shape, get_adapter
+from kms.providers.base import parse_retry_after
 from tests import provider_stub as docs
 from tests.provider_stub import KEYS
 
@@ -179,3 +180,18 @@ def test_a_secret_of_the_wrong_shape_is_refused_before_any_network_call(
 @pytest.mark.parametrize("provider", sorted(KEYS))
 def test_each_providers_own_key_shape_is_accepted(provider):
     check_secret_shape(provider, KEYS[provider])
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        (" 12 ", 12.0),
+        ("\u00b2", None),
+        ("\u0665", None),
+        ("9" * 5000, None),
+        ("", None),
+    ],
+)
+def test_a_providers_retry_after_is_read_only_as_plain_seconds_or_a_date(header, seconds):
+    assert parse_retry_after(header) == seconds
