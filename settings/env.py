@@ -9,15 +9,20 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
+# S3's rule for bucket names, which S3-compatible services follow too; botocore's for regions.
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+REGION_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 
 
 class Env:
@@ -124,6 +129,41 @@ def _ring_material(name: str, key_id: int, material: str, min_bytes: int, decode
     if len(data) < min_bytes:
         raise ImproperlyConfigured(f"{name}: key {key_id} must be at least {min_bytes} characters")
     return data
+
+
+def s3_location(name: str, value: str) -> tuple[str, str]:
+    """The bucket and key prefix of `s3://bucket/prefix` (the prefix empty or ending in /).
+    Errors never quote the value: a URL can carry credentials."""
+    parts = urlsplit(value)
+    prefix = parts.path.strip("/")
+    if parts.scheme != "s3" or parts.query or parts.fragment or "//" in prefix:
+        raise ImproperlyConfigured(f"{name}: expected s3://bucket or s3://bucket/prefix")
+    if not BUCKET_NAME.fullmatch(parts.netloc):
+        raise ImproperlyConfigured(
+            f"{name}: not a bucket name (3-63 lower-case letters, digits, dots and hyphens)"
+        )
+    return parts.netloc, f"{prefix}/" if prefix else ""
+
+
+def http_endpoint(name: str, value: str) -> str:
+    """An `http(s)://host[:port]` address with nothing after it, or the empty string."""
+    if not value:
+        return ""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (reading it checks it: a ValueError unless a number)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: expected https://host[:port]") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ImproperlyConfigured(f"{name}: expected https://host[:port]")
+    return value.rstrip("/")
 
 
 def generated_secret(directory: Path, filename: str, factory: str = "token") -> str:

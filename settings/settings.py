@@ -17,7 +17,15 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from audit import note
-from settings.env import Env, generated_secret, parse_ring, warn
+from settings.env import (
+    REGION_NAME,
+    Env,
+    generated_secret,
+    http_endpoint,
+    parse_ring,
+    s3_location,
+    warn,
+)
 from tenants.validators import SLUG_PATTERN
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -71,8 +79,49 @@ AUDIT_ORIGIN = env.text("KEYWARD_AUDIT_ORIGIN", "localhost/keyward-audit")
 if not AUDIT_ORIGIN.isprintable() or any(c.isspace() or c == "+" for c in AUDIT_ORIGIN):
     raise ImproperlyConfigured("KEYWARD_AUDIT_ORIGIN: no spaces, plus signs or control characters")
 # Where the latest signed checkpoint of each chain is kept, outside the database: this
-# directory when set, else Vault's KV under the vault store, else DATA_DIR/audit-checkpoints.
+# directory when set, else the S3 bucket below when set, else Vault's KV under the vault
+# store, else DATA_DIR/audit-checkpoints.
 AUDIT_CHECKPOINT_DIR = env.text("KEYWARD_AUDIT_CHECKPOINT_DIR")
+
+
+def _checkpoint_bucket() -> dict[str, Any]:
+    """The S3-compatible bucket that keeps the checkpoints (empty when
+    KEYWARD_AUDIT_CHECKPOINT_S3_URL is not set): auditor.archive.S3Location's fields."""
+    url = env.text("KEYWARD_AUDIT_CHECKPOINT_S3_URL")
+    options: dict[str, Any] = {
+        "endpoint": http_endpoint(
+            "KEYWARD_AUDIT_CHECKPOINT_S3_ENDPOINT", env.text("KEYWARD_AUDIT_CHECKPOINT_S3_ENDPOINT")
+        ),
+        "region": env.text("KEYWARD_AUDIT_CHECKPOINT_S3_REGION"),
+        "access_key_id": env.text("KEYWARD_AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID"),
+        "secret_access_key": env.secret("KEYWARD_AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY") or "",
+        "ca_cert": env.text("KEYWARD_AUDIT_CHECKPOINT_S3_CACERT"),
+    }
+    timeout = env.number("KEYWARD_AUDIT_CHECKPOINT_S3_TIMEOUT_MS", 5000, minimum=100, maximum=60000)
+    if not url:
+        # A misspelt URL variable would otherwise leave the checkpoints on local disk.
+        if any(options.values()):
+            raise ImproperlyConfigured(
+                "KEYWARD_AUDIT_CHECKPOINT_S3_URL: required by the other "
+                "KEYWARD_AUDIT_CHECKPOINT_S3_* variables that are set"
+            )
+        return {}
+    if bool(options["access_key_id"]) != bool(options["secret_access_key"]):
+        raise ImproperlyConfigured(
+            "KEYWARD_AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID and _SECRET_ACCESS_KEY: set both, or "
+            "neither to use the AWS SDK's own credentials (web identity, instance role)"
+        )
+    if options["region"] and not REGION_NAME.fullmatch(options["region"]):
+        raise ImproperlyConfigured("KEYWARD_AUDIT_CHECKPOINT_S3_REGION: not a region name")
+    bucket, prefix = s3_location("KEYWARD_AUDIT_CHECKPOINT_S3_URL", url)
+    return {"bucket": bucket, "prefix": prefix, "timeout": timeout / 1000, **options}
+
+
+AUDIT_CHECKPOINT_S3 = _checkpoint_bucket()
+if AUDIT_CHECKPOINT_DIR and AUDIT_CHECKPOINT_S3:
+    raise ImproperlyConfigured(
+        "KEYWARD_AUDIT_CHECKPOINT_DIR and KEYWARD_AUDIT_CHECKPOINT_S3_URL: set one, not both"
+    )
 # Witnesses (c2sp.org/tlog-witness) each new checkpoint is submitted to: "<verifier key>
 # <URL prefix>" pairs, comma-separated; and how many cosignatures verification requires.
 
@@ -565,7 +614,7 @@ LOGGING = {
 EMBEDDED = bool(_embedded_parts)
 _CHECKPOINTS = Path(AUDIT_CHECKPOINT_DIR or DATA_DIR / "audit-checkpoints").resolve()
 if (
-    (AUDIT_CHECKPOINT_DIR or SECRET_STORE == "local")
+    (AUDIT_CHECKPOINT_DIR or (SECRET_STORE == "local" and not AUDIT_CHECKPOINT_S3))
     and _CHECKPOINTS.is_relative_to(DATA_DIR)
     and not AUDIT_WITNESSES
     and not EMBEDDED  # whose own warning says as much

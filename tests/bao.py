@@ -66,13 +66,7 @@ class BaoServer:
         )
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def store_config(self, **overrides: Any) -> dict[str, Any]:
         return {
@@ -201,3 +195,14 @@ class SilentServer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def stop_process(proc: subprocess.Popen[Any] | None) -> None:
+    """Terminate a server the tests started (killed when it does not stop in 10 s)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -135,6 +135,23 @@ def bao_raft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The S3-compatible service (moto on loopback, or the external one) every S3 test
+    talks to."""
+    from tests import s3 as s3_servers
+
+    external = s3_servers.external_server()
+    if external is not None:
+        yield external
+        return
+    server = s3_servers.start_moto_server(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(params=["local", "vault"])
 def store_config(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Settings for the `default` store, once per backend."""

@@ -2,7 +2,8 @@
 rule 10): the note opens with a verifier written here from c2sp.org/signed-note and
 tlog-checkpoint alone; each tamper case, done as the database's owner, is refused by the
 signer and named by `audit_verify` with the checkpoint it contradicts. Under the local
-store (a directory) and the vault store (Vault KV and Transit), on both databases."""
+store (a directory), the vault store (Vault KV and Transit) and the local store with an
+S3-compatible bucket, on both databases."""
 
 from __future__ import annotations
 
@@ -29,9 +30,12 @@ from tests.audit.tamper import tamper, tamper_each
 from tests.factories import rand
 
 
-@pytest.fixture(params=["local", "vault"])
+@pytest.fixture(params=["local", "vault", "s3"])
 def log(request, settings, committed_db):
     """A chain of 300 events with a signed checkpoint; returns the chain's name."""
+    if request.param == "s3":
+        settings.AUDIT_CHECKPOINT_S3 = request.getfixturevalue("s3").location()
+        settings.AUDIT_CHECKPOINT_DIR = ""
     if request.param == "vault":
         bao = request.getfixturevalue("bao")
         if "transit/" not in bao.client().sys.list_mounted_secrets_engines()["data"]:
