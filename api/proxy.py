@@ -435,7 +435,8 @@ class Incoming:
         self.limit = settings.PROXY_MAX_BODY_BYTES
         self.failure: DomainError | None = None  # why streaming the body upstream stopped
         declared = request.headers.get("content-length", "")
-        self.declared = decimal(declared) or 0
+        # A length of more digits than any size this service takes is over the limit too.
+        self.declared = decimal(declared) or (self.limit + 1 if declared.isdigit() else 0)
 
     def check_length(self) -> None:
         """Refuse a declared length over the limit before anything is read or sent."""

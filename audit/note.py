@@ -74,9 +74,10 @@ class Verifier:
 
     def verifies(self, text: bytes, signature: bytes) -> bool:
         if self.kind == COSIGNATURE_V1:
-            if len(signature) != 8 + 64:
-                return False
-            text = _cosigned(text, int.from_bytes(signature[:8], "big"))
+            timestamp = int.from_bytes(signature[:8], "big")
+            if len(signature) != 8 + 64 or not 0 < timestamp < 2**63:
+                return False  # c2sp.org/tlog-cosignature: a timestamp is never zero
+            text = _cosigned(text, timestamp)
             signature = signature[8:]
         try:
             Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, text)
@@ -138,6 +139,8 @@ def open_note(note: str, trusted: Iterable[Verifier]) -> Opened:
     text, blank, signatures = note.rpartition("\n\n")
     if not blank or not signatures.endswith("\n"):
         raise NoteError("malformed note")
+    if any(c < " " and c != "\n" for c in signatures):
+        raise NoteError("a note holds no control character but newlines")
     text += "\n"
     _check_text(text)
     lines = signatures[:-1].split("\n")

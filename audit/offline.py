@@ -174,6 +174,8 @@ def verify_file(
     try:
         parsed = json.loads(trailer or b"")
         manifest, signature = parsed["manifest"], base64.b64decode(parsed["signature"])
+        if not isinstance(manifest, dict):
+            raise TypeError("the manifest is not an object")
     except (ValueError, KeyError, TypeError):
         return report.fail(f"line {last}: no manifest (the export is truncated)")
     report.manifest = manifest
@@ -219,18 +221,25 @@ def _check_proofs(
 ) -> None:
     """Every exported chain's run of events is in its signed checkpoint."""
     try:
-        log_key = note.Verifier.parse(manifest["log_key"])
+        log_key = note.Verifier.parse(str(manifest["log_key"]))
         witnesses = [note.Verifier.parse(w) for w in trust.witnesses]
     except (KeyError, TypeError, note.NoteError):
         report.fail("the manifest or the options name no valid log or witness key")
         return
+    if any(w.kind != note.COSIGNATURE_V1 for w in witnesses):
+        report.fail("a witness key given is not a cosigner key (c2sp.org/tlog-cosignature)")
+        return
     if trust.log_key is not None and str(log_key) != trust.log_key:
         report.fail("the checkpoints are signed by another log key than the one given")
         return
+    proofs, unproven = manifest.get("proofs"), manifest.get("unproven")
+    if not isinstance(proofs, dict) or not isinstance(unproven, dict | None):
+        report.fail("the manifest's proofs are malformed")
+        return
     for name, run in sorted(runs.items()):
-        proof = manifest.get("proofs", {}).get(name)
+        proof = proofs.get(name)
         if proof is None:
-            reason = manifest.get("unproven", {}).get(name, "none was exported")
+            reason = (unproven or {}).get(name, "none was exported")
             report.fail(f"chain {name}: no signed checkpoint ({reason})")
             return
         problem = _chain_proof_problem(name, run, proof, log_key, witnesses, trust.quorum, report)
@@ -253,7 +262,7 @@ def _chain_proof_problem(
         checkpoint = note.Checkpoint.parse(opened.text)
         left = merkle.Frontier.from_hashes(run.start, [base64.b64decode(h) for h in proof["left"]])
         onward = [base64.b64decode(h) for h in proof["consistency"]]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return f"its checkpoint or proof is malformed or not signed by the log key ({exc})"
     if checkpoint.origin != f"{log_key.name}/{name}":
         return f"its checkpoint is for another log ({checkpoint.origin})"
@@ -357,11 +366,14 @@ def _consistency_problem(
 def add_trust_arguments(parser: Any) -> None:
     parser.add_argument("--log-key", help="the log's checkpoint verifier key, to pin it")
     parser.add_argument("--witness", action="append", default=[], help="a witness's key")
-    parser.add_argument("--quorum", type=int, default=0, help="witness cosignatures required")
+    parser.add_argument(
+        "--quorum", type=int, help="witness cosignatures required (default: every --witness)"
+    )
 
 
 def trust_of(args: Any) -> Trust:
-    return Trust(args.log_key, tuple(args.witness), args.quorum)
+    quorum = len(args.witness) if args.quorum is None else args.quorum
+    return Trust(args.log_key, tuple(args.witness), quorum)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,12 +17,14 @@ import binascii
 import contextlib
 import fcntl
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from cryptography.hazmat.primitives import serialization
@@ -208,8 +210,39 @@ def handler(witness: Witness, prefix: str = "") -> type[BaseHTTPRequestHandler]:
 
 
 class Server(ThreadingHTTPServer):
+    """Serves at most `max_connections` clients at once, each for at most
+    `deadline_seconds` in all: a client sending a byte at a time holds a thread for no
+    longer, and too many of them cannot take every thread."""
+
     request_queue_size = 128
     daemon_threads = True
+    max_connections = 64
+    deadline_seconds = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # busy: the client may try again
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        cut = threading.Timer(self.deadline_seconds, _hang_up, (request,))
+        cut.daemon = True
+        cut.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            cut.cancel()
+            self._slots.release()
+
+
+def _hang_up(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
 
 
 def load_key(path: Path) -> Ed25519PrivateKey:

@@ -13,6 +13,11 @@ from audit.models import ChainCheck, Checkpoint, Outcome
 from audit.recorder import record
 from notify.tasks import notify
 
+# How a refusal of the checkpoint signer begins, in a chain's check: a verification that
+# finds the chain's events intact does not clear it (the witness that refused may know of
+# a rollback the database and the archive no longer show); the signer does, once it signs.
+REFUSAL = "the signer refuses its checkpoint: "
+
 
 def do_record_chain_check(result: ChainResult, *, actor: Actor, now: datetime) -> bool:
     """Keep a chain's latest verification result; record and notify `audit.chain_broken`
@@ -21,6 +26,8 @@ def do_record_chain_check(result: ChainResult, *, actor: Actor, now: datetime) -
     first_bad = result.first_bad.describe()[:500] if result.first_bad else ""
     with transaction.atomic(durable=True):
         previous = ChainCheck.objects.select_for_update().filter(chain=result.chain).first()
+        if result.ok and previous is not None and REFUSAL in previous.first_bad:
+            return False
         newly_broken = not result.ok and (
             previous is None or previous.ok or previous.first_bad != first_bad
         )
@@ -47,6 +54,13 @@ def do_record_chain_check(result: ChainResult, *, actor: Actor, now: datetime) -
                 },
             )
     return newly_broken
+
+
+def do_clear_refusal(chain: str, *, now: datetime) -> None:
+    """The signer has signed the chain again: its earlier refusal no longer stands."""
+    ChainCheck.objects.filter(chain=chain, first_bad__contains=REFUSAL).update(
+        ok=True, first_bad="", checked_at=now
+    )
 
 
 def do_note_export(

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("keyward.audit")
 PREFIX = "_keyward/audit-checkpoints"
 SUFFIX = ".checkpoint"
+ERROR_CODE = re.compile(r"[A-Za-z0-9.]{1,64}")
 
 
 class ArchiveConflict(Conflict):
@@ -49,8 +51,12 @@ class ArchiveConflict(Conflict):
     message = "Another signer replaced the checkpoint meanwhile; nothing was changed."
 
 
-class ArchiveDamaged(note.NoteError):
-    """The archive cannot show a chain's latest checkpoint: it was removed from under it."""
+class ArchiveDamaged(ServiceUnavailable, note.NoteError):
+    """The archive cannot show a chain's latest checkpoint: it was removed from under it.
+    A checkpoint that does not verify to the signer and the verifier; 503 to a caller."""
+
+    code = "checkpoint_archive_damaged"
+    message = "The checkpoint archive has lost a checkpoint; run audit_verify."
 
 
 class ArchiveUnavailable(ServiceUnavailable):
@@ -116,11 +122,14 @@ class StoreArchive:
 
     def latest(self, chain: str) -> Held | None:
         found = self._read(f"{PREFIX}/chain/{chain}")
+        if found is None and chain in self.chains():
+            raise ArchiveDamaged(
+                f"the index of {self.describe()} names {chain} but no checkpoint of it is "
+                "there (deleted?)"
+            )
         return Held(found[0], str(found[1])) if found else None
 
     def replace(self, chain: str, note: str, previous: Held | None) -> None:
-        if previous is None:
-            self._index(chain)
         try:
             self.store.put(
                 f"{PREFIX}/chain/{chain}",
@@ -129,14 +138,18 @@ class StoreArchive:
             )
         except StoreConflict:
             raise ArchiveConflict() from None
+        if previous is None:
+            self._index(chain)
 
     def chains(self) -> list[str]:
         found = self._read(f"{PREFIX}/index")
         return sorted(json.loads(found[0])) if found else []
 
     def _index(self, chain: str) -> None:
-        """Name the chain in the index before its first checkpoint is written, so a chain
-        can never be held without being listed."""
+        """Name the chain in the index once its first checkpoint is written: a chain the
+        index names has a checkpoint, so one that is missing was removed. (A chain held
+        but not yet listed is still found: verification asks for every chain in the
+        database.)"""
         for _ in range(5):
             found = self._read(f"{PREFIX}/index")
             names = set(json.loads(found[0])) if found else set()
@@ -276,12 +289,29 @@ class S3Archive:
             body = got["Body"].read()
         except ClientError as exc:
             if _code(exc) == "NoSuchKey":
+                self._check_never_written(chain)
                 return None
             raise _unavailable("GetObject", exc) from None
         except BotoCoreError as exc:
             raise _unavailable("GetObject", exc) from None
         # A mangled object must fail as a note that does not verify, not crash the reader.
         return Held(body.decode("utf-8", errors="replace"), got["ETag"])
+
+    def _check_never_written(self, chain: str) -> None:
+        """ArchiveDamaged when a versioned bucket shows a checkpoint of the chain deleted
+        (a delete marker, or older versions only)."""
+        key = self._key(chain)
+        try:
+            found = self.client.list_object_versions(
+                Bucket=self.where.bucket, Prefix=key, MaxKeys=2
+            )
+        except ClientError as exc:
+            raise _unavailable("ListObjectVersions", exc) from None
+        except BotoCoreError as exc:
+            raise _unavailable("ListObjectVersions", exc) from None
+        kept = [*found.get("Versions", []), *found.get("DeleteMarkers", [])]
+        if any(item.get("Key") == key for item in kept):
+            raise ArchiveDamaged(f"the checkpoint of {chain} was deleted from {self.describe()}")
 
     def replace(self, chain: str, note: str, previous: Held | None) -> None:
         body = note.encode()
@@ -322,7 +352,9 @@ class S3Archive:
 
 
 def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+    """The S3 error code, when it looks like one (the service chooses what it sends)."""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code if ERROR_CODE.fullmatch(code) else "unknown"
 
 
 def _condition_failed(exc: ClientError) -> bool:

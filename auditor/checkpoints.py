@@ -19,7 +19,7 @@ from audit.chain import ChainResult
 from audit.models import AuditLink
 from audit.verify import verify_after
 from auditor import signing, witnesses
-from auditor.archive import Archive, Held, archive
+from auditor.archive import Archive, ArchiveConflict, Held, archive
 from core.errors import Conflict
 
 
@@ -97,7 +97,7 @@ def sign_chain(chain: str, where: Archive | None = None) -> Issued:
     _stored_tree_agrees(chain, last, size, walked.root)
     checkpoint = note.Checkpoint(origin(chain), size, walked.root)
     text = note.sign(checkpoint.text(), verifier(), signing.checkpoint_signer().sign)
-    text = _cosigned(chain, checkpoint, text, last.size if last else 0)
+    text = _cosigned(chain, checkpoint, text, last.size if last else 0, where, held)
     where.replace(chain, text, held)
     return Issued(chain, checkpoint, text, new=True)
 
@@ -105,19 +105,29 @@ def sign_chain(chain: str, where: Archive | None = None) -> Issued:
 def _recosigned(chain: str, last: note.Checkpoint, held: Held, where: Archive) -> Issued:
     """An unchanged checkpoint, offered again to the witnesses that have not cosigned it
     (one was down when it was signed)."""
-    text = _cosigned(chain, last, held.note, last.size)
+    text = _cosigned(chain, last, held.note, last.size, where, held)
     if text != held.note:
         where.replace(chain, text, held)
     return Issued(chain, last, text, new=False)
 
 
-def _cosigned(chain: str, checkpoint: note.Checkpoint, text: str, last_size: int) -> str:
-    """The note with its witnesses' cosignatures; a witness's evidence of a rollback or a
-    fork refuses the checkpoint, which is then kept nowhere."""
+def _cosigned(
+    chain: str,
+    checkpoint: note.Checkpoint,
+    text: str,
+    last_size: int,
+    where: Archive,
+    held: Held | None,
+) -> str:
+    """The note with its witnesses' cosignatures. A witness that has seen a larger or
+    another tree refuses the checkpoint, which is then kept nowhere, unless another
+    signer, having read more events, got to the witness first."""
     try:
         return witnesses.cosign(chain, checkpoint, text, last_size)
     except witnesses.WitnessContradicts as exc:
-        raise CheckpointRefused(chain, str(exc)) from None
+        if exc.seen is not None and (chain_size(chain) >= exc.seen or where.latest(chain) != held):
+            raise ArchiveConflict() from None  # another signer was faster with a newer tree
+        raise CheckpointRefused(chain, f"{exc} (rolled back or forked?)") from None
 
 
 def _last(chain: str, where: Archive) -> tuple[Held | None, note.Checkpoint | None]:

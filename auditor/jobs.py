@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from audit.actors import Actor
 from audit.chain import Break, ChainResult
-from auditor.actions import do_record_chain_check
+from audit.models import ChainCheck
+from auditor.actions import REFUSAL, do_clear_refusal, do_record_chain_check
 from auditor.archive import ArchiveConflict
 from auditor.checkpoints import CheckpointRefused, Issued, chains, sign_chain
 from auditor.verification import verify_with_checkpoints
@@ -43,6 +44,9 @@ def sign_checkpoints() -> Signing:
     """Sign every chain that grew. A refusal marks the chain broken (recorded and notified
     once, as verification does) and signs nothing for it."""
     run, now = Signing(), timezone.now()
+    refused_before = set(
+        ChainCheck.objects.filter(first_bad__contains=REFUSAL).values_list("chain", flat=True)
+    )
     for chain in chains():
         try:
             run.issued.append(sign_chain(chain))
@@ -50,6 +54,10 @@ def sign_checkpoints() -> Signing:
             run.busy.append(chain)
         except CheckpointRefused as refusal:
             run.refused[chain] = refusal.reason
-            broken = ChainResult(chain, 0, "", Break(chain, 0, "", refusal.reason))
+            reason = REFUSAL + refusal.reason
+            broken = ChainResult(chain, 0, "", Break(chain, 0, "", reason))
             do_record_chain_check(broken, actor=SIGNER, now=now)
+    for issued in run.issued:
+        if issued.chain in refused_before:
+            do_clear_refusal(issued.chain, now=now)
     return run

@@ -16,7 +16,7 @@ from audit.chain import Break, ChainResult
 from audit.verify import verify_all
 from auditor import witnesses
 from auditor.archive import archive
-from auditor.checkpoints import open_held
+from auditor.checkpoints import chains, open_held
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def _held(only: Collection[str] | None) -> tuple[dict[str, note.Checkpoint], dic
     where, quorum = archive(), settings.AUDIT_WITNESS_QUORUM
     held: dict[str, note.Checkpoint] = {}
     problems: dict[str, str] = {}
-    for chain in where.chains():
+    for chain in chains():  # in the database or the archive: either may have lost one
         if only is not None and chain not in only:
             continue
         try:

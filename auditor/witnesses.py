@@ -49,8 +49,9 @@ class WitnessContradicts(WitnessRefused):
     """A witness holds evidence against the log: it has cosigned a larger tree of the
     chain than the log now holds, or a tree the log's cannot be proven to extend."""
 
-    def __init__(self, witness: Witness, reason: str) -> None:
+    def __init__(self, witness: Witness, reason: str, seen: int | None = None) -> None:
         super().__init__(f"witness {witness.verifier.name} {reason}")
+        self.seen = seen  # the larger size it has cosigned, when that is the evidence
 
 
 # A witness this process could not reach is left alone for a while, so that one witness
@@ -102,49 +103,73 @@ def _submit(
 ) -> str:
     for _ in range(2):  # the second with the size the witness says it has cosigned
         answer = _post(witness, chain, checkpoint, signed_note, min(old, checkpoint.size))
-        if answer.status_code == 409:
+        if answer.status == 409:
             seen = _cosigned_size(answer)
             if seen > checkpoint.size:
+                logger.error(
+                    "audit witness %s has cosigned %d events of %s; the log holds %d",
+                    witness.verifier.name,
+                    seen,
+                    chain,
+                    checkpoint.size,
+                )
                 raise WitnessContradicts(
-                    witness,
-                    f"has cosigned a tree of {seen} events, more than the "
-                    f"{checkpoint.size} the log holds now (rolled back?)",
+                    witness, "has cosigned a larger tree of this chain than the log holds", seen
                 )
             old = seen
             continue
-        if answer.status_code == 422:
+        if answer.status == 422:
             raise WitnessContradicts(
-                witness,
-                f"finds the tree of {checkpoint.size} events inconsistent with one it cosigned",
+                witness, "finds this chain's tree inconsistent with the one it cosigned"
             )
-        if answer.status_code != 200:
-            raise WitnessRefused(f"HTTP {answer.status_code}")
+        if answer.status != 200:
+            raise WitnessRefused(f"HTTP {answer.status}")
         return _verified_line(witness, signed_note, answer.text)
     raise WitnessRefused("its size kept changing")
 
 
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    kind: str  # the media type, without parameters
+    text: str
+
+
+MAX_ANSWER = 64 * 1024  # a few cosignature lines; a witness never needs more
+
+
 def _post(
     witness: Witness, chain: str, checkpoint: note.Checkpoint, signed_note: str, old: int
-) -> httpx.Response:
-    """One add-checkpoint request, proving the checkpoint consistent with size `old`."""
+) -> Answer:
+    """One add-checkpoint request, proving the checkpoint consistent with size `old`; the
+    answer is read within the timeout as a whole, up to 64 KiB."""
     try:
         proof = tree.consistency(chain, old, checkpoint.size) if 0 < old < checkpoint.size else []
     except merkle.ProofError as exc:
         raise WitnessRefused(f"no consistency proof from its size {old} ({exc})") from None
     body = f"old {old}\n" + "".join(base64.b64encode(h).decode() + "\n" for h in proof)
-    return httpx.post(
+    timeout = settings.AUDIT_WITNESS_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + timeout
+    with httpx.stream(
+        "POST",
         f"{witness.url}/add-checkpoint",
         content=(body + "\n" + signed_note).encode(),
-        timeout=settings.AUDIT_WITNESS_TIMEOUT_MS / 1000,
+        timeout=timeout,
         follow_redirects=False,
-    )
+    ) as answer:
+        read = bytearray()
+        for chunk in answer.iter_bytes():
+            read += chunk
+            if len(read) > MAX_ANSWER or time.monotonic() > deadline:
+                raise WitnessRefused("its answer was too large or too slow")
+        kind = answer.headers.get("content-type", "").partition(";")[0].strip()
+        return Answer(answer.status_code, kind, read.decode("utf-8", "replace"))
 
 
-def _cosigned_size(answer: httpx.Response) -> int:
+def _cosigned_size(answer: Answer) -> int:
     """The size a 409 says the witness last cosigned (c2sp.org/tlog-witness)."""
-    kind = answer.headers.get("content-type", "").partition(";")[0].strip()
     size = decimal(answer.text.removesuffix("\n"), canonical=True)
-    if kind != SIZE or size is None:
+    if answer.kind != SIZE or size is None:
         raise WitnessRefused("HTTP 409 without the size it has cosigned")
     return size
 

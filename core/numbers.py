@@ -4,7 +4,7 @@ than 4300 digits raises: every count, size or length a caller sends goes through
 
 from __future__ import annotations
 
-MAX_DIGITS = 19  # below 2**63: every size, count and offset fits a signed 64-bit column
+MAX_DIGITS = 19  # below 10**19: more than any size, count or offset this service handles
 
 
 def decimal(text: str, *, canonical: bool = False) -> int | None:

@@ -75,7 +75,8 @@ AUDIT_HMAC_KEY = _secret_or_generated("KEYWARD_AUDIT_HMAC_KEY", "audit-hmac-key"
 AUDIT_MERGE_DELAY_MS = env.number("KEYWARD_AUDIT_MERGE_DELAY_MS", 1000, minimum=50, maximum=60000)
 # Names this deployment's audit log in its signed checkpoints (each chain's origin is this,
 # a slash and the chain) and names its signing key: a schema-less URL by convention.
-AUDIT_ORIGIN = env.text("KEYWARD_AUDIT_ORIGIN", "localhost/keyward-audit")
+DEFAULT_ORIGIN = "localhost/keyward-audit"
+AUDIT_ORIGIN = env.text("KEYWARD_AUDIT_ORIGIN", DEFAULT_ORIGIN)
 if not AUDIT_ORIGIN.isprintable() or any(c.isspace() or c == "+" for c in AUDIT_ORIGIN):
     raise ImproperlyConfigured("KEYWARD_AUDIT_ORIGIN: no spaces, plus signs or control characters")
 # Where the latest signed checkpoint of each chain is kept, outside the database: this
@@ -125,11 +126,15 @@ if AUDIT_CHECKPOINT_DIR and AUDIT_CHECKPOINT_S3:
 # Witnesses (c2sp.org/tlog-witness) each new checkpoint is submitted to: "<verifier key>
 # <URL prefix>" pairs, comma-separated; and how many cosignatures verification requires.
 
+MAX_WITNESSES = 32  # each adds a line to every checkpoint; notes carry at most 64
+
 
 def _witnesses(entries: list[str]) -> list[tuple[str, str]]:
     """Each witness's cosigner key and URL prefix, refused unless well-formed and distinct."""
     pairs = [tuple(entry.split()) for entry in entries]
-    names = []
+    if len(pairs) > MAX_WITNESSES:
+        raise ImproperlyConfigured(f"KEYWARD_AUDIT_WITNESSES: at most {MAX_WITNESSES} witnesses")
+    names, publics = [], []
     for pair in pairs:
         if len(pair) != 2 or not pair[1].startswith(("http://", "https://")):
             raise ImproperlyConfigured(
@@ -142,9 +147,19 @@ def _witnesses(entries: list[str]) -> list[tuple[str, str]]:
             raise ImproperlyConfigured(f"KEYWARD_AUDIT_WITNESSES: {exc}") from None
         if key.kind != note.COSIGNATURE_V1:
             raise ImproperlyConfigured(f"KEYWARD_AUDIT_WITNESSES: {key.name} is no cosigner key")
+        if key.name == AUDIT_ORIGIN:
+            raise ImproperlyConfigured("KEYWARD_AUDIT_WITNESSES: a witness is named as the log")
         names.append(key.name)
-    if len(set(names)) != len(names):
-        raise ImproperlyConfigured("KEYWARD_AUDIT_WITNESSES: a witness is named twice")
+        publics.append(key.public_key)
+    if len(set(names)) != len(names) or len(set(publics)) != len(publics):
+        raise ImproperlyConfigured(
+            "KEYWARD_AUDIT_WITNESSES: a witness is named twice, or two share a key"
+        )
+    if pairs and AUDIT_ORIGIN == DEFAULT_ORIGIN:
+        raise ImproperlyConfigured(
+            "KEYWARD_AUDIT_ORIGIN: witnesses need a name of this deployment's own, "
+            f"not the default {DEFAULT_ORIGIN}"
+        )
     return [(key, url) for key, url in pairs]
 
 

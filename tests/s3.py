@@ -76,6 +76,9 @@ def start_moto_server(workdir: Path) -> S3Server:
     try:
         _wait_listening(port, proc)
         server.client().create_bucket(Bucket=BUCKET)
+        server.client().put_bucket_versioning(  # as the README asks of a production bucket
+            Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"}
+        )
     except BaseException:
         server.stop()
         raise

@@ -25,6 +25,7 @@ def _key(kind: bytes) -> str:
     return str(note.Verifier.of("w.example/1", public, kind))
 
 
+ORIGIN = {"KEYWARD_AUDIT_ORIGIN": "keyward.example/audit"}
 GOOD_PRODUCTION = {
     "KEYWARD_PRODUCTION": "true",
     "KEYWARD_SECRET_KEY": "s" * 60,
@@ -77,10 +78,26 @@ def run_configured(
         ({"KEYWARD_AUDIT_WITNESSES": "WITNESS ftp://w"}, "KEYWARD_AUDIT_WITNESSES"),
         ({"KEYWARD_AUDIT_WITNESSES": "WITNESS http://a,WITNESS http://b"}, "twice"),
         ({"KEYWARD_AUDIT_WITNESSES": "LOGKEY http://a"}, "no cosigner key"),
+        ({"KEYWARD_AUDIT_WITNESSES": "WITNESS http://a"}, "KEYWARD_AUDIT_ORIGIN"),
+        (
+            {"KEYWARD_AUDIT_WITNESSES": "WITNESS http://a", "KEYWARD_AUDIT_ORIGIN": "w.example/1"},
+            "named as the log",
+        ),
+        (
+            {"KEYWARD_AUDIT_WITNESSES": "TWIN1 http://a,TWIN2 http://b", **ORIGIN},
+            "two share a key",
+        ),
+        ({"KEYWARD_AUDIT_WITNESSES": ",".join(["WITNESS http://a"] * 33), **ORIGIN}, "at most 32"),
     ],
 )
 def test_a_malformed_value_stops_start_up_naming_the_variable(tmp_path, variables, named):
-    keys = {"WITNESS": _key(note.COSIGNATURE_V1), "LOGKEY": _key(note.ED25519)}
+    twin = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    keys = {
+        "WITNESS": _key(note.COSIGNATURE_V1),
+        "LOGKEY": _key(note.ED25519),
+        "TWIN1": str(note.Verifier.of("w.example/a", twin, note.COSIGNATURE_V1)),
+        "TWIN2": str(note.Verifier.of("w.example/b", twin, note.COSIGNATURE_V1)),
+    }
     for placeholder, key in keys.items():
         variables = {k: v.replace(placeholder, key) for k, v in variables.items()}
     result = run_configured(tmp_path, **variables)

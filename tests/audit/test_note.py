@@ -10,7 +10,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from audit import merkle
-from audit.note import Checkpoint, NoteError, Verifier, add_signatures, open_note, sign
+from audit.note import (
+    COSIGNATURE_V1,
+    Checkpoint,
+    NoteError,
+    Verifier,
+    add_signatures,
+    cosign,
+    open_note,
+    sign,
+)
 
 PETER_SIGNER = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 PETER_KEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
@@ -116,3 +125,23 @@ def test_notes_with_control_characters_or_too_many_signatures_are_refused():
     assert open_note(PETER_NOTE + line * 15, [verifier])  # 16 signatures are accepted
     with pytest.raises(NoteError, match="signatures"):
         open_note(PETER_NOTE + line * 64, [verifier])
+
+
+def test_a_cosignature_at_time_zero_or_past_2_63_never_verifies():
+    witness = Ed25519PrivateKey.generate()
+    key = Verifier.of("w.example/1", witness.public_key().public_bytes_raw(), COSIGNATURE_V1)
+    text = Checkpoint("log.example/x", 1, merkle.leaf_hash(b"")).text()
+    for timestamp in (0, 2**63, 2**64 - 1):
+        signature = witness.sign(b"cosignature/v1\ntime %d\n" % timestamp + text.encode())
+        raw = key.id + timestamp.to_bytes(8, "big") + signature
+        line = f"\u2014 w.example/1 {base64.b64encode(raw).decode()}\n"
+        with pytest.raises(NoteError):
+            open_note(f"{text}\n{line}", [key])
+    good = cosign(text, key, witness.sign, 1_700_000_000)
+    assert open_note(f"{text}\n{good}", [key]).signed_by == ("w.example/1",)
+
+
+def test_control_characters_in_signature_lines_are_refused():
+    line = SPEC_NOTE.rpartition("\n\n")[2].replace("example.com/foo", "example.com/\x07foo")
+    with pytest.raises(NoteError, match="control character"):
+        open_note(PETER_NOTE + line, [Verifier.parse(PETER_KEY)])

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -221,3 +222,32 @@ def test_the_witness_runs_without_django(tmp_path):
         env={"PATH": ""},
     )
     assert note.Verifier.parse(printed.stdout.strip()).kind == note.COSIGNATURE_V1
+
+
+def test_slow_or_too_many_clients_are_cut_off(log, tmp_path):
+    seen = witness.Witness(
+        "witness.example/w1",
+        witness.load_key(tmp_path / "witness.key"),
+        [log.verifier],
+        witness.State(tmp_path / "state"),
+    )
+    server_class = type("Small", (witness.Server,), {"max_connections": 2, "deadline_seconds": 1})
+    server = server_class(("127.0.0.1", 0), witness.handler(seen))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = server.server_address
+    try:
+        slow = [socket.create_connection(address, timeout=5) for _ in range(2)]
+        for conn in slow:  # a request line begun, never finished
+            conn.sendall(b"POST /add-checkpoint HTTP/1.1\r\n")
+        time.sleep(0.2)
+        with socket.create_connection(address, timeout=5) as third:
+            assert third.recv(64) == b"", "a client past the limit is hung up on at once"
+        for conn in slow:
+            assert conn.recv(64) == b"", "a client past its deadline is hung up on"
+            conn.close()
+        time.sleep(0.1)
+        url = f"http://{address[0]}:{address[1]}"
+        assert add(url, body(0, 5, log.checkpoint(5))).status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()

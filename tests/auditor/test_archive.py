@@ -21,7 +21,9 @@ from audit.actors import Actor
 from audit.recorder import GLOBAL_CHAIN, chain_for, record
 from audit.sequencer import integrate_all
 from auditor.archive import (
+    PREFIX,
     ArchiveConflict,
+    ArchiveDamaged,
     ArchiveUnavailable,
     DirectoryArchive,
     Held,
@@ -31,6 +33,7 @@ from auditor.archive import (
 )
 from auditor.checkpoints import CheckpointRefused, sign_chain
 from auditor.verification import verify_with_checkpoints
+from stores.vault import VaultStore
 from tests.audit.tamper import tamper
 from tests.bao import SilentServer, free_port
 from tests.factories import rand
@@ -184,7 +187,27 @@ def test_a_checkpoint_deleted_after_it_was_read_is_a_conflict(bucket, s3):
     s3.client().delete_object(Bucket=s3.bucket, Key=key)
     with pytest.raises(ArchiveConflict):
         bucket.replace(chain, "second\n", read)
-    assert bucket.latest(chain) is None
+    with pytest.raises(ArchiveDamaged, match="was deleted"):
+        bucket.latest(chain)  # a versioned bucket shows what was there
+
+
+def test_a_checkpoint_removed_from_under_a_versioned_archive_is_named_not_forgotten(where, request):
+    chain = _chain()
+    where.replace(chain, "first\n", None)
+    if isinstance(where, DirectoryArchive):
+        pytest.skip("a directory keeps no trace of a file removed from it")
+    if isinstance(where, StoreArchive):
+        store = where.store
+        assert isinstance(store, VaultStore)
+        client = request.getfixturevalue("bao").client()
+        client.secrets.kv.v2.delete_metadata_and_all_versions(
+            store._path(f"{PREFIX}/chain/{chain}"), mount_point=store.options.kv_mount
+        )
+    else:
+        key = where.where.prefix + quote(chain, safe="") + ".checkpoint"
+        request.getfixturevalue("s3").client().delete_object(Bucket=where.where.bucket, Key=key)
+    with pytest.raises(ArchiveDamaged):
+        where.latest(chain)
 
 
 def test_a_bucket_under_object_lock_keeps_every_checkpoint_replaced(settings, s3):

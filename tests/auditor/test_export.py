@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import json
@@ -19,7 +20,7 @@ from audit import note
 from audit.actors import Actor
 from audit.chain import canonical_bytes, link_hash
 from audit.models import AuditEvent
-from audit.offline import Trust, canonical, verify_file
+from audit.offline import Trust, canonical, trust_of, verify_file
 from audit.recorder import record
 from audit.sequencer import integrate_all
 from auditor import signing
@@ -419,3 +420,35 @@ def test_exports_that_do_not_meet_cannot_be_compared_offline(actors, tmp_path):
     assert verify_file(later, public).ok
     report = verify_file(later, public, previous=first)
     assert "cannot be compared offline" in report.problems[0]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.update(log_key=["not", "a", "key"]),
+        lambda m: m.update(proofs=["not", "a", "map"]),
+        lambda m: m.update(proofs={c: {"checkpoint": 7, "left": 1} for c in m["proofs"]}),
+        lambda m: m.update(unproven="none"),
+    ],
+)
+def test_a_malformed_manifest_signed_with_the_export_key_is_broken_not_a_crash(
+    actors, tmp_path, edit
+):
+    path, public = _export(actors, tmp_path)
+    _resign(path, lambda event: None, edit)
+    report = verify_file(path, public)
+    assert not report.ok and report.problems
+
+
+def test_offline_witnesses_must_be_cosigner_keys_and_all_are_required_by_default(actors, tmp_path):
+    path, public = _export(actors, tmp_path)
+    log_key = verify_file(path, public).manifest["log_key"]
+    report = verify_file(path, public, trust=Trust(witnesses=(log_key,), quorum=1))
+    assert "not a cosigner key" in report.problems[0]
+    witness = note.Verifier.of(
+        "w.example/1",
+        Ed25519PrivateKey.generate().public_key().public_bytes_raw(),
+        note.COSIGNATURE_V1,
+    )
+    args = argparse.Namespace(log_key=None, witness=[str(witness)], quorum=None)
+    assert trust_of(args).quorum == 1

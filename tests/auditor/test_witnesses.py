@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import CommandError, call_command
 
 from audit import note
 from audit.actors import Actor
-from audit.models import AuditEvent
+from audit.models import AuditEvent, ChainCheck
 from audit.recorder import chain_for, record
 from audit.sequencer import integrate_all
 from auditor import checkpoints, jobs, signing, witnesses
-from auditor.archive import Held, archive
+from auditor.archive import ArchiveConflict, Held, archive
 from tests.audit.tamper import tamper
 from tests.bao import free_port
 from tests.factories import rand
@@ -195,12 +199,84 @@ def test_a_witness_that_saw_more_stops_a_log_restored_with_its_checkpoints(witne
     _grow(tenant, 1)
 
     run = jobs.sign_checkpoints()
-    assert "has cosigned a tree of 6 events, more than the 4" in run.refused[chain]
+    assert "has cosigned a larger tree of this chain than the log holds" in run.refused[chain]
     assert archive().latest(chain) == backup, "nothing is kept of a refused checkpoint"
     broken = AuditEvent.objects.filter(action="audit.chain_broken", details__chain=chain)
     assert broken.count() == 1
+    jobs.verify_chains()  # the events and the archive agree: that does not clear the refusal
+    assert ChainCheck.objects.get(chain=chain).ok is False
+    _grow(tenant, 1)
+    assert chain in jobs.sign_checkpoints().refused
+    assert broken.count() == 1, "recorded and notified once while it stands"
 
-    _grow(tenant, 3)  # past the witnesses' size now, but not on the tree they cosigned
+    _grow(tenant, 2)  # past the witnesses' size now, but not on the tree they cosigned
     run = jobs.sign_checkpoints()
-    assert "inconsistent with one it cosigned" in run.refused[chain]
+    assert "inconsistent with the one it cosigned" in run.refused[chain]
     assert archive().latest(chain) == backup
+
+
+def test_a_witness_ahead_because_another_signer_was_faster_is_no_rollback(witnessed):
+    tenant = rand("wit")
+    chain = chain_for(tenant)
+    _grow(tenant, 4)
+    jobs.sign_checkpoints()
+    held = archive().latest(chain)
+    assert held is not None
+    _grow(tenant, 4)  # another signer has read all 8 and reached the witnesses first ...
+    faster = checkpoints.sign_chain(chain)
+    assert faster.checkpoint.size == 8
+    lagging = checkpoints.open_held(chain, held)  # ... this one had read only the first 4
+    bare = note.sign(lagging.text(), checkpoints.verifier(), signing.checkpoint_signer().sign)
+    with pytest.raises(ArchiveConflict):
+        checkpoints._cosigned(chain, lagging, bare, 0, archive(), held)
+    assert not ChainCheck.objects.filter(chain=chain, ok=False).exists()
+
+
+class _Flooding(BaseHTTPRequestHandler):
+    """A witness that answers with an endless body, or trickles one byte at a time."""
+
+    protocol_version = "HTTP/1.1"
+    trickle = False
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        try:
+            for _ in range(100_000):
+                self.wfile.write(b"x" if self.trickle else b"x" * 4096)
+                self.wfile.flush()
+                if self.trickle:
+                    time.sleep(0.2)
+        except OSError:
+            pass  # the log side hung up, as it should
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+def test_a_witness_answering_too_much_or_too_slowly_costs_only_its_cosignature(
+    db, settings, trickle
+):
+    handler = type("Handler", (_Flooding,), {"trickle": trickle})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cosigner = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    vkey = note.Verifier.of("w.example/flood", cosigner, note.COSIGNATURE_V1)
+    settings.AUDIT_WITNESSES = [(str(vkey), f"http://127.0.0.1:{server.server_address[1]}")]
+    settings.AUDIT_WITNESS_TIMEOUT_MS = 1000
+    witnesses._unreachable.clear()
+    tenant = rand("wit")
+    _grow(tenant, 3)
+    started = time.monotonic()
+    try:
+        run = jobs.sign_checkpoints()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - started < 10
+    assert chain_for(tenant) in [issued.chain for issued in run.issued]
+    assert _cosigners(chain_for(tenant)) == []
