@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,15 +161,22 @@ def secret_data(case: str, name: str) -> dict[str, str]:
 
 
 def test_the_ci_values_cover_each_deployment_shape() -> None:
-    assert {"vault-approle", "vault-kubernetes", "existing-secret", "high-availability"} <= set(
-        CASES
-    )
+    assert {
+        "vault-approle",
+        "vault-kubernetes",
+        "existing-secret",
+        "high-availability",
+        "audit-witnesses",
+    } <= set(CASES)
     assert {
         "KEYWARD_DATABASE_URL",
         "KEYWARD_PEPPERS",
         "KEYWARD_VAULT_SECRET_ID",
+        "KEYWARD_AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY",
     } <= SECRET_VARIABLES
-    assert "KEYWARD_VAULT_ROLE_ID" not in SECRET_VARIABLES
+    assert SECRET_VARIABLES.isdisjoint(
+        {"KEYWARD_VAULT_ROLE_ID", "KEYWARD_AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID"}
+    )
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -584,3 +595,230 @@ def test_readiness_can_leave_the_shared_dependencies_to_keywards_own_503() -> No
                 assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     with pytest.raises(helm.HelmValuesError):
         chart().render({"probes": {"readinessPath": "/"}})
+
+
+# The audit log's checkpoints: ci/audit-witnesses-values.yaml sets an origin, two witnesses
+# and a bucket with static credentials.
+AUDIT = "audit-witnesses"
+BUCKET_SECRET_KEY = "audit-checkpoint-s3-secret-access-key"
+WITNESS_KEY = values_for(AUDIT)["audit"]["witnesses"][0]["key"]
+
+
+def config_map(case_or_documents: str | list[dict[str, Any]]) -> dict[str, str]:
+    documents = (
+        manifests(case_or_documents) if isinstance(case_or_documents, str) else case_or_documents
+    )
+    (found,) = [d for d in documents if d["kind"] == "ConfigMap"]
+    data: dict[str, str] = found["data"]
+    return data
+
+
+def with_audit(**changes: Any) -> dict[str, Any]:
+    """The audit-witnesses case with these fields of its `audit` block changed."""
+    return {**values_for(AUDIT), "audit": {**values_for(AUDIT)["audit"], **changes}}
+
+
+def test_the_config_map_carries_the_audit_settings_as_given() -> None:
+    audit = merged(AUDIT)["audit"]
+    bucket = audit["checkpointBucket"]
+    data = config_map(AUDIT)
+    assert data["KEYWARD_AUDIT_ORIGIN"] == audit["origin"] == "keyward.example.com/audit"
+    pairs = [entry.split() for entry in data["KEYWARD_AUDIT_WITNESSES"].split(",")]
+    assert pairs == [[w["key"], w["url"]] for w in audit["witnesses"]] and len(pairs) == 2
+    assert data["KEYWARD_AUDIT_WITNESS_QUORUM"] == "1"
+    assert data["KEYWARD_AUDIT_WITNESS_TIMEOUT_MS"] == "3000"
+    assert data["KEYWARD_SCHEDULE_SIGN_CHECKPOINTS"] == "30"
+    assert data["KEYWARD_AUDIT_CHECKPOINT_S3_URL"] == bucket["url"]
+    assert data["KEYWARD_AUDIT_CHECKPOINT_S3_ENDPOINT"] == bucket["endpoint"]
+    assert data["KEYWARD_AUDIT_CHECKPOINT_S3_REGION"] == bucket["region"]
+    assert data["KEYWARD_AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID"] == bucket["accessKeyId"]
+    assert data["KEYWARD_AUDIT_CHECKPOINT_S3_TIMEOUT_MS"] == "4000"
+    assert "KEYWARD_AUDIT_CHECKPOINT_DIR" not in data
+    # The CA bundle's path is the ConfigMap's key, mounted in every pod.
+    ca_path = data["KEYWARD_AUDIT_CHECKPOINT_S3_CACERT"]
+    for name, pod in pods(AUDIT):
+        (container,) = pod["containers"]
+        (mount,) = [m for m in container["volumeMounts"] if ca_path.startswith(m["mountPath"])]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["configMap"]["name"] == bucket["caCert"]["configMap"], name
+        assert [i["path"] for i in volume["configMap"]["items"]] == [ca_path.rsplit("/", 1)[1]]
+
+
+def test_without_audit_values_only_the_signing_interval_is_set() -> None:
+    audit = {k: v for k, v in config_map("default").items() if "AUDIT" in k or "CHECKPOINT" in k}
+    assert audit == {"KEYWARD_SCHEDULE_SIGN_CHECKPOINTS": "60"}
+    for name, pod in pods("default"):
+        assert all("configMap" not in v for v in pod["volumes"]), name
+
+
+def test_the_settings_accept_the_audit_configuration_the_chart_renders(tmp_path: Path) -> None:
+    """The web pod's environment, its secret files copied out of the Secret, read by the
+    application's own settings in a fresh interpreter."""
+    web = workload(AUDIT, "Deployment", "web")["spec"]["template"]["spec"]
+    (container,) = web["containers"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
+    env |= config_map(AUDIT) | {"DJANGO_SETTINGS_MODULE": "settings.settings"}
+    env["KEYWARD_DATA_DIR"] = str(tmp_path / "data")
+    stored = secret_data(AUDIT, "kw-keyward")
+    for entry in container["env"]:
+        if entry["name"].endswith("_FILE"):
+            _, key = secret_file_source(web, container, entry["value"])
+            (tmp_path / key).write_text(stored[key])
+            env[entry["name"]] = str(tmp_path / key)
+        elif "value" in entry:
+            env[entry["name"]] = entry["value"]
+    probe = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([s.AUDIT_ORIGIN, s.AUDIT_WITNESSES, s.AUDIT_WITNESS_QUORUM, "
+        "s.AUDIT_WITNESS_TIMEOUT_MS, s.AUDIT_CHECKPOINT_S3]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    origin, witnesses, quorum, timeout, bucket = json.loads(done.stdout.splitlines()[-1])
+    audit = merged(AUDIT)["audit"]
+    assert origin == audit["origin"]
+    assert witnesses == [[w["key"], w["url"]] for w in audit["witnesses"]]
+    assert (quorum, timeout) == (1, 3000)
+    assert bucket["bucket"] == "keyward-audit" and bucket["prefix"] == "checkpoints/"
+    assert (
+        bucket["secret_access_key"] == merged(AUDIT)["secrets"]["checkpointBucketSecretAccessKey"]
+    )
+    assert bucket["ca_cert"] == "/etc/keyward/checkpoint-s3-ca/ca.crt"
+
+
+def test_the_bucket_secret_access_key_reaches_pods_only_from_the_secret() -> None:
+    given = merged(AUDIT)["secrets"]["checkpointBucketSecretAccessKey"]
+    for name, pod in pods(AUDIT):
+        (container,) = pod["containers"]
+        path = file_env(container, "KEYWARD_AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY")
+        assert path, name
+        secret, key = secret_file_source(pod, container, path)
+        assert key == BUCKET_SECRET_KEY
+        assert secret_data(AUDIT, secret)[key] == given, name
+        assert all(
+            e["name"] != "KEYWARD_AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY" for e in container["env"]
+        )
+    for manifest in manifests(AUDIT):
+        if manifest["kind"] != "Secret":
+            assert given not in yaml.safe_dump(manifest), manifest["metadata"]["name"]
+    # From an existingSecret, by its key there.
+    existing = render({**values_for("existing-secret"), "audit": values_for(AUDIT)["audit"]})
+    assert not [d for d in existing if d["kind"] == "Secret"]
+    for deployment in (d for d in existing if d["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        path = file_env(container, "KEYWARD_AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY")
+        assert path and secret_file_source(pod, container, path) == (
+            "keyward-secrets",
+            BUCKET_SECRET_KEY,
+        )
+
+
+def test_without_an_access_key_id_the_bucket_uses_the_sdks_own_credentials() -> None:
+    audit = values_for(AUDIT)["audit"]
+    bucket = {k: v for k, v in audit["checkpointBucket"].items() if k != "accessKeyId"}
+    secrets = dict(values_for(AUDIT)["secrets"])
+    del secrets["checkpointBucketSecretAccessKey"]
+    values = {**with_audit(checkpointBucket=bucket), "secrets": secrets}
+    documents = render(values)
+    assert "KEYWARD_AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID" not in config_map(documents)
+    for document in documents:
+        if document["kind"] == "Secret":
+            assert BUCKET_SECRET_KEY not in document.get("data", {})
+        if document["kind"] in ("Deployment", "Job"):
+            (container,) = document["spec"]["template"]["spec"]["containers"]
+            assert not file_env(container, "KEYWARD_AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"audit": {"origin": "keyward.example.com/audit log"}},
+        {"audit": {"origin": "keyward.example.com+audit"}},
+        {"audit": {"origin": "keyward.example.com/\taudit"}},
+        {"audit": {"witnesses": [{"key": WITNESS_KEY, "url": "ftp://witness.example.org"}]}},
+        {"audit": {"witnesses": [{"key": WITNESS_KEY, "url": "witness.example.org:7380"}]}},
+        {"audit": {"witnesses": [{"key": WITNESS_KEY, "url": "https://user:pw@witness.example"}]}},
+        {"audit": {"witnesses": [{"key": WITNESS_KEY, "url": "https://w.example/a,https://b"}]}},
+        {"audit": {"witnesses": [{"key": "not a key", "url": "https://witness.example.org"}]}},
+        {"audit": {"witnesses": [{"url": "https://witness.example.org"}]}},
+        {"audit": {"witnessQuorum": -1}},
+        {"audit": {"witnessTimeoutMs": 10}},
+        {"audit": {"checkpointBucket": {"url": "https://bucket.s3.amazonaws.com"}}},
+        {"audit": {"checkpointBucket": {"url": "s3://Bucket_Name"}}},
+        {"audit": {"checkpointBucket": {"endpoint": "https://minio.storage.svc:9000"}}},
+        {"audit": {"checkpointBucket": {"url": "s3://keyward-audit", "endpoint": "minio:9000"}}},
+        {"audit": {"checkpointBucket": {"url": "s3://keyward-audit", "region": "us east"}}},
+        {"secrets": {"checkpointBucketSecretAccessKey": "secret-without-its-key-id"}},
+        {"config": {"extraEnv": {"KEYWARD_AUDIT_CHECKPOINT_DIR": "/tmp/checkpoints"}}},
+        {"config": {"extraEnv": {"KEYWARD_AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY": "s"}}},
+    ],
+)
+def test_the_schema_refuses_malformed_audit_settings(values: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmValuesError):
+        chart().render(values)
+
+
+def test_a_quorum_above_the_number_of_witnesses_is_refused() -> None:
+    assert render(with_audit(witnessQuorum=2))
+    refused = r"audit\.witnessQuorum: \d+, more than the \d+ witnesses"
+    with pytest.raises(helm.HelmRenderError, match=refused):
+        render(with_audit(witnessQuorum=3))
+    with pytest.raises(helm.HelmRenderError, match=refused):
+        chart().render({"audit": {"witnessQuorum": 1}})
+
+
+def audit_egress(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The egress rules after the fixed ones (DNS, PostgreSQL, Redis, Vault, HTTPS)."""
+    (policy,) = [
+        d
+        for d in documents
+        if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "kw-keyward"
+    ]
+    rules: list[dict[str, Any]] = policy["spec"]["egress"][5:]
+    return rules
+
+
+def test_the_network_policy_allows_the_witnesses_and_the_bucket() -> None:
+    values = merged(AUDIT)
+    witnesses, bucket = audit_egress(manifests(AUDIT))
+    # https://witness.example.org/w1 on 443, http://...svc:7380 on its own port.
+    assert [(p["port"], p["protocol"]) for p in witnesses["ports"]] == [(443, "TCP"), (7380, "TCP")]
+    assert witnesses["to"] == values["networkPolicy"]["egress"]["witnesses"]["to"]
+    assert [(p["port"], p["protocol"]) for p in bucket["ports"]] == [(9000, "TCP")]
+    assert bucket["to"] == values["networkPolicy"]["egress"]["checkpointBucket"]["to"]
+    # No rule of their own when neither is set.
+    assert len(audit_egress(manifests("high-availability"))) == 0
+
+
+def test_audit_egress_without_peers_reaches_public_addresses_only() -> None:
+    """An empty `to` would allow every address on 443 or 80, the metadata service's
+    among them: the rules take the HTTPS rule's public-only peers instead."""
+    audit = values_for(AUDIT)["audit"]
+    bucket = {k: v for k, v in audit["checkpointBucket"].items() if k not in ("endpoint", "caCert")}
+    values = with_audit(
+        witnesses=[{"key": WITNESS_KEY, "url": "http://witness.example.org/w1"}],
+        witnessQuorum=1,
+        checkpointBucket=bucket,
+    )
+    values["networkPolicy"] = {"enabled": True}
+    public = merged("default")["networkPolicy"]["egress"]["https"]["to"]
+    witnesses, aws = audit_egress(render(values))
+    assert [p["port"] for p in witnesses["ports"]] == [80] and witnesses["to"] == public
+    assert [p["port"] for p in aws["ports"]] == [443] and aws["to"] == public
+
+
+def test_notes_remind_the_operator_to_name_the_audit_log() -> None:
+    def notes(values: dict[str, Any]) -> str:
+        files = chart().render(values, name="kw", namespace="keyward", is_install=True)
+        (text,) = [t for p, t in files.items() if p.endswith("NOTES.txt")]
+        return text
+
+    assert "audit.origin is not set" in notes({})
+    assert "audit.origin" not in notes(values_for(AUDIT))
+    local = notes({"secretStore": "local"})
+    assert "lost when it restarts" in local
+    bucket = {"url": "s3://keyward-audit"}
+    assert "lost" not in notes({"secretStore": "local", "audit": {"checkpointBucket": bucket}})

@@ -109,10 +109,84 @@ exists).
 {{- end }}
 {{- end }}
 {{- end }}
+{{- $audit := .Values.audit }}
+{{- with $audit.origin }}
+{{- $_ := set $c "KEYWARD_AUDIT_ORIGIN" . }}
+{{- end }}
+{{- $_ := set $c "KEYWARD_SCHEDULE_SIGN_CHECKPOINTS" (toString $audit.signIntervalSeconds) }}
+{{- if $audit.witnesses }}
+{{- $pairs := list }}
+{{- range $audit.witnesses }}
+{{- $pairs = append $pairs (printf "%s %s" .key .url) }}
+{{- end }}
+{{- $_ := set $c "KEYWARD_AUDIT_WITNESSES" (join "," $pairs) }}
+{{- $_ := set $c "KEYWARD_AUDIT_WITNESS_QUORUM" (toString $audit.witnessQuorum) }}
+{{- $_ := set $c "KEYWARD_AUDIT_WITNESS_TIMEOUT_MS" (toString $audit.witnessTimeoutMs) }}
+{{- end }}
+{{- /* JSON Schema cannot compare a number with an array's length. */}}
+{{- if gt (int $audit.witnessQuorum) (len $audit.witnesses) }}
+{{- fail (printf "audit.witnessQuorum: %d, more than the %d witnesses of audit.witnesses" (int $audit.witnessQuorum) (len $audit.witnesses)) }}
+{{- end }}
+{{- $bucket := $audit.checkpointBucket }}
+{{- if $bucket.url }}
+{{- $_ := set $c "KEYWARD_AUDIT_CHECKPOINT_S3_URL" $bucket.url }}
+{{- $_ := set $c "KEYWARD_AUDIT_CHECKPOINT_S3_TIMEOUT_MS" (toString $bucket.timeoutMs) }}
+{{- with $bucket.endpoint }}
+{{- $_ := set $c "KEYWARD_AUDIT_CHECKPOINT_S3_ENDPOINT" . }}
+{{- end }}
+{{- with $bucket.region }}
+{{- $_ := set $c "KEYWARD_AUDIT_CHECKPOINT_S3_REGION" . }}
+{{- end }}
+{{- with $bucket.accessKeyId }}
+{{- $_ := set $c "KEYWARD_AUDIT_CHECKPOINT_S3_ACCESS_KEY_ID" . }}
+{{- end }}
+{{- if $bucket.caCert.configMap }}
+{{- $_ := set $c "KEYWARD_AUDIT_CHECKPOINT_S3_CACERT" (printf "/etc/keyward/checkpoint-s3-ca/%s" $bucket.caCert.key) }}
+{{- end }}
+{{- end }}
 {{- range $name, $value := .Values.config.extraEnv }}
 {{- $_ := set $c $name (toString $value) }}
 {{- end }}
 {{- toYaml $c }}
+{{- end -}}
+
+{{/* True when the checkpoint bucket's CA bundle is mounted. */}}
+{{- define "keyward.checkpointCA" -}}
+{{- $bucket := .Values.audit.checkpointBucket -}}
+{{- if and $bucket.url $bucket.caCert.configMap -}}true{{- end -}}
+{{- end -}}
+
+{{/* The TCP port an http(s) URL names, else its scheme's (443 for https, 80 for http). */}}
+{{- define "keyward.urlPort" -}}
+{{- $url := urlParse . -}}
+{{- $port := regexFind "[0-9]+$" (regexFind ":[0-9]+$" $url.host) -}}
+{{- $port | default (ternary "443" "80" (eq $url.scheme "https")) -}}
+{{- end -}}
+
+{{/*
+The egress rules of the audit witnesses and the checkpoint bucket, as a list of
+{name, ports, to}, each towards its own peers or else the HTTPS rule's (public addresses).
+*/}}
+{{- define "keyward.auditEgress" -}}
+{{- $egress := .Values.networkPolicy.egress -}}
+{{- $bucket := .Values.audit.checkpointBucket -}}
+{{- $ports := dict "witnesses" (list) "checkpointBucket" (list) -}}
+{{- range .Values.audit.witnesses -}}
+{{- $_ := set $ports "witnesses" (append $ports.witnesses (include "keyward.urlPort" .url | int)) -}}
+{{- end -}}
+{{- if and $bucket.url $bucket.endpoint -}}
+{{- $_ := set $ports "checkpointBucket" (list (include "keyward.urlPort" $bucket.endpoint | int)) -}}
+{{- else if $bucket.url -}}
+{{- $_ := set $ports "checkpointBucket" (list 443) -}}{{/* AWS S3 */}}
+{{- end -}}
+{{- $rules := list -}}
+{{- range $name := list "witnesses" "checkpointBucket" -}}
+{{- with index $ports $name -}}
+{{- $to := (index $egress $name).to | default $egress.https.to -}}
+{{- $rules = append $rules (dict "name" $name "ports" (uniq .) "to" $to) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $rules -}}
 {{- end -}}
 
 {{/*
@@ -145,6 +219,9 @@ migration Job reads the migration role's database URL instead of the application
 {{- if $v.extraSecretStores.enabled -}}
 {{- $list = append $list (list "KEYWARD_SECRET_STORES" "secret-stores") -}}
 {{- end -}}
+{{- if and $v.audit.checkpointBucket.url $v.audit.checkpointBucket.accessKeyId -}}
+{{- $list = append $list (list "KEYWARD_AUDIT_CHECKPOINT_S3_SECRET_ACCESS_KEY" "audit-checkpoint-s3-secret-access-key") -}}
+{{- end -}}
 {{- toJson $list -}}
 {{- end -}}
 
@@ -173,6 +250,7 @@ generated ones.
   "redis-url" $v.redis.url
   "webhooks" $v.webhooks.json
   "secret-stores" $v.extraSecretStores.json
+  "audit-checkpoint-s3-secret-access-key" $v.secrets.checkpointBucketSecretAccessKey
 -}}
 {{- $generators := dict
   "secret-key" (randAlphaNum 64)
@@ -275,7 +353,8 @@ generated ones.
 {{- include "keyward.secretEnv" . }}
 {{- end -}}
 
-{{/* Volumes every pod has: /tmp, the secrets, Vault's CA and token when used. */}}
+{{/* Volumes every pod has: /tmp, the secrets, Vault's and the checkpoint bucket's CAs and
+Vault's token when used. */}}
 {{- define "keyward.volumes" -}}
 {{- $v := .root.Values -}}
 - name: tmp
@@ -289,6 +368,14 @@ generated ones.
     items:
       - key: {{ $v.vault.caCert.key }}
         path: {{ $v.vault.caCert.key }}
+{{- end }}
+{{- if include "keyward.checkpointCA" .root }}
+- name: checkpoint-s3-ca
+  configMap:
+    name: {{ $v.audit.checkpointBucket.caCert.configMap }}
+    items:
+      - key: {{ $v.audit.checkpointBucket.caCert.key }}
+        path: {{ $v.audit.checkpointBucket.caCert.key }}
 {{- end }}
 {{- if and (include "keyward.vaultKubernetes" .root) $v.vault.kubernetes.audience (not (get . "migration")) }}
 - name: vault-token
@@ -312,6 +399,11 @@ generated ones.
 {{- if and (eq $v.secretStore "vault") $v.vault.caCert.configMap }}
 - name: vault-ca
   mountPath: /etc/keyward/vault-ca
+  readOnly: true
+{{- end }}
+{{- if include "keyward.checkpointCA" .root }}
+- name: checkpoint-s3-ca
+  mountPath: /etc/keyward/checkpoint-s3-ca
   readOnly: true
 {{- end }}
 {{- if and (include "keyward.vaultKubernetes" .root) $v.vault.kubernetes.audience (not (get . "migration")) }}
