@@ -138,9 +138,10 @@ def _link(event_ids: list[uuid.UUID]) -> Batch:
 
 
 def _grown(chain: str, old_size: int, new_size: int) -> list[AuditTreeNode]:
-    """The chain's new stored subtrees; none when a subtree they are built from is gone
-    (removed behind the log's back): that chain's events are still linked, the other
-    chains' trees still grow, and the signer refuses that chain, naming what is missing."""
+    """The chain's new stored subtrees (a stored subtree found missing is rebuilt from the
+    leaves); none when a leaf they are built from is gone (a link removed behind the
+    log's back): that chain's events are still linked, the other chains' trees still
+    grow, and the signer refuses that chain, naming what is missing."""
     try:
         return new_nodes(chain, old_size, new_size)
     except ProofError as exc:

@@ -76,24 +76,16 @@ def consistency(chain: str, old_size: int, new_size: int) -> list[bytes]:
 def new_nodes(chain: str, old_size: int, new_size: int) -> list[AuditTreeNode]:
     """The stored subtrees completed by growing the chain from `old_size` to `new_size`
     leaves (every leaf already written). Each level is built from the one below it, which
-    is read from the database unless it was completed in this same growth."""
+    is read from the database unless it was completed in this same growth; a stored
+    subtree found missing below is rebuilt from the leaves and stored again."""
     made: list[AuditTreeNode] = []
     below: Mapping[int, bytes] = {}
     level = STRIDE
     while (new_size >> level) > (old_size >> level):
         first, last = old_size >> level, new_size >> level
-        wanted = range(first * WIDTH, last * WIDTH)
-        known = dict(below)
-        known.update(
-            fetch(chain, {level - STRIDE: [i for i in wanted if i not in below]})[level - STRIDE]
-        )
-        missing = [i for i in wanted if i not in known]
-        if missing:
-            raise merkle.ProofError(
-                f"chain {chain}: no stored node {missing[0]} at level {level - STRIDE}"
-            )
+        children = _children(chain, level - STRIDE, range(first, last), below, made)
         hashes = {
-            p: merkle.perfect_root([known[i] for i in range(p * WIDTH, (p + 1) * WIDTH)])
+            p: merkle.perfect_root([children[i] for i in range(p * WIDTH, (p + 1) * WIDTH)])
             for p in range(first, last)
         }
         made += [
@@ -102,3 +94,26 @@ def new_nodes(chain: str, old_size: int, new_size: int) -> list[AuditTreeNode]:
         ]
         below, level = hashes, level + STRIDE
     return made
+
+
+def _children(
+    chain: str,
+    level: int,
+    parents: range,
+    known: Mapping[int, bytes],
+    made: list[AuditTreeNode],
+) -> dict[int, bytes]:
+    """The hashes at `level` under `parents` (the positions one stride up): known, stored,
+    or, for a subtree that is missing, rebuilt from below (and added to `made`)."""
+    wanted = range(parents.start * WIDTH, parents.stop * WIDTH)
+    found = dict(known)
+    found.update(fetch(chain, {level: [i for i in wanted if i not in known]})[level])
+    missing = [i for i in wanted if i not in found]
+    if missing and level == 0:
+        raise merkle.ProofError(f"chain {chain}: no leaf {missing[0]}")
+    for position in missing:
+        grand = _children(chain, level - STRIDE, range(position, position + 1), {}, made)
+        digest = merkle.perfect_root([grand[i] for i in sorted(grand)])
+        made.append(AuditTreeNode(chain=chain, level=level, position=position, hash=digest.hex()))
+        found[position] = digest
+    return found

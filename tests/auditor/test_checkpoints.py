@@ -364,3 +364,15 @@ def test_a_destroyed_checkpoint_version_is_named_never_read_past(log):
     with pytest.raises(CommandError) as failure:
         call_command("audit_verify")
     assert f"version {newest} of {path}" in str(failure.value) and log in str(failure.value)
+
+
+def test_a_stored_subtree_removed_is_rebuilt_from_the_leaves_when_the_tree_grows(log):
+    tamper(["DELETE FROM audit_tree_node WHERE chain = %s AND level = 4 AND position = 17"], [log])
+    _write(log.removeprefix("tenant:"), 212)  # to 512 leaves: level 8's second subtree
+    stored = AuditTreeNode.objects.filter(chain=log)
+    assert stored.filter(level=4, position=17).exists(), "rebuilt and stored again"
+    assert stored.filter(level=8, position=1).exists()
+    run = jobs.sign_checkpoints()
+    assert log not in run.refused, run.refused
+    assert _held(log).root == merkle.root(_leaves(log))
+    call_command("audit_verify")
