@@ -428,9 +428,12 @@ def test_a_failing_bucket_fails_closed_and_never_shows_its_secret_key(unreachabl
         failures.append(raised.value)
     expected = {"refused": "EndpointConnectionError", "silent": "Timeout"}
     assert expected.get(unreachable, "SignatureDoesNotMatch") in str(failures[0])
-    shown = [caplog.text, repr(where), where.describe()]
+    assert isinstance(where, S3Archive)
+    shown = [caplog.text, repr(where), repr(where.where), where.describe()]
     for failure in failures:
         shown += [str(failure), repr(failure), *traceback.format_exception(failure)]
+        summary = traceback.TracebackException.from_exception(failure, capture_locals=True)
+        shown += list(summary.format())  # what an error reporter showing locals would print
     for form in _forms(CANARY):
         assert not any(form in text for text in shown), form
     assert "checkpoint archive: S3 GetObject failed" in caplog.text
