@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +23,7 @@ from django.dispatch import receiver
 from stores.exceptions import SecretMissing, StoreConflict
 from stores.registry import DEFAULT_STORE, get_store
 
+PUBLIC_KEY_SECONDS = 60.0
 # purpose: (path in the local store, Transit key name)
 KEYS = {
     "manifest": ("_keyward/audit-signing-key", "keyward-audit"),
@@ -72,12 +74,18 @@ class TransitSigner:
         if not isinstance(store, VaultStore):
             raise ImproperlyConfigured("Transit signing needs the default store to be Vault.")
         self._store, self._key = store, key
+        self._public: tuple[float, bytes] | None = None
 
     def sign(self, data: bytes) -> bytes:
         return self._store.transit_sign(self._key, data)
 
     def public_raw(self) -> bytes:
-        return self._store.transit_public_key(self._key)
+        """The public key, read from Transit at most once a minute: every checkpoint held
+        is opened with it, and a signing run opens one per chain."""
+        now = time.monotonic()
+        if self._public is None or now - self._public[0] > PUBLIC_KEY_SECONDS:
+            self._public = (now, self._store.transit_public_key(self._key))
+        return self._public[1]
 
     def public_pem(self) -> bytes:
         return _pem(self.public_raw())
