@@ -14,6 +14,19 @@ def events() -> QuerySet[AuditEvent]:
     return AuditEvent.objects.select_related("link")
 
 
+def events_of_tenants(slugs: list[str] | None) -> QuerySet[AuditEvent]:
+    """Every event of the tenants named (events of no tenant only when `slugs` is None,
+    which stands for every tenant)."""
+    found = events()
+    return found if slugs is None else found.filter(tenant__in=slugs)
+
+
+def chain_checks(chains: list[str] | None) -> QuerySet[ChainCheck]:
+    """The latest verification of each chain named (every chain when None)."""
+    checks = ChainCheck.objects.order_by("chain")
+    return checks if chains is None else checks.filter(chain__in=chains)
+
+
 def integrated_events() -> QuerySet[AuditEvent]:
     """Events in a chain, with `seq`, `prev_hash` and `hash` from their link."""
     return AuditEvent.objects.filter(link__isnull=False).annotate(

@@ -37,9 +37,21 @@ def recent_validations(key: ProviderKey, limit: int = 50) -> QuerySet[Validation
     return key.validations.all()[:limit]
 
 
-def key_counts_by_status() -> dict[str, int]:
-    rows = ProviderKey.objects.values_list("status").annotate(n=Count("id"))
-    return {str(status): int(n) for status, n in rows}
+def key_counts_by_status(among: QuerySet[ProviderKey] | None = None) -> dict[str, int]:
+    """How many keys (of `among`, or all) have each status."""
+    rows = (ProviderKey.objects.all() if among is None else among).order_by()
+    counted = rows.values_list("status").annotate(n=Count("id"))
+    return {str(status): int(n) for status, n in counted}
+
+
+def rotation_due(
+    among: QuerySet[ProviderKey], now: datetime | None = None
+) -> QuerySet[ProviderKey]:
+    """Active keys of `among` whose rotation date has passed, most overdue first."""
+    moment = now or timezone.now()
+    return among.filter(status=KeyStatus.ACTIVE, rotation_due_at__lte=moment).order_by(
+        "rotation_due_at"
+    )
 
 
 def live_token_count() -> int:

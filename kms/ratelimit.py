@@ -10,6 +10,7 @@ seconds, and logs the outage once and the recovery once.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import threading
@@ -109,9 +110,10 @@ class _Slot:
     retry_after: int
 
     @classmethod
-    def now(cls, principal_id: str) -> _Slot | None:
-        """None when rate limiting is off."""
-        limit, window = settings.RATE_LIMIT
+    def now(cls, principal_id: str, rate: tuple[int, int] | None = None) -> _Slot | None:
+        """None when rate limiting is off. `rate` is (limit, window in seconds); the
+        per-principal KEYWARD_RATE_LIMIT when it is not given."""
+        limit, window = rate or settings.RATE_LIMIT
         if limit == 0:
             return None
         now = time.time()
@@ -184,9 +186,10 @@ def _count_database(bucket: str, window: int) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def check_rate(principal_id: str) -> None:
-    """Count one request for the principal; RateLimited (429) when over the limit."""
-    slot = _Slot.now(principal_id)
+def check_rate(principal_id: str, rate: tuple[int, int] | None = None) -> None:
+    """Count one request for the principal (or any other name, with its own `rate`, as
+    (limit, window in seconds)); RateLimited (429) when over the limit."""
+    slot = _Slot.now(principal_id, rate)
     if slot is None:
         return
     count = _count_redis(slot.bucket, slot.window) if settings.REDIS_URL else None
@@ -195,6 +198,18 @@ def check_rate(principal_id: str) -> None:
             raise RateLimiterUnavailable()
         count = _count_database(slot.bucket, slot.window)
     slot.admit(count)
+
+
+def check_sign_in(source: str | None, username: str) -> None:
+    """Count one console sign-in attempt against its source address and, apart, against
+    the username it names (hashed, so any text fits the bucket), each under
+    KEYWARD_LOGIN_RATE_LIMIT; RateLimited past either, RateLimiterUnavailable (or a
+    database error) when neither Redis nor the database can count: never admitted
+    uncounted."""
+    rate = settings.LOGIN_RATE_LIMIT
+    named = hashlib.sha256(username.casefold().encode()).hexdigest()[:32]
+    check_rate(f"signin-source:{source or '-'}", rate)
+    check_rate(f"signin-user:{named}", rate)
 
 
 def purge_expired_counters() -> int:

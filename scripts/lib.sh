@@ -30,3 +30,15 @@ ensure_services() {  # PostgreSQL and Redis on loopback, started when not alread
         for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
     fi
 }
+
+ensure_chromium() {  # Debian's Chromium for the console's browser tests (never `playwright install`)
+    [ -x /usr/bin/chromium ] && return 0
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "keyward: installing chromium with apt-get" >&2
+        if apt-get update -qq >&2 && apt-get install -y -qq chromium >&2; then
+            return 0
+        fi
+    fi
+    echo "keyward: /usr/bin/chromium is missing and could not be installed (Debian, as root:" \
+        "apt-get install -y chromium); the console's browser tests will be skipped" >&2
+}

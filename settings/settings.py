@@ -275,11 +275,13 @@ INSTALLED_APPS = [
     "kms",
     "auditor",
     "api",
+    "console",
     "ops",
 ]
 
-# What a bearer-token JSON API needs, and no more: no cookies are read or set, so no
-# session, CSRF or session-authentication middleware runs on any request.
+# What a bearer-token JSON API needs, and no more: the API reads and sets no cookie, so no
+# session, CSRF or session-authentication middleware runs here; the console's views bring
+# their own (console.security).
 MIDDLEWARE = [
     "api.observe.RequestMetricsMiddleware",
     "api.middleware.RequestContextMiddleware",
@@ -382,9 +384,23 @@ WHITENOISE_AUTOREFRESH = False
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "no-referrer"
 X_FRAME_OPTIONS = "DENY"
+# Only the console (/console/) reads or sets cookies: its session and CSRF middleware run
+# on its views alone (console.security), and the cookies are scoped to its path.
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = PRODUCTION
+SESSION_COOKIE_SAMESITE = "Strict"
+SESSION_COOKIE_PATH = "/console/"
+SESSION_COOKIE_NAME = "keyward_session"
+SESSION_COOKIE_AGE = env.number(
+    "KEYWARD_CONSOLE_SESSION_SECONDS", 28800, minimum=60, maximum=604800
+)
 CSRF_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Strict"
+CSRF_COOKIE_PATH = "/console/"
+CSRF_COOKIE_NAME = "keyward_csrf"
+CSRF_FAILURE_VIEW = "console.views.csrf_failure"
+LOGIN_URL = "/console/login/"
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env.flag("KEYWARD_BEHIND_TLS_PROXY", False) else None
 )
@@ -398,7 +414,8 @@ SECURE_SSL_REDIRECT = env.flag("KEYWARD_SSL_REDIRECT", False)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 # `manage.py check --deploy` warnings that do not apply, each for its reason:
 SILENCED_SYSTEM_CHECKS = [
-    # No cookie is read or set: every request carries a bearer credential (see MIDDLEWARE).
+    # The API reads and sets no cookie (see MIDDLEWARE); the console's views are each
+    # protected by CsrfViewMiddleware themselves (console.security).
     "security.W003",
     # Preloading commits the whole registered domain: its owner's decision, not a default.
     *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
@@ -575,17 +592,28 @@ PROXY_DB_POOL_SIZE = env.number("KEYWARD_PROXY_DB_POOL_SIZE", 10, minimum=0, max
 TOKEN_MAX_TTL = env.number("KEYWARD_TOKEN_MAX_TTL", 3600, minimum=10, maximum=86400)
 TOKEN_DEFAULT_TTL = env.number("KEYWARD_TOKEN_DEFAULT_TTL", 300, minimum=10, maximum=TOKEN_MAX_TTL)
 REDIS_URL = env.secret("KEYWARD_REDIS_URL") or ""
-_rate = env.text("KEYWARD_RATE_LIMIT", "600/minute")
 _RATE_WINDOWS = {"second": 1, "minute": 60, "hour": 3600}
-try:
-    _count, _, _window = _rate.partition("/")
-    RATE_LIMIT: tuple[int, int] = (int(_count), _RATE_WINDOWS[_window or "minute"])
-    if RATE_LIMIT[0] < 0:
-        raise ValueError
-except (ValueError, KeyError):
-    raise ImproperlyConfigured(
-        f"KEYWARD_RATE_LIMIT: expected N/second, N/minute or N/hour (0 turns it off), got {_rate!r}"
-    ) from None
+
+
+def _rate(name: str, default: str, minimum: int = 0) -> tuple[int, int]:
+    """`N/second`, `N/minute` or `N/hour` as (N, window in seconds)."""
+    raw = env.text(name, default)
+    try:
+        count, _, window = raw.partition("/")
+        rate = (int(count), _RATE_WINDOWS[window or "minute"])
+        if rate[0] < minimum:
+            raise ValueError
+    except (ValueError, KeyError):
+        off = " (0 turns it off)" if minimum == 0 else f" with N at least {minimum}"
+        raise ImproperlyConfigured(
+            f"{name}: expected N/second, N/minute or N/hour{off}, got {raw!r}"
+        ) from None
+    return rate
+
+
+RATE_LIMIT = _rate("KEYWARD_RATE_LIMIT", "600/minute")
+# Console sign-in attempts per source address and, apart, per username; never off.
+LOGIN_RATE_LIMIT = _rate("KEYWARD_LOGIN_RATE_LIMIT", "10/minute", minimum=1)
 
 # Failed authentications per source address and minute; past it the answer is 429.
 AUTH_FAILURE_LIMIT = env.number("KEYWARD_AUTH_FAILURE_LIMIT", 60, minimum=1)

@@ -1,4 +1,5 @@
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from ops import metrics, views
 
@@ -7,6 +8,8 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("metrics", metrics.metrics, name="metrics"),
     path("api/v1/", include("api.urls")),
+    path("console/", include("console.urls")),
+    path("", RedirectView.as_view(url="/console/", permanent=False), name="root"),
 ]
 
 handler400 = "api.errors.json_bad_request"

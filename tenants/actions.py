@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -16,6 +16,7 @@ from django.utils import timezone
 from audit.actors import Actor
 from audit.recorder import record
 from tenants import credentials
+from tenants.actors import actor_for
 from tenants.exceptions import PrincipalExists, PrincipalNotFound, TenantExists, TenantNotFound
 from tenants.models import (
     AdminToken,
@@ -170,6 +171,38 @@ def do_set_admin_role(
             details={"role": role, "tenants": slugs or "*", "token": f"kwa_{token.key_id}"},
         )
     return user, token.plaintext
+
+
+def do_set_admin_password(username: str, password: str, *, actor: Actor) -> AbstractBaseUser:
+    """Give an existing admin a console password, checked against the password validators
+    (Django's ValidationError when it fails them); audited without the password."""
+    with transaction.atomic(durable=True):
+        user = get_user_model().objects.select_for_update().get(username=username)
+        password_validation.validate_password(password, user)
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        record("admin.password_set", actor=actor, target=f"user:{username}")
+    return user
+
+
+def do_record_sign_in(user: AbstractBaseUser, *, via: str) -> None:
+    """Audit a console sign-in before the session is opened: no event, no session."""
+    _record_session("auth.signed_in", user, via)
+
+
+def do_record_sign_out(user: AbstractBaseUser, *, via: str) -> None:
+    """Audit the end of a console session."""
+    _record_session("auth.signed_out", user, via)
+
+
+def _record_session(action: str, user: AbstractBaseUser, via: str) -> None:
+    with transaction.atomic(durable=True):
+        record(
+            action,
+            actor=actor_for(user),
+            target=f"user:{user.get_username()}",
+            details={"via": via},
+        )
 
 
 def do_create_grant(

@@ -186,9 +186,7 @@ class EventListView(AuditView):
     permissions_by_method = {"GET": (Auditor,)}
 
     def searchable(self) -> QuerySet[AuditEvent]:
-        slugs = self.access.slugs()
-        events = audit_queries.events()
-        return events if slugs is None else events.filter(tenant__in=slugs)
+        return audit_queries.events_of_tenants(self.access.slugs())
 
     def filtered(self, params: Any) -> QuerySet[AuditEvent]:
         unknown = sorted(set(params) - {*FILTERS, "cursor", "limit"})
