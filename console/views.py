@@ -1,4 +1,5 @@
-"""The console's pages: sign-in and sign-out, the dashboard, the tenants list.
+"""The console's pages: sign-in and sign-out, the dashboard, tenants (list, create,
+suspend and reactivate).
 
 Every page reads through the same queries and the same tenant scoping as the API
 (`tenants.access`), and records the same audit events for what it refuses.
@@ -30,12 +31,27 @@ from kms.exceptions import RateLimited, RateLimiterUnavailable
 from kms.models import KeyStatus
 from kms.ratelimit import check_sign_in, note_auth_failure
 from tenants.access import Access, access_for
-from tenants.actions import do_record_sign_in, do_record_sign_out
+from tenants.actions import (
+    do_create_tenant,
+    do_record_sign_in,
+    do_record_sign_out,
+    do_update_tenant,
+)
 from tenants.actors import actor_for
+from tenants.exceptions import TenantExists
+from tenants.models import Tenant, TenantStatus
+from tenants.validators import NO_CONTROL_CHARACTERS, validate_slug
 
 # The one message for an unknown user, a wrong password and an account that may not sign in.
 BAD_CREDENTIALS = "The username or password is not right."
 LISTED = 20  # rows per dashboard list
+
+
+class TenantForm(forms.Form):
+    """A new tenant, checked as the API checks one (POST /api/v1/tenants)."""
+
+    slug = forms.CharField(max_length=63, strip=False, validators=[validate_slug])
+    name = forms.CharField(max_length=200, strip=False, validators=[NO_CONTROL_CHARACTERS])
 
 
 class SignInForm(forms.Form):
@@ -205,16 +221,72 @@ def dashboard(request: HttpRequest) -> HttpResponseBase:
     return _page(request, template, context)
 
 
+def _tenants_page(
+    request: HttpRequest, access: Access, form: TenantForm | None = None, status: int = 200
+) -> HttpResponse:
+    context = {
+        "tenants": list(access.tenants().order_by("slug")),
+        "form": form or TenantForm(),
+        "statuses": TenantStatus,
+    }
+    return _page(request, "tenants.html", context, status)
+
+
 @console_view
-@require_GET
+@require_http_methods(["GET", "POST"])
 def tenant_list(request: HttpRequest) -> HttpResponseBase:
-    """The tenants a security admin covers, with their status; 403 for anyone else."""
+    """The tenants a security admin covers, with their status, and a new tenant (global
+    security admins, as in the API); 403 for anyone else."""
     if not request.user.is_authenticated:
         return _sign_in_first(request)
     access = access_for(request.user)
     if not access.is_security_admin:
         return _refuse(request)
-    return _page(request, "tenants.html", {"tenants": list(access.tenants().order_by("slug"))})
+    if request.method == "GET":
+        return _tenants_page(request, access)
+    if not access.is_global_security_admin:
+        return _refuse(request)
+    form = TenantForm(request.POST)
+    if not form.is_valid():
+        return _tenants_page(request, access, form, 400)
+    try:
+        do_create_tenant(**form.cleaned_data, actor=actor_for(request.user))
+    except TenantExists as exists:
+        form.add_error("slug", exists.message)
+        return _tenants_page(request, access, form, 409)
+    return HttpResponseRedirect(reverse("console:tenants"))
+
+
+@console_view
+@require_POST
+def tenant_status(request: HttpRequest, slug: str) -> HttpResponseBase:
+    """Suspend or reactivate a tenant the security admin covers (404, audited, for one it
+    does not: its existence is not told)."""
+    if not request.user.is_authenticated:
+        return _sign_in_first(request)
+    access = access_for(request.user)
+    if not access.is_security_admin:
+        return _refuse(request)
+    tenant = Tenant.objects.filter(slug=slug).first()
+    if tenant is None or not access.covers(tenant):
+        return _hidden(request, tenant)
+    wanted = request.POST.get("status", "")
+    if wanted not in TenantStatus.values:
+        return _tenants_page(request, access, status=400)
+    do_update_tenant(tenant, status=wanted, actor=actor_for(request.user))
+    return HttpResponseRedirect(reverse("console:tenants"))
+
+
+def _hidden(request: HttpRequest, tenant: Tenant | None) -> HttpResponse:
+    """404 for a tenant that does not exist or is not the user's, audited in that tenant's
+    chain when it exists, as the API audits the 404s that hide other tenants."""
+    if tenant is not None:
+        details = {"method": request.method, "path": request.path[:200], "status": 404}
+        with contextlib.suppress(AuditUnavailable, DatabaseError):
+            record_refusal(
+                "access.denied", actor=actor_for(request.user), tenant=tenant.slug, details=details
+            )
+    return _page(request, "not_found.html", {}, status=404)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

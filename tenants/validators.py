@@ -17,6 +17,10 @@ SLUG_RULE = "Use 1-63 lowercase ASCII letters, digits and inner hyphens."
 PRINCIPAL_NAME_RULE = "Use 1-63 lowercase ASCII letters, digits, and inner '.', '_' or '-'."
 
 # For serializers: a RegexValidator is what the OpenAPI generator documents as a pattern.
+# Display names: documented as a pattern (the OpenAPI generator spells \x as \u00, \Z as $).
+NO_CONTROL_CHARACTERS = RegexValidator(
+    r"^[^\x00-\x1f\x7f-\x9f]*\Z", "Control characters are not allowed.", "invalid"
+)
 slug_validator = RegexValidator(SLUG, SLUG_RULE, "invalid_slug")
 principal_name_validator = RegexValidator(PRINCIPAL_NAME, PRINCIPAL_NAME_RULE, "invalid_name")
 

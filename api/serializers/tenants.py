@@ -1,16 +1,10 @@
 from __future__ import annotations
 
-from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from api.base import StrictSerializer
 from tenants.models import ServicePrincipal, Tenant, TenantStatus
-from tenants.validators import principal_name_validator, slug_validator
-
-# Documented as a pattern (the OpenAPI generator spells \x as \u00 and \Z as $).
-NO_CONTROL_CHARACTERS = RegexValidator(
-    r"^[^\x00-\x1f\x7f-\x9f]*\Z", "Control characters are not allowed.", "invalid"
-)
+from tenants.validators import NO_CONTROL_CHARACTERS, principal_name_validator, slug_validator
 
 
 def _display_name(required: bool = True) -> serializers.CharField:

@@ -17,6 +17,7 @@ import pytest
 
 from audit.models import AuditEvent
 from tests.console.helpers import PASSWORD, dashboard_world, make_console_user
+from tests.factories import rand
 
 pytestmark = pytest.mark.browser
 
@@ -164,15 +165,33 @@ def test_an_admin_signs_in_by_keyboard_and_reads_each_page(browser, live_server,
         page.get_by_role("link", name="Tenants").focus()
         with page.expect_navigation():
             page.keyboard.press("Enter")
-        seen["tenants"] = page.get_by_role("table").inner_text()
+        seen.setdefault("tenants", page.get_by_role("table").inner_text())
+        created = f"{prefix}-{page.viewport_size['width']}"
+        page.get_by_label("Slug").focus()
+        page.keyboard.type(created)
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")  # past the slug's help, to the name
+        page.get_by_label("Name").focus()
+        page.keyboard.type("Created in the console")
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        page.get_by_role("button", name=f"Suspend {created}: its tokens stop working").focus()
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        seen.setdefault("created", []).append(
+            page.get_by_role("row").filter(has_text=created).inner_text()
+        )
         watched.check()
         watched.shoot("tenants")
 
+    prefix = rand("new")
     seen = browser.run(lambda chromium: at_each_width(chromium, live_server.url, steps))
     assert seen["after_sign_in"] == live_server.url + "/console/"
     assert "label-of-b" in seen["invalid"] and "revoked upstream" in seen["invalid"]
     assert a.slug in seen["tenants"] and b.slug in seen["tenants"]
     assert "Suspended" not in seen["tenants"] and "Active" in seen["tenants"]
+    assert len(seen["created"]) == len(WIDTHS)
+    assert all("Created in the console" in row and "Suspended" in row for row in seen["created"])
     for width in WIDTHS:
         assert seen[f"problems-{width}"] == [], seen[f"problems-{width}"]
     assert AuditEvent.objects.filter(action="auth.signed_in", actor_id=alice.username).count() == 2
