@@ -91,17 +91,22 @@ def _sign_in_failed(
     request: HttpRequest, form: SignInForm, reason: str, username: str
 ) -> HttpResponse:
     """The one answer for every bad credential; the audit event keeps the reason, and the
-    username only when it names a user (an unknown one may be a mistyped password)."""
+    username only when it names a user (an unknown one may be a mistyped password). As
+    the API's, the first failure of a source, reason and minute is audited on its own and
+    the rest are counted and summarised (`auth.failed_repeated`), so that no one can fill
+    the append-only log by failing to sign in."""
     known = get_user_model().objects.filter(username=username).exists()
+    reason = reason if known else "unknown_user"
     details = {"method": "POST", "path": request.path[:200], "status": 401, "via": "console"}
-    details["reason"] = reason if known else "unknown_user"
+    details["reason"] = reason
     try:
-        record_refusal(
-            "auth.failed",
-            actor=Actor.anonymous(),
-            target=f"user:{username}" if known else "",
-            details=details,
-        )
+        if note_auth_failure(current_origin().source_ip, reason) == 1:
+            record_refusal(
+                "auth.failed",
+                actor=Actor.anonymous(),
+                target=f"user:{username}" if known else "",
+                details=details,
+            )
     except (AuditUnavailable, DatabaseError):
         return _unavailable(request, form)
     return _login_page(request, form, BAD_CREDENTIALS, 401)

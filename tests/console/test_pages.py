@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -296,3 +297,14 @@ def test_create_admin_refuses_a_weak_password_before_changing_anything():
             stderr=io.StringIO(),
         )
     assert not get_user_model().objects.filter(username="weak").exists()
+
+
+def test_failed_sign_ins_cannot_fill_the_log(settings):
+    settings.LOGIN_RATE_LIMIT = (100, 60)
+    client = browser_client()
+    for n in range(6):
+        assert sign_in(client, f"nobody-{n}-{rand('x')}").status_code == 401
+    failed = AuditEvent.objects.filter(action="auth.failed", details__reason="unknown_user")
+    assert failed.count() == 1, "the first of the minute on its own, the rest summarised"
+    counted = ratelimit.take_finished_auth_failures(now=time.time() + 120)
+    assert [(reason, count) for _, _, reason, count in counted] == [("unknown_user", 6)]
