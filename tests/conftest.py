@@ -139,6 +139,7 @@ def bao_raft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The S3-compatible service (moto on loopback, or the external one) every S3 test
     talks to."""
+    # Imported here, as the OpenBao helpers are: boto3 is loaded only by runs that use S3.
     from tests import s3 as s3_servers
 
     external = s3_servers.external_server()
