@@ -1,13 +1,10 @@
-from django.urls import path
-
-from console import views
+from console.views import dashboard, signin, tenants
 
 app_name = "console"
 
+# Each area's module lists its own pages.
 urlpatterns = [
-    path("", views.dashboard, name="dashboard"),
-    path("login/", views.sign_in, name="login"),
-    path("logout/", views.sign_out, name="logout"),
-    path("tenants/", views.tenant_list, name="tenants"),
-    path("tenants/<str:slug>/status/", views.tenant_status, name="tenant-status"),
+    *dashboard.urlpatterns,
+    *signin.urlpatterns,
+    *tenants.urlpatterns,
 ]

@@ -399,7 +399,7 @@ CSRF_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SAMESITE = "Strict"
 CSRF_COOKIE_PATH = "/console/"
 CSRF_COOKIE_NAME = "keyward_csrf"
-CSRF_FAILURE_VIEW = "console.views.csrf_failure"
+CSRF_FAILURE_VIEW = "console.views.signin.csrf_failure"
 LOGIN_URL = "/console/login/"
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env.flag("KEYWARD_BEHIND_TLS_PROXY", False) else None

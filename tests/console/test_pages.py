@@ -14,7 +14,7 @@ from django.test import Client
 
 from audit.models import AuditEvent
 from audit.recorder import chain_for
-from console.views import BAD_CREDENTIALS
+from console.views.signin import BAD_CREDENTIALS
 from kms import ratelimit
 from tests.console.helpers import (
     PASSWORD,

@@ -1,0 +1,123 @@
+"""What every console page shares: rendering with the user's access, the refusals (403
+audited as the API's, 404 hiding another tenant's object, a domain refusal explained) and
+`staff_page`, the one place where a page checks who may see it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, Literal
+
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+
+from audit.recorder import AuditUnavailable, record_refusal
+from console.security import console_view
+from core.errors import DomainError
+from tenants.access import Access, access_for
+from tenants.actors import actor_for
+from tenants.models import Tenant
+
+Need = Literal["reader", "admin", "global_admin"]
+Page = Callable[..., HttpResponseBase]
+
+
+class Hidden(Exception):
+    """A tenant's object this user may not know of: answered 404, like one that is absent."""
+
+    def __init__(self, tenant: Tenant | None = None) -> None:
+        super().__init__("hidden")
+        self.tenant = tenant
+
+
+def page(
+    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    """Render a console template with the user's access (the navigation depends on it)."""
+    access = access_for(request.user)
+    return render(request, f"console/{template}", {"access": access, **context}, status=status)
+
+
+def refuse(request: HttpRequest) -> HttpResponse:
+    """403 for a signed-in user whose role does not reach this page, audited as the API
+    audits its 403s (`access.denied`)."""
+    details = {"method": request.method, "path": request.path[:200], "status": 403}
+    with contextlib.suppress(AuditUnavailable, DatabaseError):  # the refusal stands anyway
+        record_refusal("access.denied", actor=actor_for(request.user), details=details)
+    return page(request, "forbidden.html", {}, status=403)
+
+
+def hidden(request: HttpRequest, tenant: Tenant | None) -> HttpResponse:
+    """404 for an object that does not exist or is not the user's, audited in its
+    tenant's chain when that tenant exists, as the API audits the 404s that hide other
+    tenants."""
+    if tenant is not None:
+        details = {"method": request.method, "path": request.path[:200], "status": 404}
+        with contextlib.suppress(AuditUnavailable, DatabaseError):
+            record_refusal(
+                "access.denied", actor=actor_for(request.user), tenant=tenant.slug, details=details
+            )
+    return page(request, "not_found.html", {}, status=404)
+
+
+def problem(request: HttpRequest, error: DomainError) -> HttpResponse:
+    """A service's refusal, explained with its own message and status (and Retry-After);
+    a 403 no service recorded is audited as the API's are."""
+    if error.status == 403 and not error.audited:
+        return refuse(request)
+    context = {"status": error.status, "message": error.message, "code": error.code}
+    response = page(request, "problem.html", context, status=error.status)
+    if error.retry_after:
+        response["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def sign_in_first(request: HttpRequest) -> HttpResponseRedirect:
+    return HttpResponseRedirect(f"{reverse('console:login')}?next={request.path}")
+
+
+def visible_tenant(access: Access, slug: str) -> Tenant:
+    """The tenant `slug` names, if this user covers it; `Hidden` otherwise."""
+    tenant = Tenant.objects.filter(slug=slug).first()
+    if tenant is None or not access.covers(tenant):
+        raise Hidden(tenant)
+    return tenant
+
+
+def _allowed(access: Access, need: Need) -> bool:
+    if need == "global_admin":
+        return access.is_global_security_admin
+    if need == "admin":
+        return access.is_security_admin
+    return access.is_staff_reader
+
+
+def staff_page(need: Need, methods: tuple[str, ...] = ("GET",)) -> Callable[[Page], Page]:
+    """A console page for signed-in users whose role reaches `need`: everyone else is
+    sent to sign in or refused (403, audited). The view gets the user's `Access` after
+    the request; `Hidden` and the services' refusals become their pages."""
+
+    def decorate(view: Page) -> Page:
+        @console_view
+        @require_http_methods(list(methods))
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if not request.user.is_authenticated:
+                return sign_in_first(request)
+            access = access_for(request.user)
+            if not _allowed(access, need):
+                return refuse(request)
+            try:
+                return view(request, access, *args, **kwargs)
+            except Hidden as unseen:
+                return hidden(request, unseen.tenant)
+            except DomainError as error:
+                return problem(request, error)
+
+        return wrapped
+
+    return decorate
