@@ -5,11 +5,13 @@ audited as the API's, 404 hiding another tenant's object, a domain refusal expla
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from django.db import DatabaseError
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -24,6 +26,7 @@ from tenants.models import Tenant
 
 Need = Literal["reader", "admin", "global_admin"]
 Page = Callable[..., HttpResponseBase]
+M = TypeVar("M", bound=Model)
 
 
 class Hidden(Exception):
@@ -86,6 +89,29 @@ def visible_tenant(access: Access, slug: str) -> Tenant:
     if tenant is None or not access.covers(tenant):
         raise Hidden(tenant)
     return tenant
+
+
+def visible_object(
+    access: Access,
+    queryset: QuerySet[M],
+    raw_id: str,
+    within: Callable[[M], bool] = lambda found: True,
+) -> M:
+    """The tenant's object `raw_id` names in `queryset`, if the user covers its tenant and
+    it is `within` the page's scope; `Hidden` otherwise (audited in the object's own
+    tenant when the user does not cover that one). A malformed id names nothing."""
+    try:
+        found = queryset.filter(pk=uuid.UUID(raw_id)).first()
+    except ValueError:
+        raise Hidden() from None
+    if found is None:
+        raise Hidden()
+    tenant: Tenant | None = getattr(found, "tenant", None)
+    if tenant is not None and not access.covers(tenant):
+        raise Hidden(tenant)
+    if not within(found):
+        raise Hidden()
+    return found
 
 
 def _allowed(access: Access, need: Need) -> bool:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -13,16 +12,7 @@ from kms.actions.keys import MAX_GRACE_SECONDS
 from kms.exceptions import ForbiddenBaseUrl
 from kms.models import KeyVersion, ProviderKey, Validation, ValidationResult
 from kms.providers import ADAPTERS, MAX_SECRET
-
-LABEL = RegexValidator(
-    re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 ._:/-]{0,98}[A-Za-z0-9])?\Z", re.ASCII),
-    "Use 1-100 ASCII letters, digits, spaces and . _ : / -, "
-    "starting and ending with a letter or digit.",
-    "invalid_label",
-)
-
-
-BASE_URL_PATTERN = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(?:/[!\"$->@-~]*)?\Z", re.ASCII)
+from kms.validators import BASE_URL_MESSAGE, BASE_URL_PATTERN, LABEL, ROTATION_PERIOD_DAYS
 
 
 class BaseUrlShape(RegexValidator):
@@ -36,10 +26,7 @@ class BaseUrlShape(RegexValidator):
             raise ForbiddenBaseUrl(str(self.message)) from None
 
 
-BASE_URL = BaseUrlShape(
-    BASE_URL_PATTERN,
-    "The base_url must be an http(s) URL with a host, and no credentials, query or fragment.",
-)
+BASE_URL = BaseUrlShape(BASE_URL_PATTERN, BASE_URL_MESSAGE)
 
 
 @extend_schema_field(
@@ -78,7 +65,9 @@ class KeyCreateSerializer(StrictSerializer):
         max_length=100, trim_whitespace=False, validators=[LABEL]
     )
     secret = SecretField()
-    rotation_period_days = serializers.IntegerField(min_value=1, max_value=3650, default=90)
+    rotation_period_days = serializers.IntegerField(
+        min_value=ROTATION_PERIOD_DAYS[0], max_value=ROTATION_PERIOD_DAYS[1], default=90
+    )
     # The shape is documented; whether the egress policy allows the address is decided
     # when the URL is used (core.egress), and refused with `forbidden_base_url`.
     base_url = serializers.CharField(

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from kms.exceptions import InvalidSecret
 from kms.providers.adapters import ADAPTERS
-from kms.providers.base import AUTHENTIC, TRANSIENT, Adapter, CheckOutcome, CheckResult
+from kms.providers.base import (
+    AUTHENTIC,
+    TRANSIENT,
+    Adapter,
+    CheckOutcome,
+    CheckResult,
+    meaning,
+)
 
 __all__ = [
     "ADAPTERS",
@@ -16,6 +23,7 @@ __all__ = [
     "CheckResult",
     "check_secret_shape",
     "get_adapter",
+    "meaning",
 ]
 
 MAX_SECRET = 1024

@@ -50,6 +50,32 @@ AUTHENTIC = frozenset(
 )
 
 
+# What each outcome means for the key, in words an admin can act on.
+MEANINGS = {
+    CheckOutcome.VALID: "The provider accepted the key.",
+    CheckOutcome.INVALID: "The provider does not know this key: it was mistyped, revoked or "
+    "deleted at the provider. Tokens cannot use it until it is rotated to a working secret.",
+    CheckOutcome.INSUFFICIENT_PERMISSIONS: "The key is genuine, but the provider refused the "
+    "check for lack of a permission; calls the key is allowed to make still work.",
+    CheckOutcome.QUOTA_EXHAUSTED: "The key is genuine, but its account has no quota or "
+    "credit left; calls fail until the account is topped up.",
+    CheckOutcome.RATE_LIMITED: "The provider asked for fewer requests. This says nothing "
+    "about the key, which keeps its status; the check is retried later.",
+    CheckOutcome.REGION_BLOCKED: "The key is genuine, but the provider does not serve "
+    "requests from this region.",
+    CheckOutcome.PROVIDER_UNAVAILABLE: "The provider did not answer properly (a timeout or "
+    "a server error). This says nothing about the key, which keeps its status.",
+}
+
+
+def meaning(outcome: str) -> str:
+    """What a check's outcome means for the key ("" for an outcome not known here)."""
+    try:
+        return MEANINGS[CheckOutcome(outcome)]
+    except ValueError:
+        return ""
+
+
 @dataclass(frozen=True)
 class CheckResult:
     outcome: CheckOutcome

@@ -42,7 +42,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.errors import FailureGroup
 
-from api.serializers.keys import BASE_URL_PATTERN
+from kms.validators import BASE_URL_PATTERN
 from tenants.actions import do_create_grant
 from tests.conftest import _reset_committed_state as reset_committed_state
 from tests.factories import client, make_admin, make_principal, make_tenant

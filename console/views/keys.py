@@ -1,0 +1,311 @@
+"""Provider keys: the list and onboarding, a key's page (versions, validation history with
+what each result means, live tokens), and validating, rotating and revoking it.
+
+Every change goes through the actions the API uses (`kms.actions`), with the same checks,
+the same audit events and the same refusals; a refusal is shown beside the form that
+caused it, with the service's message and status, and nothing is changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django import forms
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.urls import path, reverse
+
+from console.pages import page, refuse, staff_page, visible_object, visible_tenant
+from core.errors import DomainError
+from kms import queries
+from kms.actions import keys as key_actions
+from kms.actions.keys import MAX_GRACE_SECONDS
+from kms.actions.tokens import do_revoke_token
+from kms.models import KeyStatus, ProviderKey, ScopedToken
+from kms.providers import ADAPTERS, MAX_SECRET, meaning
+from kms.validators import BASE_URL, LABEL, ROTATION_PERIOD_DAYS
+from stores.exceptions import StoreConflict
+from tenants.access import Access
+from tenants.actors import actor_for
+from tenants.models import TenantStatus
+
+GRACE_PERIODS = [
+    (0, "None: the old secret stops at once"),
+    (900, "15 minutes"),
+    (3600, "1 hour"),
+    (86400, "1 day"),
+    (7 * 86400, "7 days"),
+    (MAX_GRACE_SECONDS, "30 days"),
+]
+# Where a service's refusal is shown on a form, by its code; the rest go above the form.
+FIELD_OF_CODE = {
+    "invalid_secret": "secret",
+    "duplicate_key": "secret",
+    "key_rejected": "secret",
+    "forbidden_base_url": "base_url",
+    "label_taken": "label",
+}
+# What a redirect after a change tells the admin, by the `done` it carries.
+DONE = {
+    "onboarded": "The key is onboarded.",
+    "validated": "The key was checked with its provider; the result is at the top of its "
+    "validation history.",
+    "rotated": "The key is rotated: the new secret is current.",
+    "revoked": "The key is revoked and every version is destroyed in the secret store.",
+    "revoking": "The key is revoked and no token can use it. The secret store did not "
+    "answer, so its versions are destroyed in the background as soon as it does.",
+    "token-revoked": "The token is revoked.",
+}
+
+
+def _secret_field() -> forms.CharField:
+    """Never trimmed, never rendered back into the page."""
+    return forms.CharField(
+        max_length=MAX_SECRET,
+        strip=False,
+        widget=forms.PasswordInput(
+            render_value=False, attrs={"autocomplete": "off", "spellcheck": "false"}
+        ),
+    )
+
+
+class OnboardForm(forms.Form):
+    """A new key, checked as POST /api/v1/tenants/{slug}/keys checks one."""
+
+    tenant = forms.ChoiceField()
+    provider = forms.ChoiceField(choices=[(name, name) for name in sorted(ADAPTERS)])
+    label = forms.CharField(max_length=100, strip=False, validators=[LABEL])
+    secret = _secret_field()
+    rotation_period_days = forms.IntegerField(
+        min_value=ROTATION_PERIOD_DAYS[0], max_value=ROTATION_PERIOD_DAYS[1], initial=90
+    )
+    base_url = forms.CharField(
+        max_length=2048,
+        required=False,
+        strip=False,
+        validators=[BASE_URL],
+        help_text="Optional: an Azure resource, a regional or compatible gateway.",
+    )
+    validate = forms.BooleanField(
+        required=False, initial=True, label="Check the key with the provider first"
+    )
+
+    def __init__(self, *args: Any, slugs: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["tenant"]).choices = [(s, s) for s in slugs]
+
+
+class RotateForm(forms.Form):
+    """A new secret for a key, as POST .../keys/{id}/rotate takes one."""
+
+    prefix = "rotate"
+
+    secret = _secret_field()
+    grace_period_seconds = forms.TypedChoiceField(
+        choices=GRACE_PERIODS,
+        coerce=int,
+        initial=3600,
+        label="Grace period for the old secret",
+    )
+    validate = forms.BooleanField(
+        required=False, initial=True, label="Check the new secret with the provider first"
+    )
+
+
+class RevokeForm(forms.Form):
+    """Revoking cannot be undone, so the key's label is typed to confirm it."""
+
+    prefix = "revoke"
+
+    confirm = forms.CharField(max_length=100, strip=False, label="Type the key's label to confirm")
+
+    def __init__(self, *args: Any, label: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.label = label
+
+    def clean_confirm(self) -> str:
+        typed: str = self.cleaned_data["confirm"]
+        if typed != self.label:
+            raise forms.ValidationError("That is not this key's label; nothing was revoked.")
+        return typed
+
+
+def _refused(form: forms.Form, error: DomainError) -> int:
+    """Put a service's refusal on the form (with the provider's reason and what it means,
+    when the provider refused the key); returns the status to answer with."""
+    fields = error.extra.get("fields")
+    if isinstance(fields, dict):  # the service named the fields at fault
+        for name, problems in fields.items():
+            form.add_error(name if name in form.fields else None, " ".join(map(str, problems)))
+        return error.status
+    message = error.message
+    reason, result = error.extra.get("reason"), error.extra.get("result")
+    if result:
+        message = f"{message} {meaning(str(result))}".strip()
+    if reason:
+        message = f"{message} The provider said: “{reason}”"
+    field = FIELD_OF_CODE.get(error.code)
+    form.add_error(field if field in form.fields else None, message)
+    return error.status
+
+
+def _keys_page(
+    request: HttpRequest, access: Access, form: OnboardForm | None = None, status: int = 200
+) -> HttpResponse:
+    covered = list(access.tenants().order_by("slug"))
+    wanted = request.GET.get("tenant", "")
+    rows = access.restrict(queries.keys())  # a tenant not covered filters to nothing
+    if wanted:
+        rows = rows.filter(tenant__slug=wanted)
+    active = [t.slug for t in covered if t.status == TenantStatus.ACTIVE]
+    context = {
+        "keys": list(rows.order_by("tenant__slug", "provider", "label")),
+        "tenants": covered,
+        "tenant": wanted,
+        "form": form or OnboardForm(slugs=active, initial={"tenant": wanted}),
+    }
+    return page(request, "keys.html", context, status)
+
+
+@staff_page("reader", methods=("GET", "POST"))
+def key_list(request: HttpRequest, access: Access) -> HttpResponseBase:
+    """The keys of the tenants the user covers (one tenant with ?tenant=); security admins
+    onboard a key here, checked with its provider first unless they say otherwise."""
+    if request.method == "GET":
+        return _keys_page(request, access)
+    if not access.is_security_admin:
+        return refuse(request)  # a reader (an auditor) asking for a change
+    covered = access.tenants().filter(status=TenantStatus.ACTIVE)
+    form = OnboardForm(request.POST, slugs=list(covered.values_list("slug", flat=True)))
+    if not form.is_valid():
+        return _keys_page(request, access, form, 400)
+    data = dict(form.cleaned_data)
+    tenant = visible_tenant(access, data.pop("tenant"))
+    validate = data.pop("validate")
+    try:
+        key = key_actions.do_onboard_key(
+            tenant, key_actions.KeyInput(**data), validate=validate, actor=actor_for(request.user)
+        )
+    except DomainError as error:
+        return _keys_page(request, access, form, _refused(form, error))
+    return _done(key, "onboarded")
+
+
+def _key(access: Access, slug: str, key_id: str) -> ProviderKey:
+    """The key `key_id` of tenant `slug`, if the user covers that tenant; `Hidden`
+    otherwise."""
+    tenant = visible_tenant(access, slug)
+    return visible_object(
+        access, queries.keys_with_versions(), key_id, lambda key: key.tenant_id == tenant.pk
+    )
+
+
+def _done(key: ProviderKey, done: str) -> HttpResponseRedirect:
+    url = reverse("console:key", args=[key.tenant.slug, key.pk])
+    return HttpResponseRedirect(f"{url}?done={done}")
+
+
+def _key_page(
+    request: HttpRequest,
+    access: Access,
+    key: ProviderKey,
+    *,
+    rotate: RotateForm | None = None,
+    revoke: RevokeForm | None = None,
+    problem: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    validations = [
+        (check, meaning(check.result)) for check in queries.recent_validations(key, limit=20)
+    ]
+    context = {
+        "key": key,
+        "versions": sorted(key.versions.all(), key=lambda v: v.version, reverse=True),
+        "validations": validations,
+        "last_meaning": meaning(key.last_validation_result),
+        "tokens": list(queries.live_tokens(key).select_related("principal")),
+        "rotate": rotate or RotateForm(),
+        "revoke": revoke or RevokeForm(label=key.label),
+        "revoked": key.status == KeyStatus.REVOKED,
+        "problem": problem,
+        "done": DONE.get(request.GET.get("done", ""), ""),
+    }
+    return page(request, "key.html", context, status)
+
+
+@staff_page("reader")
+def key_detail(request: HttpRequest, access: Access, slug: str, key_id: str) -> HttpResponseBase:
+    """One key: metadata (never the secret), versions, validation history and live tokens;
+    the forms that change it are shown to security admins."""
+    return _key_page(request, access, _key(access, slug, key_id))
+
+
+@staff_page("admin", methods=("POST",))
+def key_validate(request: HttpRequest, access: Access, slug: str, key_id: str) -> HttpResponseBase:
+    """Check the current version with the provider now."""
+    key = _key(access, slug, key_id)
+    try:
+        key_actions.do_validate_key(key, actor=actor_for(request.user))
+    except DomainError as error:
+        return _key_page(request, access, key, problem=error.message, status=error.status)
+    return _done(key, "validated")
+
+
+@staff_page("admin", methods=("POST",))
+def key_rotate(request: HttpRequest, access: Access, slug: str, key_id: str) -> HttpResponseBase:
+    """A new secret becomes current; the old one stays usable for the grace period."""
+    key = _key(access, slug, key_id)
+    form = RotateForm(request.POST)
+    if not form.is_valid():
+        return _key_page(request, access, key, rotate=form, status=400)
+    try:
+        key_actions.do_rotate_key(key, **form.cleaned_data, actor=actor_for(request.user))
+    except StoreConflict:
+        form.add_error(None, "The key changed meanwhile; nothing was rotated. Try again.")
+        return _key_page(request, access, key, rotate=form, status=409)
+    except DomainError as error:
+        status = _refused(form, error)
+        return _key_page(request, access, key, rotate=form, status=status)
+    return _done(key, "rotated")
+
+
+@staff_page("admin", methods=("POST",))
+def key_revoke(request: HttpRequest, access: Access, slug: str, key_id: str) -> HttpResponseBase:
+    """Revoke the key once its label is typed: no token can use it any more, and every
+    version is destroyed in the secret store."""
+    key = _key(access, slug, key_id)
+    form = RevokeForm(request.POST, label=key.label)
+    if not form.is_valid():
+        return _key_page(request, access, key, revoke=form, status=400)
+    revoked = key_actions.do_revoke_key(key, actor=actor_for(request.user))
+    return _done(key, "revoked" if revoked.secrets_destroyed_at else "revoking")
+
+
+@staff_page("admin", methods=("POST",))
+def token_revoke(
+    request: HttpRequest, access: Access, slug: str, key_id: str, token_id: str
+) -> HttpResponseBase:
+    """Revoke one of the key's live tokens at once."""
+    key = _key(access, slug, key_id)
+    token = _token(access, key, token_id)
+    do_revoke_token(token, actor=actor_for(request.user))
+    return _done(key, "token-revoked")
+
+
+def _token(access: Access, key: ProviderKey, token_id: str) -> ScopedToken:
+    return visible_object(
+        access, queries.tokens(), token_id, lambda token: token.provider_key_id == key.pk
+    )
+
+
+urlpatterns = [
+    path("keys/", key_list, name="keys"),
+    path("tenants/<str:slug>/keys/<str:key_id>/", key_detail, name="key"),
+    path("tenants/<str:slug>/keys/<str:key_id>/validate/", key_validate, name="key-validate"),
+    path("tenants/<str:slug>/keys/<str:key_id>/rotate/", key_rotate, name="key-rotate"),
+    path("tenants/<str:slug>/keys/<str:key_id>/revoke/", key_revoke, name="key-revoke"),
+    path(
+        "tenants/<str:slug>/keys/<str:key_id>/tokens/<str:token_id>/revoke/",
+        token_revoke,
+        name="token-revoke",
+    ),
+]
