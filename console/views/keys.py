@@ -40,9 +40,13 @@ GRACE_PERIODS = [
 FIELD_OF_CODE = {
     "invalid_secret": "secret",
     "duplicate_key": "secret",
-    "key_rejected": "secret",
     "forbidden_base_url": "base_url",
     "label_taken": "label",
+}
+# Refusals whose API wording names an API parameter.
+CONSOLE_WORDING = {
+    "provider_unavailable": "The provider could not be reached to check the key; nothing was "
+    "stored. Retry, or untick “Check … with the provider first” to skip the check.",
 }
 # What a redirect after a change tells the admin, by the `done` it carries.
 DONE = {
@@ -57,9 +61,10 @@ DONE = {
 }
 
 
-def _secret_field() -> forms.CharField:
+def _secret_field(label: str = "Secret") -> forms.CharField:
     """Never trimmed, never rendered back into the page."""
     return forms.CharField(
+        label=label,
         max_length=MAX_SECRET,
         strip=False,
         widget=forms.PasswordInput(
@@ -76,14 +81,18 @@ class OnboardForm(forms.Form):
     label = forms.CharField(max_length=100, strip=False, validators=[LABEL])
     secret = _secret_field()
     rotation_period_days = forms.IntegerField(
-        min_value=ROTATION_PERIOD_DAYS[0], max_value=ROTATION_PERIOD_DAYS[1], initial=90
+        min_value=ROTATION_PERIOD_DAYS[0],
+        max_value=ROTATION_PERIOD_DAYS[1],
+        initial=90,
+        label="Rotation period (days)",
     )
     base_url = forms.CharField(
         max_length=2048,
         required=False,
         strip=False,
         validators=[BASE_URL],
-        help_text="Optional: an Azure resource, a regional or compatible gateway.",
+        label="Base URL (optional)",
+        help_text="An Azure OpenAI resource, a regional or an OpenAI-compatible gateway.",
     )
     validate = forms.BooleanField(
         required=False, initial=True, label="Check the key with the provider first"
@@ -99,7 +108,7 @@ class RotateForm(forms.Form):
 
     prefix = "rotate"
 
-    secret = _secret_field()
+    secret = _secret_field("New secret")
     grace_period_seconds = forms.TypedChoiceField(
         choices=GRACE_PERIODS,
         coerce=int,
@@ -137,9 +146,9 @@ def _refused(form: forms.Form, error: DomainError) -> int:
         for name, problems in fields.items():
             form.add_error(name if name in form.fields else None, " ".join(map(str, problems)))
         return error.status
-    message = error.message
+    message = CONSOLE_WORDING.get(error.code, error.message)
     reason, result = error.extra.get("reason"), error.extra.get("result")
-    if result:
+    if result and error.code == "key_rejected":
         message = f"{message} {meaning(str(result))}".strip()
     if reason:
         message = f"{message} The provider said: “{reason}”"

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from audit.models import AuditEvent
+from tests import provider_stub as docs
 from tests.console.helpers import PASSWORD, dashboard_world, make_console_user
 from tests.factories import rand
+from tests.kms.helpers import openai_key
 
 pytestmark = pytest.mark.browser
 
@@ -237,3 +239,69 @@ def test_the_violation_listener_does_report_an_inline_style(browser, live_server
 
     problems = browser.run(scenario)
     assert any(p.startswith("CSP: style-src") for p in problems), problems
+
+
+def test_an_admin_onboards_a_key_sees_a_refusal_explained_rotates_and_revokes(
+    browser, live_server, committed_world, provider_stub
+):
+    alice = make_console_user("security_admin", name="alice")
+    tenant = committed_world.actors.tenant_a.slug
+    good, refused, newer = openai_key(), openai_key(), openai_key()
+
+    def onboard(page: Any, label: str, secret: str) -> None:
+        page.get_by_label("Tenant", exact=True).last.select_option(tenant)
+        page.get_by_label("Provider", exact=True).select_option("openai")
+        page.get_by_label("Label", exact=True).fill(label)
+        page.get_by_label("Secret", exact=True).fill(secret)
+        with page.expect_navigation():
+            page.get_by_role("button", name="Onboard key").click()
+
+    def steps(watched: Watched, seen: dict[str, Any]) -> None:
+        page = watched.page
+        watched.sign_in_by_keyboard(alice.username)
+        watched.open("/console/keys/")
+        provider_stub.answer(401, docs.OPENAI_INVALID)
+        watched.refused.add(live_server.url + "/console/keys/")
+        onboard(page, "refused-key", refused)
+        seen["refusal"] = page.get_by_role("alert").first.inner_text()
+        seen["refused_echo"] = refused in page.content()
+        watched.check()
+        watched.shoot("key-refused")
+        provider_stub.answer(200)
+        onboard(page, "browser-key", good)
+        page.get_by_role("heading", name="Validation history").wait_for()
+        watched.check()
+        watched.shoot("key")
+        page.get_by_label("New secret", exact=True).fill(newer)
+        page.get_by_label("Grace period for the old secret").select_option("86400")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Rotate key").click()
+        seen["rotated"] = page.get_by_role("status").inner_text()
+        seen["versions"] = page.get_by_role("region", name="Versions").inner_text()
+        page.get_by_label("Type the key's label to confirm").fill("browser-key")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Revoke key").click()
+        seen["revoked"] = page.get_by_role("heading", level=1).inner_text()
+        watched.open(f"/console/keys/?tenant={tenant}")
+        watched.check()
+        watched.shoot("keys")
+        seen[f"problems-{page.viewport_size['width']}"] = watched.problems
+
+    def once(chromium: Any) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        watched = Watched(chromium, live_server.url)
+        try:
+            steps(watched, seen)
+        finally:
+            watched.close()
+        return seen
+
+    seen = browser.run(once)
+    assert "Incorrect API key provided" in seen["refusal"]
+    assert "The provider does not know this key" in seen["refusal"]
+    assert not seen["refused_echo"]
+    assert "rotated" in seen["rotated"]
+    assert "Previous" in seen["versions"] and "Current" in seen["versions"]
+    assert "Revoked" in seen["revoked"]
+    assert seen["problems-1280"] == [], seen["problems-1280"]
+    assert AuditEvent.objects.filter(action="key.revoked", tenant=tenant).count() == 1
