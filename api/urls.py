@@ -1,8 +1,9 @@
 """Routes of /api/v1/."""
 
 from django.urls import URLPattern, URLResolver, include, path, register_converter
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
+from api.schema import DocsView
 from api.views import audit, audit_proofs, grants, hot, keys, tenants, tokens
 from tenants.validators import SLUG_PATTERN
 
@@ -74,5 +75,5 @@ urlpatterns: Routes = [
     path("exchange", hot.exchange, name="exchange"),
     path("audit", include(audit_routes)),
     path("schema/", SpectacularAPIView.as_view(**docs), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema", **docs), name="docs"),
+    path("docs/", DocsView.as_view(url_name="schema", **docs), name="docs"),
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import override_settings
 
@@ -164,6 +166,19 @@ def test_the_openapi_document_and_docs_are_served(client):
         assert path in paths
     assert "bearer" in schema.json()["components"]["securitySchemes"]
     assert client.get("/api/v1/docs/").status_code == 200
+
+
+def test_the_api_document_page_runs_no_inline_script(actors):
+    client = bearer()
+    page = client.get("/api/v1/docs/")
+    policy = page["Content-Security-Policy"]
+    assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy
+    html = page.content.decode()
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)
+    assert scripts and all("src=" in attrs and not body.strip() for attrs, body in scripts)
+    start = client.get("/api/v1/docs/?script=")
+    assert start.status_code == 200 and start["Content-Type"].startswith("application/javascript")
+    assert "SwaggerUIBundle" in start.content.decode()
 
 
 @pytest.mark.postgresql  # the failure is staged with a PostgreSQL trigger

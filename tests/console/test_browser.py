@@ -305,3 +305,21 @@ def test_an_admin_onboards_a_key_sees_a_refusal_explained_rotates_and_revokes(
     assert "Revoked" in seen["revoked"]
     assert seen["problems-1280"] == [], seen["problems-1280"]
     assert AuditEvent.objects.filter(action="key.revoked", tenant=tenant).count() == 1
+
+
+def test_the_api_document_renders_under_its_policy(browser, live_server, committed_db):
+    """Swagger UI at /api/v1/docs/ runs with no inline script: its start-up script is a
+    file of its own, and the policy refuses anything else."""
+
+    def scenario(chromium: Any) -> dict[str, Any]:
+        watched = Watched(chromium, live_server.url)
+        try:
+            watched.open("/api/v1/docs/")
+            watched.page.get_by_text("/api/v1/tenants", exact=True).first.wait_for()
+            watched.check()
+            return {"problems": watched.problems}
+        finally:
+            watched.close()
+
+    seen = browser.run(scenario)
+    assert seen["problems"] == [], seen["problems"]
