@@ -13,6 +13,7 @@ from typing import Any, cast
 from django import forms
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import timezone
 
 from console.pages import page, refuse, staff_page, visible_object, visible_tenant
 from core.errors import DomainError
@@ -170,6 +171,7 @@ def _keys_page(
         "keys": list(rows.order_by("tenant__slug", "provider", "label")),
         "tenants": covered,
         "tenant": wanted,
+        "now": timezone.now(),
         "form": form or OnboardForm(slugs=active, initial={"tenant": wanted}),
     }
     return page(request, "keys.html", context, status)

@@ -5,10 +5,12 @@ secret never on a page, and nothing changed by a refusal."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from kms.models import KeyStatus, KeyVersion, ProviderKey, ScopedToken, Stage, ValidationResult
@@ -291,3 +293,17 @@ def test_changes_need_their_csrf_token(world, alice):
     response = strict.post(_url(world.key_a, "revoke"), {"revoke-confirm": world.key_a.label})
     assert response.status_code == 403
     assert _state() == before
+
+
+def test_a_key_past_its_rotation_date_is_marked_due(world, alice):
+    ProviderKey.objects.filter(pk=world.key_a.pk).update(
+        rotation_due_at=timezone.now() - timedelta(days=1)
+    )
+    rows = alice.get("/console/keys/").content.decode().split("<tr>")
+    row_a = next(row for row in rows if str(world.key_a.pk) in row)
+    row_b = next(row for row in rows if str(world.key_b.pk) in row)
+    assert "badge-due" in row_a and "badge-due" not in row_b
+    dashboard = alice.get("/console/").content.decode()
+    assert (
+        f'href="/console/tenants/{world.actors.tenant_a.slug}/keys/{world.key_a.pk}/"' in dashboard
+    )
