@@ -18,6 +18,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from core.errors import DomainError, InvalidInput
+from tenants.validators import MODEL_NAME_MAX, MODEL_NAME_PATTERN
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -211,7 +212,4 @@ def json_body(request: HttpRequest) -> Any:
     return strict_json(raw)
 
 
-# A model name as providers spell them ("gpt-4o-mini", "models/gemini-2.5-pro",
-# "claude-sonnet-4-5-20250929"): printable ASCII without spaces.
-MODEL_NAME_PATTERN = "^[!-~]+$"
-MODEL_NAME = Text(200, pattern=MODEL_NAME_PATTERN)
+MODEL_NAME = Text(MODEL_NAME_MAX, pattern=MODEL_NAME_PATTERN)

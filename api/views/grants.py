@@ -5,26 +5,27 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from django.conf import settings
-from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.base import GlobalSecurityAdmin, KeywardView, SecurityAdmin, StaffReader, StrictSerializer
-from api.inputs import MODEL_NAME_PATTERN
 from api.schema import listing
 from core.errors import NotFound
-from kms.providers import ADAPTERS
+from kms.providers import GRANT_PROVIDERS
 from tenants import queries
 from tenants.actions import do_create_grant, do_delete_grant
 from tenants.exceptions import PrincipalNotFound, TenantNotFound
 from tenants.models import Grant, Scope
-from tenants.validators import SLUG_PATTERN
-
-MODEL_NAME_SHAPE = RegexValidator(
-    MODEL_NAME_PATTERN.replace("$", "\\Z"), "Printable ASCII without spaces."
+from tenants.validators import (
+    GRANT_TTL_MIN,
+    GRANT_TTL_TOO_LONG,
+    MODEL_NAME_MAX,
+    MODELS_PER_GRANT,
+    grant_tenant_validator,
+    grant_ttl_max,
+    model_name_validator,
 )
 
 
@@ -36,25 +37,18 @@ class GrantNotFound(NotFound):
 class GrantCreateSerializer(StrictSerializer):
     principal = serializers.UUIDField()
     tenant = serializers.CharField(
-        max_length=63,
-        trim_whitespace=False,
-        validators=[
-            RegexValidator(
-                "^(?:\\*|" + SLUG_PATTERN.removeprefix("^").removesuffix("\\Z") + ")\\Z",
-                "A tenant slug, or * for every tenant.",
-            )
-        ],
+        max_length=63, trim_whitespace=False, validators=[grant_tenant_validator]
     )
     provider = serializers.ChoiceField(
-        choices=[*sorted(ADAPTERS), "*"], error_messages={"invalid_choice": "Unknown provider."}
+        choices=GRANT_PROVIDERS, error_messages={"invalid_choice": "Unknown provider."}
     )
     scopes = serializers.ListField(
         child=serializers.ChoiceField(choices=Scope.choices), min_length=1, max_length=2
     )
 
     models = serializers.ListField(
-        child=serializers.CharField(max_length=200, validators=[MODEL_NAME_SHAPE]),
-        max_length=50,
+        child=serializers.CharField(max_length=MODEL_NAME_MAX, validators=[model_name_validator]),
+        max_length=MODELS_PER_GRANT,
         required=False,
         help_text="The models its tokens may name in proxied calls; empty or left out: any.",
     )
@@ -63,9 +57,9 @@ class GrantCreateSerializer(StrictSerializer):
         fields = super().get_fields()
         # Bounded by the configuration of now, which the OpenAPI document states too.
         fields["max_ttl_seconds"] = serializers.IntegerField(
-            min_value=10,
-            max_value=settings.TOKEN_MAX_TTL,
-            error_messages={"max_value": "At most {max_value} (KEYWARD_TOKEN_MAX_TTL)."},
+            min_value=GRANT_TTL_MIN,
+            max_value=grant_ttl_max(),
+            error_messages={"max_value": GRANT_TTL_TOO_LONG},
         )
         return fields
 

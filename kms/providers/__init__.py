@@ -16,6 +16,7 @@ from kms.providers.base import (
 __all__ = [
     "ADAPTERS",
     "AUTHENTIC",
+    "GRANT_PROVIDERS",
     "MAX_SECRET",
     "TRANSIENT",
     "Adapter",
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 MAX_SECRET = 1024
+# What a grant may name: one provider, or "*" for any.
+GRANT_PROVIDERS = (*sorted(ADAPTERS), "*")
 
 
 def get_adapter(name: str) -> Adapter:
