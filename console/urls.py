@@ -1,4 +1,4 @@
-from console.views import dashboard, keys, signin, tenants
+from console.views import dashboard, keys, principals, signin, tenants
 
 app_name = "console"
 
@@ -6,6 +6,7 @@ app_name = "console"
 urlpatterns = [
     *dashboard.urlpatterns,
     *keys.urlpatterns,
+    *principals.urlpatterns,
     *signin.urlpatterns,
     *tenants.urlpatterns,
 ]
