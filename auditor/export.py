@@ -14,7 +14,7 @@ import base64
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +25,7 @@ from django.utils import timezone
 from audit import merkle, tree
 from audit.actors import Actor
 from audit.chain import HASHED_FIELDS, canonical_time
+from audit.filters import moment
 from audit.models import AuditEvent, AuditLink, Checkpoint
 from audit.offline import FORMAT, canonical
 from audit.queries import integrated_events
@@ -45,6 +46,19 @@ class Scope:
     until: datetime | None = None
     tenant: str | None = None
     tenants: tuple[str, ...] | None = None  # what a tenant-limited auditor may see
+
+    @classmethod
+    def asked(
+        cls, params: Mapping[str, str], *, tenant: str | None, tenants: list[str] | None
+    ) -> Scope:
+        """The scope an export's `since` and `until` ask for (read as searches read them)
+        within `tenant` and the tenants the caller covers (None: every tenant)."""
+        return cls(
+            since=moment("since", params["since"]) if "since" in params else None,
+            until=moment("until", params["until"]) if "until" in params else None,
+            tenant=tenant,
+            tenants=None if tenants is None else tuple(tenants),
+        )
 
     def events(self) -> QuerySet[AuditEvent]:
         events = integrated_events().order_by("chain", "link__seq")

@@ -59,6 +59,22 @@ def latest(chain: str) -> Signed | None:
     return Signed(chain, open_held(chain, held), held.note)
 
 
+def held_checkpoints(chains: list[str]) -> list[dict[str, Any]]:
+    """The latest checkpoint of each chain named that has one (`as_json`), or what is
+    wrong with one that does not verify."""
+    found = []
+    for chain in chains:
+        try:
+            signed = latest(chain)
+        except note.NoteError as exc:
+            problem = f"the held checkpoint does not verify ({exc})"
+            found.append({"chain": chain, "problem": problem})
+            continue
+        if signed is not None:
+            found.append(signed.as_json())
+    return found
+
+
 def _latest_verified(chain: str) -> Signed | None:
     try:
         return latest(chain)

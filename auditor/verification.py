@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 from collections.abc import Collection
 from dataclasses import dataclass, replace
+from typing import Any
 
 from django.conf import settings
 
 from audit import note
 from audit.chain import Break, ChainResult
-from audit.verify import verify_all
-from auditor import witnesses
+from audit.verify import integration, verify_all
+from auditor import proofs, witnesses
 from auditor.archive import archive
 from auditor.checkpoints import chains, open_held
 
@@ -40,6 +41,40 @@ def verify_with_checkpoints(
         Verified(_against(r, held.get(r.chain), problems.get(r.chain)), held.get(r.chain))
         for r in results
     ]
+
+
+def verification_report(names: list[str], *, whole_log: bool) -> dict[str, Any]:
+    """The chains named verified against their checkpoints (in this process), with the
+    events not accounted for in them (in any chain when `whole_log`): the answer of
+    GET /api/v1/audit/verify, which the console shows too."""
+    verified = verify_with_checkpoints(parallel=False, only=names)
+    results = [v.result for v in verified]
+    chains = [_chain_report(v) for v in verified]
+    first_bad = next((c["first_bad"] for c in chains if c["first_bad"]), None)
+    report = integration(None if whole_log else names)
+    return {
+        "ok": first_bad is None and report.ok,
+        "events_checked": sum(r.events_checked for r in results),
+        "head": results[0].head if len(results) == 1 else None,
+        "first_bad": first_bad,
+        "chains": chains,
+        "unaccounted": report.unaccounted,
+        "rejected": report.rejected,
+    }
+
+
+def _chain_report(verified: Verified) -> dict[str, Any]:
+    result, signed = verified.result, verified.checkpoint
+    return {
+        "chain": result.chain,
+        "ok": result.ok,
+        "events_checked": result.events_checked,
+        "head": result.head,
+        "first_bad": result.first_bad.describe() if result.first_bad else None,
+        "checkpoint": None
+        if signed is None
+        else {"size": signed.size, "root": proofs.b64(signed.root), "described": describe(signed)},
+    }
 
 
 def _held(only: Collection[str] | None) -> tuple[dict[str, note.Checkpoint], dict[str, str]]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers
@@ -22,26 +20,26 @@ from api.base import KeywardView, StrictSerializer
 from api.schema import listing
 from audit import queries as audit_queries
 from audit.actions import do_lookup_hmac, do_note_search
+from audit.filters import (
+    FILTERS,
+    BadFilter,
+    narrowed,
+    page_size,
+    parsed_time,
+    refuse_unknown,
+)
 from audit.models import AuditEvent, Outcome
 from auditor import signing
 from auditor.export import Export, Scope
-from core.errors import DomainError
-from core.numbers import decimal
 from tenants import queries as tenant_queries
 from tenants.access import SUPERUSER
 from tenants.exceptions import TenantNotFound
 from tenants.models import Role
 
-FILTERS = ("tenant", "action", "actor", "outcome", "since", "until")
-
 
 class Auditor(permissions.BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         return view.access.role in (SUPERUSER, Role.AUDITOR)
-
-
-class BadFilter(DomainError):
-    code = "invalid"
 
 
 class EventSerializer(serializers.ModelSerializer[AuditEvent]):
@@ -86,12 +84,7 @@ class OldestFirst(CursorPagination):
 
     def get_page_size(self, request: Request) -> int:
         raw = request.query_params.get(self.page_size_query_param, "")
-        if not raw:
-            return self.page_size
-        size = decimal(raw)
-        if size is None or not 1 <= size <= self.max_page_size:
-            raise BadFilter(fields={"limit": [f"An integer from 1 to {self.max_page_size}."]})
-        return size
+        return page_size(raw, self.page_size, self.max_page_size)
 
     def decode_cursor(self, request: Request) -> Cursor | None:
         """The cursor, or 400 when it is not one this API issued (its position must be a
@@ -108,41 +101,11 @@ class OldestFirst(CursorPagination):
             bad = (
                 cursor is not None
                 and cursor.position is not None
-                and (_parsed(str(cursor.position)) is None)
+                and (parsed_time(str(cursor.position)) is None)
             )
         if bad:
             raise BadFilter("Malformed cursor.", fields={"cursor": ["Not a cursor of this API."]})
         return cursor
-
-
-# RFC 3339 (the OpenAPI `date-time` format): a zone is required, seconds too.
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
-)
-
-
-def _parsed(raw: str) -> datetime | None:
-    """A time with a zone in any form Django reads (a cursor's position is one)."""
-    try:
-        moment = parse_datetime(raw)
-    except ValueError:
-        return None
-    return moment if moment is not None and moment.tzinfo is not None else None
-
-
-def _maybe_moment(raw: str) -> datetime | None:
-    """A filter's time: RFC 3339 only, and a time that exists."""
-    return _parsed(raw.upper()) if _RFC3339.fullmatch(raw) else None
-
-
-def _moment(name: str, raw: str) -> datetime:
-    moment = _maybe_moment(raw)  # None also when well-formed but impossible (month 13)
-    if moment is None:
-        raise BadFilter(
-            f"{name} must be an RFC 3339 time with a zone.",
-            fields={name: ["Not an RFC 3339 time, such as 2026-01-31T12:00:00Z."]},
-        )
-    return moment
 
 
 def _query(name: str, description: str, **kwargs: Any) -> OpenApiParameter:
@@ -189,32 +152,11 @@ class EventListView(AuditView):
         return audit_queries.events_of_tenants(self.access.slugs())
 
     def filtered(self, params: Any) -> QuerySet[AuditEvent]:
-        unknown = sorted(set(params) - {*FILTERS, "cursor", "limit"})
-        if unknown:
-            raise BadFilter(
-                "Unknown filter.", fields={name: ["Unknown filter."] for name in unknown}
-            )
+        refuse_unknown(params, {*FILTERS, "cursor", "limit"})
         events = self.searchable()
         if params.get("tenant"):
             events = events.filter(tenant=self.named_tenant(params["tenant"]))
-        if params.get("action"):
-            events = events.filter(action=params["action"])
-        if params.get("outcome"):
-            if params["outcome"] not in Outcome.values:
-                raise BadFilter(fields={"outcome": [f"One of {', '.join(Outcome.values)}."]})
-            events = events.filter(outcome=params["outcome"])
-        if params.get("actor"):
-            kind, _, ident = params["actor"].partition(":")
-            events = (
-                events.filter(actor_type=kind, actor_id=ident)
-                if ident
-                else events.filter(Q(actor_id=kind) | Q(actor_type=kind))
-            )
-        if "since" in params:
-            events = events.filter(occurred_at__gte=_moment("since", params["since"]))
-        if "until" in params:
-            events = events.filter(occurred_at__lt=_moment("until", params["until"]))
-        return events
+        return narrowed(events, params)
 
     @extend_schema(
         operation_id="audit_events_list",
@@ -276,19 +218,9 @@ class ExportView(AuditView):
         fmt = params.get("format", "jsonl")
         if fmt not in ("jsonl", "csv"):
             raise BadFilter(fields={"format": ["jsonl or csv."]})
-        unknown = sorted(set(params) - {"format", "since", "until", "tenant"})
-        if unknown:
-            raise BadFilter(
-                "Unknown filter.", fields={name: ["Unknown filter."] for name in unknown}
-            )
-        slugs = self.access.slugs()
-        tenants = None if slugs is None else tuple(slugs)
-        scope = Scope(
-            since=_moment("since", params["since"]) if "since" in params else None,
-            until=_moment("until", params["until"]) if "until" in params else None,
-            tenant=self.named_tenant(params["tenant"]) if params.get("tenant") else None,
-            tenants=tenants,
-        )
+        refuse_unknown(params, {"format", "since", "until", "tenant"})
+        tenant = self.named_tenant(params["tenant"]) if params.get("tenant") else None
+        scope = Scope.asked(params, tenant=tenant, tenants=self.access.slugs())
         content_type = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
         response = StreamingHttpResponse(
             Export(scope, fmt, actor=self.actor).lines(), content_type=content_type
