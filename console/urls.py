@@ -1,9 +1,10 @@
-from console.views import dashboard, keys, principals, signin, tenants
+from console.views import audit, dashboard, keys, principals, signin, tenants
 
 app_name = "console"
 
 # Each area's module lists its own pages.
 urlpatterns = [
+    *audit.urlpatterns,
     *dashboard.urlpatterns,
     *keys.urlpatterns,
     *principals.urlpatterns,
