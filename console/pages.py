@@ -45,12 +45,16 @@ def page(
     return render(request, f"console/{template}", {"access": access, **context}, status=status)
 
 
-def refuse(request: HttpRequest) -> HttpResponse:
+def refuse(request: HttpRequest, slug: str | None = None) -> HttpResponse:
     """403 for a signed-in user whose role does not reach this page, audited as the API
-    audits its 403s (`access.denied`)."""
+    audits its 403s (`access.denied`): in the chain of the tenant the URL names, when it
+    names one that exists, else in the global chain."""
     details = {"method": request.method, "path": request.path[:200], "status": 403}
+    tenant = slug if slug and Tenant.objects.filter(slug=slug).exists() else None
     with contextlib.suppress(AuditUnavailable, DatabaseError):  # the refusal stands anyway
-        record_refusal("access.denied", actor=actor_for(request.user), details=details)
+        record_refusal(
+            "access.denied", actor=actor_for(request.user), tenant=tenant, details=details
+        )
     return page(request, "forbidden.html", {}, status=403)
 
 
@@ -71,7 +75,7 @@ def problem(request: HttpRequest, error: DomainError) -> HttpResponse:
     """A service's refusal, explained with its own message and status (and Retry-After);
     a 403 no service recorded is audited as the API's are."""
     if error.status == 403 and not error.audited:
-        return refuse(request)
+        return refuse(request, getattr(request.resolver_match, "kwargs", {}).get("slug"))
     context = {"status": error.status, "message": error.message, "code": error.code}
     response = page(request, "problem.html", context, status=error.status)
     if error.retry_after:
@@ -101,9 +105,12 @@ def visible_object(
     it is `within` the page's scope; `Hidden` otherwise (audited in the object's own
     tenant when the user does not cover that one). A malformed id names nothing."""
     try:
-        found = queryset.filter(pk=uuid.UUID(raw_id)).first()
+        wanted = uuid.UUID(raw_id)
     except ValueError:
         raise Hidden() from None
+    if str(wanted) != raw_id.lower():  # only the canonical form, as the API's routes
+        raise Hidden()
+    found = queryset.filter(pk=wanted).first()
     if found is None:
         raise Hidden()
     tenant: Tenant | None = getattr(found, "tenant", None)
@@ -127,16 +134,20 @@ def staff_page(need: Need, methods: tuple[str, ...] = ("GET",)) -> Callable[[Pag
     sent to sign in or refused (403, audited). The view gets the user's `Access` after
     the request; `Hidden` and the services' refusals become their pages."""
 
+    # The method is checked first, so that a method no page serves is a 405 (not a CSRF
+    # refusal).
+    allowed = list(methods)
+
     def decorate(view: Page) -> Page:
+        @require_http_methods(allowed)
         @console_view
-        @require_http_methods(list(methods))
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not request.user.is_authenticated:
                 return sign_in_first(request)
             access = access_for(request.user)
             if not _allowed(access, need):
-                return refuse(request)
+                return refuse(request, kwargs.get("slug"))
             try:
                 return view(request, access, *args, **kwargs)
             except Hidden as unseen:

@@ -27,7 +27,6 @@ from kms.validators import BASE_URL, LABEL, ROTATION_PERIOD_DAYS
 from stores.exceptions import StoreConflict
 from tenants.access import Access
 from tenants.actors import actor_for
-from tenants.models import TenantStatus
 
 GRACE_PERIODS = [
     (0, "None: the old secret stops at once"),
@@ -121,12 +120,25 @@ class RotateForm(forms.Form):
     )
 
 
+class Unechoed(forms.TextInput):
+    """A text box that never shows what was typed into it again (it may be pasted
+    anything, a secret included)."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
+
+
 class RevokeForm(forms.Form):
     """Revoking cannot be undone, so the key's label is typed to confirm it."""
 
     prefix = "revoke"
 
-    confirm = forms.CharField(max_length=100, strip=False, label="Type the key's label to confirm")
+    confirm = forms.CharField(
+        max_length=100,
+        strip=False,
+        label="Type the key's label to confirm",
+        widget=Unechoed(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
 
     def __init__(self, *args: Any, label: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -139,14 +151,14 @@ class RevokeForm(forms.Form):
         return typed
 
 
-def _refused(form: forms.Form, error: DomainError) -> int:
+def _refused(form: forms.Form, error: DomainError) -> None:
     """Put a service's refusal on the form (with the provider's reason and what it means,
-    when the provider refused the key); returns the status to answer with."""
+    when the provider refused the key)."""
     fields = error.extra.get("fields")
     if isinstance(fields, dict):  # the service named the fields at fault
         for name, problems in fields.items():
             form.add_error(name if name in form.fields else None, " ".join(map(str, problems)))
-        return error.status
+        return
     message = CONSOLE_WORDING.get(error.code, error.message)
     reason, result = error.extra.get("reason"), error.extra.get("result")
     if result and error.code == "key_rejected":
@@ -155,7 +167,13 @@ def _refused(form: forms.Form, error: DomainError) -> int:
         message = f"{message} The provider said: “{reason}”"
     field = FIELD_OF_CODE.get(error.code)
     form.add_error(field if field in form.fields else None, message)
-    return error.status
+
+
+def _with_retry(response: HttpResponse, error: DomainError) -> HttpResponse:
+    """A refusal's page with the service's Retry-After (a provider or store outage)."""
+    if error.retry_after:
+        response["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def _keys_page(
@@ -163,41 +181,43 @@ def _keys_page(
 ) -> HttpResponse:
     covered = list(access.tenants().order_by("slug"))
     wanted = request.GET.get("tenant", "")
-    rows = access.restrict(queries.keys())  # a tenant not covered filters to nothing
+    rows = access.restrict(queries.keys())
     if wanted:
-        rows = rows.filter(tenant__slug=wanted)
-    active = [t.slug for t in covered if t.status == TenantStatus.ACTIVE]
+        rows = rows.filter(tenant=visible_tenant(access, wanted))
     context = {
         "keys": list(rows.order_by("tenant__slug", "provider", "label")),
         "tenants": covered,
         "tenant": wanted,
         "now": timezone.now(),
-        "form": form or OnboardForm(slugs=active, initial={"tenant": wanted}),
+        "form": form or OnboardForm(slugs=[t.slug for t in covered], initial={"tenant": wanted}),
     }
     return page(request, "keys.html", context, status)
 
 
 @staff_page("reader", methods=("GET", "POST"))
 def key_list(request: HttpRequest, access: Access) -> HttpResponseBase:
-    """The keys of the tenants the user covers (one tenant with ?tenant=); security admins
-    onboard a key here, checked with its provider first unless they say otherwise."""
+    """The keys of the tenants the user covers (one tenant with ?tenant=, a 404 for one
+    not covered, as the API's); security admins onboard a key here, checked with its
+    provider first unless they say otherwise. A tenant she does not cover is a 404,
+    audited in its chain, as in the API."""
     if request.method == "GET":
         return _keys_page(request, access)
     if not access.is_security_admin:
         return refuse(request)  # a reader (an auditor) asking for a change
-    covered = access.tenants().filter(status=TenantStatus.ACTIVE)
-    form = OnboardForm(request.POST, slugs=list(covered.values_list("slug", flat=True)))
+    tenant = visible_tenant(access, request.POST.get("tenant", ""))
+    form = OnboardForm(request.POST, slugs=[tenant.slug])
     if not form.is_valid():
         return _keys_page(request, access, form, 400)
     data = dict(form.cleaned_data)
-    tenant = visible_tenant(access, data.pop("tenant"))
+    del data["tenant"]
     validate = data.pop("validate")
     try:
         key = key_actions.do_onboard_key(
             tenant, key_actions.KeyInput(**data), validate=validate, actor=actor_for(request.user)
         )
     except DomainError as error:
-        return _keys_page(request, access, form, _refused(form, error))
+        _refused(form, error)
+        return _with_retry(_keys_page(request, access, form, error.status), error)
     return _done(key, "onboarded")
 
 
@@ -257,7 +277,8 @@ def key_validate(request: HttpRequest, access: Access, slug: str, key_id: str) -
     try:
         key_actions.do_validate_key(key, actor=actor_for(request.user))
     except DomainError as error:
-        return _key_page(request, access, key, problem=error.message, status=error.status)
+        shown = _key_page(request, access, key, problem=error.message, status=error.status)
+        return _with_retry(shown, error)
     return _done(key, "validated")
 
 
@@ -274,8 +295,11 @@ def key_rotate(request: HttpRequest, access: Access, slug: str, key_id: str) -> 
         form.add_error(None, "The key changed meanwhile; nothing was rotated. Try again.")
         return _key_page(request, access, key, rotate=form, status=409)
     except DomainError as error:
-        status = _refused(form, error)
-        return _key_page(request, access, key, rotate=form, status=status)
+        _refused(form, error)
+        # A revoked key has no rotate form to show the refusal on.
+        above = error.message if key.status == KeyStatus.REVOKED else ""
+        shown = _key_page(request, access, key, rotate=form, problem=above, status=error.status)
+        return _with_retry(shown, error)
     return _done(key, "rotated")
 
 
