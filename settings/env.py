@@ -145,25 +145,26 @@ def s3_location(name: str, value: str) -> tuple[str, str]:
     return parts.netloc, f"{prefix}/" if prefix else ""
 
 
-def http_endpoint(name: str, value: str) -> str:
-    """An `http(s)://host[:port]` address with nothing after it, or the empty string."""
+def http_endpoint(name: str, value: str, *, with_path: bool = False) -> str:
+    """An `http(s)://host[:port]` address with nothing after it (with `with_path`, a path
+    and query may follow), or the empty string; never credentials or a fragment."""
     if not value:
         return ""
+    expected = f"{name}: expected " + ("an https:// URL" if with_path else "https://host[:port]")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 (reading it checks it: a ValueError unless a number)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}: expected https://host[:port]") from None
+        raise ImproperlyConfigured(expected) from None
     if (
         parts.scheme not in ("http", "https")
         or not parts.hostname
         or parts.username is not None
-        or parts.path not in ("", "/")
-        or parts.query
+        or (not with_path and (parts.path not in ("", "/") or parts.query))
         or parts.fragment
     ):
-        raise ImproperlyConfigured(f"{name}: expected https://host[:port]")
-    return value.rstrip("/")
+        raise ImproperlyConfigured(expected)
+    return value if with_path else value.rstrip("/")
 
 
 def generated_secret(directory: Path, filename: str, factory: str = "token") -> str:

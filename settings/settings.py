@@ -26,6 +26,8 @@ from settings.env import (
     s3_location,
     warn,
 )
+from settings.oidc import oidc_settings
+from tenants.sso import SsoPolicy
 from tenants.validators import SLUG_PATTERN
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -401,6 +403,28 @@ CSRF_COOKIE_PATH = "/console/"
 CSRF_COOKIE_NAME = "keyward_csrf"
 CSRF_FAILURE_VIEW = "console.views.signin.csrf_failure"
 LOGIN_URL = "/console/login/"
+# Single sign-on to the console over OpenID Connect (settings/oidc.py), off unless
+# configured; mozilla-django-oidc reads the OIDC_* names. The claims policy is OIDC_POLICY.
+_oidc = oidc_settings(env)
+OIDC_POLICY: SsoPolicy | None = _oidc["OIDC_POLICY"]
+OIDC_ISSUER: str = _oidc.get("OIDC_ISSUER", "")
+OIDC_RP_CLIENT_ID: str = _oidc["OIDC_RP_CLIENT_ID"]
+OIDC_RP_CLIENT_SECRET: str = _oidc["OIDC_RP_CLIENT_SECRET"]
+OIDC_RP_SCOPES: str = _oidc.get("OIDC_RP_SCOPES", "openid")
+OIDC_OP_AUTHORIZATION_ENDPOINT: str = _oidc["OIDC_OP_AUTHORIZATION_ENDPOINT"]
+OIDC_OP_TOKEN_ENDPOINT: str = _oidc["OIDC_OP_TOKEN_ENDPOINT"]
+OIDC_OP_USER_ENDPOINT: str = _oidc["OIDC_OP_USER_ENDPOINT"]
+OIDC_OP_JWKS_ENDPOINT: str = _oidc["OIDC_OP_JWKS_ENDPOINT"]
+# ID tokens signed with the provider's published keys only; state, nonce and PKCE on.
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_USE_NONCE = True
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = 10
+OIDC_STORE_ACCESS_TOKEN = False
+OIDC_STORE_ID_TOKEN = False
+OIDC_AUTHENTICATION_CALLBACK_URL = "console:oidc_callback"
+LOGIN_REDIRECT_URL = "/console/"
+LOGIN_REDIRECT_URL_FAILURE = "/console/login/"
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env.flag("KEYWARD_BEHIND_TLS_PROXY", False) else None
 )

@@ -27,6 +27,7 @@ from tenants.models import (
     Tenant,
     TenantStatus,
 )
+from tenants.sso import SsoIdentity, SsoRefused, is_sso_username
 
 
 def do_create_tenant(slug: str, name: str, *, actor: Actor) -> Tenant:
@@ -175,7 +176,10 @@ def do_set_admin_role(
 
 def do_set_admin_password(username: str, password: str, *, actor: Actor) -> AbstractBaseUser:
     """Give an existing admin a console password, checked against the password validators
-    (Django's ValidationError when it fails them); audited without the password."""
+    (Django's ValidationError when it fails them); audited without the password. A single
+    sign-on user gets none: it would sign in without the identity provider."""
+    if is_sso_username(username):
+        raise SsoRefused("sso_user", "A single sign-on user signs in at its identity provider.")
     with transaction.atomic(durable=True):
         user = get_user_model().objects.select_for_update().get(username=username)
         password_validation.validate_password(password, user)
@@ -183,6 +187,59 @@ def do_set_admin_password(username: str, password: str, *, actor: Actor) -> Abst
         user.save(update_fields=["password"])
         record("admin.password_set", actor=actor, target=f"user:{username}")
     return user
+
+
+def do_sync_sso_user(identity: SsoIdentity, *, via: str) -> AbstractBaseUser:
+    """Give a single sign-on user the role and tenants its claims grant now, then audit the
+    sign-in, in one transaction. Creates the user (with no password and no `kwa_` token) on
+    its first sign-in; `admin.created` or `admin.updated` only when something changed.
+    Slugs of no tenant are ignored; `SsoRefused` when none is left, and nothing changes."""
+    with transaction.atomic(durable=True):
+        tenants = _sso_tenants(identity.tenant_slugs)
+        user, created = _sso_user(identity.username)
+        staff = StaffRole.objects.filter(user_id=user.pk).first()
+        before = _staff_view(staff)
+        after = {"role": identity.role, "tenants": [t.slug for t in tenants] if tenants else "*"}
+        if before != after:
+            staff, _ = StaffRole.objects.update_or_create(
+                user_id=user.pk,
+                defaults={"role": Role(identity.role), "all_tenants": tenants is None},
+            )
+            staff.tenants.set(tenants or [])
+            record(
+                "admin.created" if created else "admin.updated",
+                actor=Actor.system(via),
+                target=f"user:{identity.username}",
+                details={**after, "via": via, **({} if created else {"before": before})},
+            )
+        _session_event("auth.signed_in", user, via)
+    return user
+
+
+def _sso_tenants(slugs: tuple[str, ...] | None) -> list[Tenant] | None:
+    if slugs is None:
+        return None
+    tenants = list(Tenant.objects.filter(slug__in=slugs).order_by("slug"))
+    if not tenants:
+        raise SsoRefused("unknown_tenant", "None of the tenants your account names exists here.")
+    return tenants
+
+
+def _sso_user(username: str) -> tuple[AbstractBaseUser, bool]:
+    user, created = get_user_model().objects.select_for_update().get_or_create(username=username)
+    if created:
+        user.set_unusable_password()
+        user.save()
+    elif not user.is_active:
+        raise SsoRefused("inactive", "This account is disabled in Keyward.")
+    return user, created
+
+
+def _staff_view(staff: StaffRole | None) -> dict[str, Any] | None:
+    if staff is None:
+        return None
+    tenants = "*" if staff.all_tenants else sorted(t.slug for t in staff.tenants.all())
+    return {"role": staff.role, "tenants": tenants}
 
 
 def do_record_sign_in(user: AbstractBaseUser, *, via: str) -> None:
@@ -197,12 +254,13 @@ def do_record_sign_out(user: AbstractBaseUser, *, via: str) -> None:
 
 def _record_session(action: str, user: AbstractBaseUser, via: str) -> None:
     with transaction.atomic(durable=True):
-        record(
-            action,
-            actor=actor_for(user),
-            target=f"user:{user.get_username()}",
-            details={"via": via},
-        )
+        _session_event(action, user, via)
+
+
+def _session_event(action: str, user: AbstractBaseUser, via: str) -> None:
+    record(
+        action, actor=actor_for(user), target=f"user:{user.get_username()}", details={"via": via}
+    )
 
 
 def do_create_grant(
