@@ -1,4 +1,4 @@
-from console.views import audit, dashboard, keys, principals, signin, tenants
+from console.views import audit, dashboard, keys, principals, signin, sso, tenants
 
 app_name = "console"
 
@@ -9,5 +9,6 @@ urlpatterns = [
     *keys.urlpatterns,
     *principals.urlpatterns,
     *signin.urlpatterns,
+    *sso.urlpatterns,
     *tenants.urlpatterns,
 ]

@@ -425,6 +425,10 @@ OIDC_STORE_ID_TOKEN = False
 OIDC_AUTHENTICATION_CALLBACK_URL = "console:oidc_callback"
 LOGIN_REDIRECT_URL = "/console/"
 LOGIN_REDIRECT_URL_FAILURE = "/console/login/"
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "console.oidc.SsoBackend",
+]
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env.flag("KEYWARD_BEHIND_TLS_PROXY", False) else None
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model, login, logout
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
@@ -94,6 +95,7 @@ def _login_page(
     request: HttpRequest, form: SignInForm, error: str = "", status: int = 200
 ) -> HttpResponse:
     context = {"form": form, "error": error, "next": _next_page(request)}
+    context["sso"] = settings.OIDC_POLICY
     return page(request, "login.html", context, status)
 
 

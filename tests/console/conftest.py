@@ -4,6 +4,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# The OpenID provider of the single sign-on tests, and Keyward pointed at it.
+from tests.console.oidc import oidc_console, oidc_provider  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def _live_server_helper(request: pytest.FixtureRequest) -> Iterator[None]:
