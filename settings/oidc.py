@@ -27,8 +27,13 @@ OFF: dict[str, Any] = {
 }
 
 
-def url(name: str, value: str) -> str:
-    return http_endpoint(name, value, with_path=True)
+def url(name: str, value: str, *, production: bool = False) -> str:
+    """An endpoint of the provider; in production only over https, since the client
+    secret and the tokens travel to it."""
+    checked = http_endpoint(name, value, with_path=True)
+    if production and not checked.startswith("https://"):
+        raise ImproperlyConfigured(f"{name}: expected an https:// URL in production")
+    return checked
 
 
 def role_map(raw: str) -> dict[str, str]:
@@ -69,7 +74,7 @@ def _policy(env: Env) -> SsoPolicy:
     )
 
 
-def oidc_settings(env: Env) -> dict[str, Any]:
+def oidc_settings(env: Env, *, production: bool = False) -> dict[str, Any]:
     """The Django settings of single sign-on (mozilla-django-oidc's and OIDC_POLICY, the
     claims policy), or OFF when no KEYWARD_OIDC_* variable is set."""
     names = [n for n in env.source if n.startswith("KEYWARD_OIDC_")]
@@ -85,10 +90,15 @@ def oidc_settings(env: Env) -> dict[str, Any]:
         )
     if "KEYWARD_OIDC_ROLE_MAP" not in env.source:
         raise ImproperlyConfigured("KEYWARD_OIDC_ROLE_MAP: required for single sign-on")
-    endpoints = {setting: url(name, env.text(name)) for setting, name in ENDPOINTS.items()}
+    endpoints = {
+        setting: url(name, env.text(name), production=production)
+        for setting, name in ENDPOINTS.items()
+    }
     return {
         "OIDC_POLICY": _policy(env),
-        "OIDC_ISSUER": url("KEYWARD_OIDC_ISSUER", env.text("KEYWARD_OIDC_ISSUER")),
+        "OIDC_ISSUER": url(
+            "KEYWARD_OIDC_ISSUER", env.text("KEYWARD_OIDC_ISSUER"), production=production
+        ),
         "OIDC_RP_CLIENT_ID": env.text("KEYWARD_OIDC_CLIENT_ID"),
         "OIDC_RP_CLIENT_SECRET": secret,
         "OIDC_RP_SCOPES": env.text("KEYWARD_OIDC_SCOPES", "openid email profile"),

@@ -405,7 +405,7 @@ CSRF_FAILURE_VIEW = "console.views.signin.csrf_failure"
 LOGIN_URL = "/console/login/"
 # Single sign-on to the console over OpenID Connect (settings/oidc.py), off unless
 # configured; mozilla-django-oidc reads the OIDC_* names. The claims policy is OIDC_POLICY.
-_oidc = oidc_settings(env)
+_oidc = oidc_settings(env, production=PRODUCTION)
 OIDC_POLICY: SsoPolicy | None = _oidc["OIDC_POLICY"]
 OIDC_ISSUER: str = _oidc.get("OIDC_ISSUER", "")
 OIDC_RP_CLIENT_ID: str = _oidc["OIDC_RP_CLIENT_ID"]

@@ -76,3 +76,12 @@ def test_start_up_stops_on_a_role_map_naming_an_unknown_role(tmp_path):
     assert result.returncode != 0
     assert "ImproperlyConfigured: KEYWARD_OIDC_ROLE_MAP" in result.stderr
     assert GOOD["KEYWARD_OIDC_CLIENT_SECRET"] not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["KEYWARD_OIDC_ISSUER", "KEYWARD_OIDC_TOKEN_ENDPOINT"])
+def test_production_talks_to_the_provider_over_https_only(name):
+    plain = {**GOOD, name: GOOD[name].replace("https://", "http://")}
+    assert oidc_settings(Env(plain))["OIDC_POLICY"] is not None  # a laptop may use http
+    with pytest.raises(ImproperlyConfigured, match=f"{name}: expected an https:// URL"):
+        oidc_settings(Env(plain), production=True)
+    assert oidc_settings(Env(GOOD), production=True)["OIDC_POLICY"] is not None
