@@ -39,6 +39,13 @@ key_routes: Routes = [
     path("/validate", keys.KeyValidateView.as_view(), name="key-validate"),
     path("/validations", keys.KeyValidationsView.as_view(), name="key-validations"),
     path("/tokens", tokens.KeyTokensView.as_view(), name="key-tokens"),
+    path("/rotations", keys.RotationListView.as_view(), name="key-rotations"),
+    path("/rotations/<uuid:rotation_id>", keys.RotationDetailView.as_view(), name="key-rotation"),
+    path(
+        "/rotations/<uuid:rotation_id>/cancel",
+        keys.RotationCancelView.as_view(),
+        name="key-rotation-cancel",
+    ),
 ]
 token_routes: Routes = [
     path("", hot.issue_token, name="token-issue"),

@@ -123,3 +123,23 @@ class RateLimited(DomainError):
     status = 429
     code = "rate_limited"
     message = "Too many requests for this principal; slow down."
+
+
+class RotationNotFound(NotFound):
+    code = "rotation_not_found"
+    message = "No such rotation."
+
+
+class RotationInProgress(Conflict):
+    code = "rotation_in_progress"
+    message = "Another rotation of this key is running; wait for it or cancel it."
+
+
+class RequestTokenReused(Conflict):
+    code = "client_request_token_reused"
+    message = "This client_request_token started a rotation with another secret."
+
+
+class RotationNotCancellable(Conflict):
+    code = "rotation_not_cancellable"
+    message = "Only a rotation whose new version is not yet current can be cancelled."

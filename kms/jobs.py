@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -23,8 +23,17 @@ from kms.actions.keys import (
     do_retire_version,
     do_validate_key,
 )
+from kms.actions.rotations import Advanced, do_advance_rotation
 from kms.actions.tokens import do_purge_expired_tokens
-from kms.models import KeyStatus, KeyVersion, ProviderKey, Stage
+from kms.models import (
+    RUNNING_ROTATION,
+    KeyStatus,
+    KeyVersion,
+    ProviderKey,
+    Rotation,
+    RotationState,
+    Stage,
+)
 from kms.ratelimit import take_finished_auth_failures
 from stores.exceptions import StoreUnavailable
 
@@ -163,3 +172,26 @@ def summarise_auth_failures(now: float | None = None) -> int:
         )
         summaries += 1
     return summaries
+
+
+# A running rotation no step has touched for this long lost its message or its worker.
+ROTATION_STALLED = timedelta(seconds=60)
+
+
+def advance_rotation(rotation_id: UUID | str) -> Advanced:
+    return do_advance_rotation(rotation_id, actor=JOBS)
+
+
+def stalled_rotations(now: datetime | None = None) -> list[str]:
+    """Rotations a worker should take up again: running ones untouched for a minute, and
+    failed or cancelled ones whose pending version is not destroyed yet (the store did
+    not answer when they ended)."""
+    cutoff = (now or timezone.now()) - ROTATION_STALLED
+    left = KeyVersion.objects.filter(
+        key=OuterRef("key"), version=OuterRef("pending_version"), stage=Stage.PENDING
+    )
+    stalled = Rotation.objects.filter(
+        Q(state__in=RUNNING_ROTATION, updated_at__lt=cutoff)
+        | Q(Exists(left), state__in=[RotationState.FAILED, RotationState.CANCELLED])
+    )
+    return [str(pk) for pk in stalled.values_list("id", flat=True)]

@@ -19,9 +19,11 @@ class KeyStatus(models.TextChoices):
 
 
 class Stage(models.TextChoices):
-    """The staged model of AWS Secrets Manager: current -> previous -> destroyed. A new
-    secret is checked before it is stored, so no version waits in a pending stage."""
+    """The staged model of AWS Secrets Manager: pending -> current -> previous ->
+    destroyed. Only a staged rotation (`Rotation`) leaves a version pending while it is
+    tested; the one-step rotation checks the secret before storing it."""
 
+    PENDING = "pending"
     CURRENT = "current"
     PREVIOUS = "previous"
     DESTROYED = "destroyed"
@@ -105,6 +107,61 @@ class KeyVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key_id} v{self.version} {self.stage}"
+
+
+class RotationState(models.TextChoices):
+    """Where a staged rotation stands; the running states are the steps still to do."""
+
+    TESTING = "testing"  # a pending version is stored; it is to be checked
+    PROMOTING = "promoting"  # checked; it is to become current
+    RETIRING = "retiring"  # current; the previous version waits for its grace period
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# A key has at most one rotation in these states at a time.
+RUNNING_ROTATION = (RotationState.TESTING, RotationState.PROMOTING)
+
+
+class Rotation(models.Model):
+    """A staged rotation of one key: create a pending version, test it with the provider,
+    promote it to current, retire the previous one after the grace period. Each step is a
+    job that is safe to run twice; `client_request_token` makes starting it idempotent."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    key = models.ForeignKey(ProviderKey, on_delete=models.CASCADE, related_name="rotations")
+    client_request_token = models.CharField(max_length=64)
+    mode = models.CharField(max_length=16, default="manual")
+    state = models.CharField(max_length=16, choices=RotationState.choices)
+    validate = models.BooleanField(default=True)
+    grace_period_seconds = models.PositiveIntegerField()
+    pending_version = models.PositiveIntegerField()
+    previous_version = models.PositiveIntegerField(null=True, blank=True)
+    fingerprint = models.CharField(max_length=80)
+    steps = models.JSONField(default=list)
+    failure = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "id")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("key", "client_request_token"), name="kms_rotation_unique_request"
+            ),
+            models.UniqueConstraint(
+                fields=("key",),
+                condition=Q(state__in=RUNNING_ROTATION),
+                name="kms_one_running_rotation",
+            ),
+        ]
+        indexes = [models.Index(fields=("state", "updated_at"), name="kms_rotation_state")]
+
+    def __str__(self) -> str:
+        return f"{self.key_id} rotation {self.id} {self.state}"
 
 
 class ValidationResult(models.Model):

@@ -11,6 +11,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from kms import jobs
 from kms.providers import TRANSIENT, CheckOutcome
+from stores.exceptions import StoreUnavailable
 
 # A database or broker that did not answer: retried with backoff, never longer than a
 # message may wait unacknowledged in the broker (KEYWARD_BROKER_VISIBILITY_TIMEOUT).
@@ -84,3 +85,28 @@ def purge_expired_tokens() -> None:
 @shared_task(name="keyward.kms.summarise_auth_failures", acks_late=True, **RETRY_TRANSIENT)
 def summarise_auth_failures() -> None:
     jobs.summarise_auth_failures()
+
+
+@shared_task(
+    name="keyward.kms.advance_rotation",
+    bind=True,
+    acks_late=True,
+    autoretry_for=(*TRANSIENT_ERRORS, StoreUnavailable),
+    retry_backoff=settings.JOB_RETRY_BASE_SECONDS,
+    retry_backoff_max=settings.JOB_MAX_COUNTDOWN,
+    retry_jitter=True,
+    max_retries=8,
+)
+def advance_rotation(self: Any, rotation_id: str) -> None:
+    """Run a staged rotation's next steps; a transient provider answer is tried again
+    later (the `resume_rotations` sweep takes it up once these retries are spent)."""
+    advanced = jobs.advance_rotation(rotation_id)
+    if advanced.retry_after is not None and self.request.retries < self.max_retries:
+        raise self.retry(countdown=jobs.backoff(self.request.retries, advanced.retry_after))
+
+
+@shared_task(name="keyward.kms.resume_rotations", acks_late=True, **RETRY_TRANSIENT)
+def resume_rotations() -> None:
+    """Hand stalled rotations, and pending versions left by ended ones, to a worker."""
+    for rotation_id in jobs.stalled_rotations():
+        advance_rotation.delay(rotation_id)

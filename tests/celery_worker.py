@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import connection
 
@@ -117,3 +118,24 @@ def wait_for(condition: Any, timeout: float = 30, what: str = "condition") -> No
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def redis_dump(url: str) -> str:
+    """Every key of the broker's database with its value, whatever its type."""
+    client = redis.Redis.from_url(url)
+    readers = {
+        b"string": lambda name: client.get(name),
+        b"list": lambda name: client.lrange(name, 0, -1),
+        b"hash": lambda name: client.hgetall(name),
+        b"set": lambda name: client.smembers(name),
+        b"zset": lambda name: client.zrange(name, 0, -1),
+        b"stream": lambda name: client.xrange(name),
+    }
+    parts = []
+    for name in client.scan_iter(count=1000):
+        kind = client.type(name)
+        value = readers.get(kind if isinstance(kind, bytes) else str(kind).encode(), lambda _: b"")(
+            name
+        )
+        parts.append(f"{name!r}={value!r}")
+    return "\n".join(parts)

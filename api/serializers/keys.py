@@ -9,8 +9,9 @@ from rest_framework import serializers
 
 from api.base import StrictSerializer
 from kms.actions.keys import MAX_GRACE_SECONDS
+from kms.actions.rotations import REQUEST_TOKEN
 from kms.exceptions import ForbiddenBaseUrl
-from kms.models import KeyVersion, ProviderKey, Validation, ValidationResult
+from kms.models import KeyVersion, ProviderKey, Rotation, Validation, ValidationResult
 from kms.providers import ADAPTERS, MAX_SECRET
 from kms.validators import BASE_URL_MESSAGE, BASE_URL_PATTERN, LABEL, ROTATION_PERIOD_DAYS
 
@@ -151,5 +152,43 @@ class ValidationSerializer(serializers.ModelSerializer[ValidationResult]):
             "reason",
             "duration_ms",
             "trigger",
+        )
+        read_only_fields = fields
+
+
+class RotationStartSerializer(StrictSerializer):
+    secret = SecretField()
+    grace_period_seconds = serializers.IntegerField(
+        min_value=0, max_value=MAX_GRACE_SECONDS, default=3600
+    )
+    client_request_token = serializers.RegexField(
+        REQUEST_TOKEN,
+        required=False,
+        help_text="Makes the request idempotent: the same token with the same secret "
+        "answers with the rotation it started (1-64 letters, digits and . _ : -).",
+    )
+
+
+class RotationSerializer(serializers.ModelSerializer[Rotation]):
+    key = serializers.UUIDField(source="key_id", read_only=True)
+
+    class Meta:
+        model = Rotation
+        fields = (
+            "id",
+            "key",
+            "state",
+            "mode",
+            "steps",
+            "pending_version",
+            "previous_version",
+            "grace_period_seconds",
+            "validate",
+            "client_request_token",
+            "failure",
+            "created_at",
+            "created_by",
+            "updated_at",
+            "finished_at",
         )
         read_only_fields = fields

@@ -16,13 +16,15 @@ from api.serializers.keys import (
     KeyCreateSerializer,
     KeyRotateSerializer,
     KeySerializer,
+    RotationSerializer,
+    RotationStartSerializer,
     ValidationSerializer,
 )
 from core.errors import InvalidInput
 from kms import queries
-from kms.actions import keys
-from kms.exceptions import KeyNotFound
-from kms.models import ProviderKey
+from kms.actions import keys, rotations
+from kms.exceptions import KeyNotFound, RotationNotFound
+from kms.models import ProviderKey, Rotation
 
 VALIDATE = OpenApiParameter(
     "validate", OpenApiTypes.BOOL, description="false skips the provider check"
@@ -139,3 +141,63 @@ class KeyValidationsView(KeyView):
         return Response(
             {"results": ValidationSerializer(queries.recent_validations(key), many=True).data}
         )
+
+
+class RotationListView(KeyView):
+    """A key's staged rotations, newest first; POST starts one (202), with the steps
+    after the first run by a worker."""
+
+    permissions_by_method = {"GET": (StaffReader,), "POST": (SecurityAdmin,)}
+
+    @extend_schema(
+        operation_id="tenants_keys_rotations_list",
+        responses=listing(RotationSerializer, paginated=False),
+    )
+    def get(self, request: Request, slug: str, key_id: UUID) -> Response:
+        rows = self.key(key_id).rotations.all()[:50]
+        return Response({"results": RotationSerializer(rows, many=True).data})
+
+    @extend_schema(
+        request=RotationStartSerializer,
+        responses={202: RotationSerializer},
+        parameters=[VALIDATE],
+    )
+    def post(self, request: Request, slug: str, key_id: UUID) -> Response:
+        key = self.key(key_id)
+        validate = _validate_flag(request)
+        body = RotationStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        ask = rotations.RotationRequest(**body.validated_data, validate=validate)
+        rotation, _ = rotations.do_start_rotation(key, ask, actor=self.actor)
+        return Response(RotationSerializer(rotation).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RotationView(KeyView):
+    def rotation(self, key_id: UUID, rotation_id: UUID) -> Rotation:
+        found = self.key(key_id).rotations.filter(pk=rotation_id).first()
+        if found is None:
+            raise RotationNotFound()
+        return found
+
+
+class RotationDetailView(RotationView):
+    """One rotation: its state and each step's."""
+
+    permissions_by_method = {"GET": (StaffReader,)}
+
+    @extend_schema(responses=RotationSerializer)
+    def get(self, request: Request, slug: str, key_id: UUID, rotation_id: UUID) -> Response:
+        return Response(RotationSerializer(self.rotation(key_id, rotation_id)).data)
+
+
+class RotationCancelView(RotationView):
+    """Stop a rotation whose new version is not yet current (its pending version is
+    destroyed); 409 once it is."""
+
+    permissions_by_method = {"POST": (SecurityAdmin,)}
+
+    @extend_schema(request=None, responses=RotationSerializer)
+    def post(self, request: Request, slug: str, key_id: UUID, rotation_id: UUID) -> Response:
+        rotation = self.rotation(key_id, rotation_id)
+        cancelled = rotations.do_cancel_rotation(rotation, actor=self.actor)
+        return Response(RotationSerializer(cancelled).data)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -36,7 +36,17 @@ from kms.exceptions import (
     LabelTaken,
     ProviderUnavailable,
 )
-from kms.models import KeyStatus, KeyVersion, ProviderKey, Stage, Validation, ValidationResult
+from kms.models import (
+    RUNNING_ROTATION,
+    KeyStatus,
+    KeyVersion,
+    ProviderKey,
+    Rotation,
+    RotationState,
+    Stage,
+    Validation,
+    ValidationResult,
+)
 from kms.providers import (
     AUTHENTIC,
     TRANSIENT,
@@ -66,7 +76,7 @@ def hint_of(secret: str) -> str:
     return "..." + secret[-4:]
 
 
-def _target(key_id: uuid.UUID | str) -> str:
+def key_target(key_id: uuid.UUID | str) -> str:
     return f"key:{key_id}"
 
 
@@ -101,7 +111,7 @@ def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Act
         "hint": hint_of(data.secret),
     }
     check = adapter.check(data.secret, base_url) if validate else None
-    _refuse_on_check(check, "key.onboard_refused", tenant, _target(key_id), facts, actor)
+    _refuse_on_check(check, "key.onboard_refused", tenant, key_target(key_id), facts, actor)
     # Every key lives in the default store until tenants can be pinned to a store of their own.
     store_name, path = DEFAULT_STORE, f"{tenant.id}/{key_id}"
     store = get_store(store_name)
@@ -113,7 +123,7 @@ def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Act
             "key.onboard_failed",
             actor=actor,
             tenant=tenant.slug,
-            target=_target(key_id),
+            target=key_target(key_id),
             **facts,
         )
         raise
@@ -138,13 +148,13 @@ def _checked_base_url(provider: str, base_url: str) -> str:
 
 
 def _refuse_duplicates(tenant: Tenant, data: KeyInput, fingerprint: str) -> None:
-    _refuse_known_secret(tenant, fingerprint)
+    refuse_known_secret(tenant, fingerprint)
     live = ProviderKey.objects.filter(tenant=tenant).exclude(status=KeyStatus.REVOKED)
     if live.filter(provider=data.provider, label=data.label).exists():
         raise LabelTaken()
 
 
-def _refuse_known_secret(tenant: Tenant, fingerprint: str) -> None:
+def refuse_known_secret(tenant: Tenant, fingerprint: str) -> None:
     """409 naming the live key that already holds this secret, as its current version or
     as a version not yet destroyed."""
     live = ProviderKey.objects.filter(tenant=tenant).exclude(status=KeyStatus.REVOKED)
@@ -240,7 +250,7 @@ def _register(
                 "key.created",
                 actor=actor,
                 tenant=tenant.slug,
-                target=_target(key.id),
+                target=key_target(key.id),
                 details={
                     "provider": key.provider,
                     "label": key.label,
@@ -353,7 +363,7 @@ def _record_read_outage(
         f"{purpose}_failed",
         actor=actor,
         tenant=key.tenant.slug,
-        target=_target(key.id),
+        target=key_target(key.id),
         version=version,
     )
 
@@ -393,7 +403,7 @@ def do_validate_key(key: ProviderKey, *, actor: Actor, trigger: str = "manual") 
             "key.validated",
             actor=actor,
             tenant=locked.tenant.slug,
-            target=_target(locked.id),
+            target=key_target(locked.id),
             outcome=AuditOutcome.ERROR if check.outcome in TRANSIENT else AuditOutcome.SUCCESS,
             details={
                 "version": version,
@@ -416,7 +426,7 @@ def do_rotate_key(
         raise KeyNotActive("The key is revoked.")
     check_secret_shape(key.provider, secret)
     fingerprint = audit_hmac(secret)
-    _refuse_known_secret(key.tenant, fingerprint)
+    refuse_known_secret(key.tenant, fingerprint)
     facts = {
         "provider": key.provider,
         "label": key.label,
@@ -424,7 +434,7 @@ def do_rotate_key(
         "hint": hint_of(secret),
     }
     check = get_adapter(key.provider).check(secret, key.base_url) if validate else None
-    _refuse_on_check(check, "key.rotate_refused", key.tenant, _target(key.id), facts, actor)
+    _refuse_on_check(check, "key.rotate_refused", key.tenant, key_target(key.id), facts, actor)
     latest = KeyVersion.objects.filter(key=key).aggregate(top=Max("version"))["top"] or 0
     store = get_store(key.store)
     try:
@@ -435,7 +445,7 @@ def do_rotate_key(
             "key.rotate_failed",
             actor=actor,
             tenant=key.tenant.slug,
-            target=_target(key.id),
+            target=key_target(key.id),
             **facts,
         )
         raise
@@ -462,39 +472,50 @@ def _promote(
         locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
         if locked.status == KeyStatus.REVOKED or locked.current_version != key.current_version:
             raise StoreConflict("The key changed meanwhile; nothing was rotated.")
-        old = KeyVersion.objects.get(key=locked, stage=Stage.CURRENT)
-        old.stage, old.retire_after = Stage.PREVIOUS, now + timedelta(seconds=grace)
-        old.save(update_fields=["stage", "retire_after"])
-        KeyVersion.objects.create(
-            key=locked,
-            version=version,
-            stage=Stage.CURRENT,
-            fingerprint=fingerprint,
-            hint=hint,
-            created_by=actor.id,
-            promoted_at=now,
+        new = KeyVersion(
+            key=locked, version=version, fingerprint=fingerprint, hint=hint, created_by=actor.id
         )
-        locked.current_version, locked.fingerprint, locked.hint = version, fingerprint, hint
-        locked.status = KeyStatus.ACTIVE
-        locked.rotation_due_at = now + timedelta(days=locked.rotation_period_days)
-        locked.save()
+        old = make_current(locked, new, grace, now)
         if check is not None:
             _note_check(locked, version, check, "rotate")
-        record(
-            "key.rotated",
-            actor=actor,
-            tenant=locked.tenant.slug,
-            target=_target(locked.id),
-            details={
-                "version": version,
-                "previous_version": old.version,
-                "fingerprint": fingerprint,
-                "hint": hint,
-                "previous_retire_after": old.retire_after.isoformat(),
-                "validated": check is not None,
-            },
-        )
+        record_rotated(locked, new, old, actor, validated=check is not None)
     return locked
+
+
+def make_current(key: ProviderKey, new: KeyVersion, grace: int, now: datetime) -> KeyVersion:
+    """Under the key's row lock: `new` becomes the current version and the current one
+    previous for `grace` seconds (in that order: one current version at every instant);
+    returns the one it replaced."""
+    old = KeyVersion.objects.get(key=key, stage=Stage.CURRENT)
+    old.stage, old.retire_after = Stage.PREVIOUS, now + timedelta(seconds=grace)
+    old.save(update_fields=["stage", "retire_after"])
+    new.stage, new.promoted_at = Stage.CURRENT, now
+    new.save()
+    key.current_version, key.fingerprint, key.hint = new.version, new.fingerprint, new.hint
+    key.status = KeyStatus.ACTIVE
+    key.rotation_due_at = now + timedelta(days=key.rotation_period_days)
+    key.save()
+    return old
+
+
+def record_rotated(
+    key: ProviderKey, new: KeyVersion, old: KeyVersion, actor: Actor, **facts: Any
+) -> None:
+    """`key.rotated`: the new current version and the previous one's end of grace."""
+    record(
+        "key.rotated",
+        actor=actor,
+        tenant=key.tenant.slug,
+        target=key_target(key.id),
+        details={
+            "version": new.version,
+            "previous_version": old.version,
+            "fingerprint": new.fingerprint,
+            "hint": new.hint,
+            "previous_retire_after": old.retire_after.isoformat() if old.retire_after else None,
+            **facts,
+        },
+    )
 
 
 # -- revocation --------------------------------------------------------------------------
@@ -509,11 +530,14 @@ def do_revoke_key(key: ProviderKey, *, actor: Actor) -> ProviderKey:
             previous = locked.status
             locked.status, locked.revoked_at = KeyStatus.REVOKED, timezone.now()
             locked.save(update_fields=["status", "revoked_at", "updated_at"])
+            _end_rotations(
+                locked, RUNNING_ROTATION, RotationState.CANCELLED, "The key was revoked.", actor
+            )
             record(
                 "key.revoked",
                 actor=actor,
                 tenant=locked.tenant.slug,
-                target=_target(locked.id),
+                target=key_target(locked.id),
                 details={"previous_status": previous, "fingerprint": locked.fingerprint},
             )
     try:
@@ -538,7 +562,7 @@ def do_destroy_key_secrets(key_id: uuid.UUID | str, *, actor: Actor) -> Provider
             "key.destroy_failed",
             actor=actor,
             tenant=key.tenant.slug,
-            target=_target(key.id),
+            target=key_target(key.id),
         )
         raise
     with transaction.atomic(durable=True):
@@ -555,7 +579,7 @@ def do_destroy_key_secrets(key_id: uuid.UUID | str, *, actor: Actor) -> Provider
             "key.secrets_destroyed",
             actor=actor,
             tenant=locked.tenant.slug,
-            target=_target(locked.id),
+            target=key_target(locked.id),
             details={"versions": alive, "store": locked.store},
         )
     return locked
@@ -583,6 +607,8 @@ def do_retire_version(version_pk: int, *, actor: Actor, now: datetime | None = N
         ).update(stage=Stage.DESTROYED, destroyed_at=timezone.now())
         if not won:
             return False
+        finished = Rotation.objects.filter(previous_version=version.version)
+        _end_rotations(key, [RotationState.RETIRING], RotationState.COMPLETED, "", actor, finished)
         notify(
             "key.version_retired",
             {
@@ -596,10 +622,47 @@ def do_retire_version(version_pk: int, *, actor: Actor, now: datetime | None = N
             "key.version_retired",
             actor=actor,
             tenant=key.tenant.slug,
-            target=_target(key.id),
+            target=key_target(key.id),
             details={"version": version.version, "retire_after": version.retire_after.isoformat()},
         )
     return True
+
+
+def _end_rotations(
+    key: ProviderKey,
+    states: Iterable[str],
+    state: str,
+    failure: str,
+    actor: Actor,
+    among: QuerySet[Rotation] | None = None,
+) -> None:
+    """End the key's rotations in `states` (within the caller's transaction): completed
+    when their previous version is retired, cancelled when the key is revoked (its
+    destruction takes their pending versions with it)."""
+    rotations = (among if among is not None else Rotation.objects.all()).select_for_update()
+    now = timezone.now()
+    for rotation in rotations.filter(key=key, state__in=list(states)):
+        step = "retire_previous" if state == RotationState.COMPLETED else "promote"
+        rotation.steps = [
+            {**s, "state": "done" if not failure else "failed", "at": now.isoformat()}
+            if s["step"] == step
+            else s
+            for s in rotation.steps
+        ]
+        rotation.state, rotation.finished_at = state, now
+        rotation.failure = failure
+        rotation.save()
+        record(
+            "key.rotation_completed"
+            if state == RotationState.COMPLETED
+            else "key.rotation_cancelled",
+            actor=actor,
+            tenant=key.tenant.slug,
+            target=key_target(key.id),
+            details={"rotation": str(rotation.id), "reason": failure}
+            if failure
+            else {"rotation": str(rotation.id)},
+        )
 
 
 def do_flag_rotation_due(key_id: uuid.UUID | str, *, actor: Actor, now: datetime) -> bool:
@@ -621,7 +684,7 @@ def do_flag_rotation_due(key_id: uuid.UUID | str, *, actor: Actor, now: datetime
             "key.rotation_due",
             actor=actor,
             tenant=key.tenant.slug,
-            target=_target(key.id),
+            target=key_target(key.id),
             details={
                 "rotation_due_at": key.rotation_due_at.isoformat(),
                 "rotation_period_days": key.rotation_period_days,

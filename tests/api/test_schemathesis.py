@@ -163,7 +163,11 @@ def _base_url_of_the_documented_shape(sent: Sent) -> bool:
 
 SECRET_SHAPE = re.compile(r"[!-~]{1,1024}")
 KEY_CREATION = frozenset(
-    {"POST /api/v1/tenants/{slug}/keys", "POST /api/v1/tenants/{slug}/keys/{key_id}/rotate"}
+    {
+        "POST /api/v1/tenants/{slug}/keys",
+        "POST /api/v1/tenants/{slug}/keys/{key_id}/rotate",
+        "POST /api/v1/tenants/{slug}/keys/{key_id}/rotations",
+    }
 )
 KEY_READS = frozenset(
     {
@@ -301,6 +305,7 @@ def make_world(provider_url: str) -> World:
                 "base_url": provider_url,
             },
             "POST /api/v1/tenants/{slug}/keys/{key_id}/rotate": {"secret": openai_key},
+            "POST /api/v1/tenants/{slug}/keys/{key_id}/rotations": {"secret": openai_key},
         },
     )
 

@@ -18,7 +18,7 @@ from kms.actions import keys
 from kms.models import KeyVersion, ProviderKey, ValidationResult
 from tests import pg
 from tests import provider_stub as docs
-from tests.celery_worker import Worker, wait_for
+from tests.celery_worker import Worker, redis_dump, wait_for
 from tests.factories import make_tenant
 from tests.kms.helpers import openai_key
 from tests.kms.world import SYSTEM
@@ -115,29 +115,6 @@ def test_retirement_runs_on_the_worker_and_destroys_in_vault(worker, bao, store_
     assert KeyVersion.objects.filter(key=key, stage="current").count() == 1
 
 
-def _redis_dump(url: str) -> str:
-    """Every key of the broker's database with its value, whatever its type."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    readers = {
-        b"string": lambda name: client.get(name),
-        b"list": lambda name: client.lrange(name, 0, -1),
-        b"hash": lambda name: client.hgetall(name),
-        b"set": lambda name: client.smembers(name),
-        b"zset": lambda name: client.zrange(name, 0, -1),
-        b"stream": lambda name: client.xrange(name),
-    }
-    parts = []
-    for name in client.scan_iter(count=1000):
-        kind = client.type(name)
-        value = readers.get(kind if isinstance(kind, bytes) else str(kind).encode(), lambda _: b"")(
-            name
-        )
-        parts.append(f"{name!r}={value!r}")
-    return "\n".join(parts)
-
-
 @pytest.mark.parametrize("store_config", ["vault"], indirect=True)
 def test_no_key_or_token_reaches_redis_through_jobs(worker, provider_stub, settings):
     from tests.kms.test_canary import assert_absent, canary
@@ -149,13 +126,13 @@ def test_no_key_or_token_reaches_redis_through_jobs(worker, provider_stub, setti
     provider_stub.answer(429, docs.OPENAI_RATE, headers={"retry-after": "1"})
     worker.send(tasks.check_key, str(key.id))
     wait_for(lambda: ValidationResult.objects.filter(key=key).count() >= 1, what="a check")
-    in_flight = _redis_dump(settings.CELERY_BROKER_URL)  # the retry is waiting in the broker now
+    in_flight = redis_dump(settings.CELERY_BROKER_URL)  # the retry is waiting in the broker now
     provider_stub.answer(401, docs.OPENAI_INVALID)
     wait_for(
         lambda: ProviderKey.objects.get(pk=key.pk).status == "invalid", timeout=40, what="the retry"
     )
     assert any(secret in s.headers.get("authorization", "") for s in provider_stub.seen)
-    assert_absent(secret, in_flight + _redis_dump(settings.CELERY_BROKER_URL), "Redis")
+    assert_absent(secret, in_flight + redis_dump(settings.CELERY_BROKER_URL), "Redis")
 
 
 @pytest.mark.parametrize("store_config", ["vault"], indirect=True)

@@ -1,0 +1,392 @@
+"""Staged rotations: a new secret enters as a pending version, is tested with the provider,
+is promoted to current, and the previous version is retired after its grace period.
+
+Starting one stores the pending version and commits the rotation with its audit event;
+the steps after that run as a job (`keyward.kms.advance_rotation`) that may run twice, be
+killed anywhere and be delivered again: each step re-reads the rotation and changes it
+only through a compare-and-set under its row lock, and no provider or store call runs
+inside a transaction. A key has at most one running rotation (a database constraint), so
+at every instant exactly one version is current. The manual path (a person supplies the
+secret) skips the upstream step; providers with an admin API will fill it in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import current_app
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from audit.actors import Actor
+from audit.hmac import audit_hmac
+from audit.models import Outcome as AuditOutcome
+from audit.recorder import record
+from core.errors import InvalidInput
+from kms.actions.keys import (
+    hint_of,
+    key_target,
+    make_current,
+    read_secret,
+    record_rotated,
+    refuse_known_secret,
+)
+from kms.exceptions import (
+    KeyNotActive,
+    RequestTokenReused,
+    RotationInProgress,
+    RotationNotCancellable,
+)
+from kms.models import (
+    RUNNING_ROTATION,
+    KeyStatus,
+    KeyVersion,
+    ProviderKey,
+    Rotation,
+    RotationState,
+    Stage,
+    ValidationResult,
+)
+from kms.providers import AUTHENTIC, TRANSIENT, CheckResult, check_secret_shape, get_adapter
+from stores.exceptions import StoreConflict, StoreUnavailable
+from stores.registry import get_store
+
+ADVANCE_TASK = "keyward.kms.advance_rotation"
+STEPS = ("create_pending", "set_upstream", "test", "promote", "retire_previous")
+REQUEST_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z", re.ASCII)
+
+
+@dataclass(frozen=True)
+class RotationRequest:
+    """What starting a rotation takes (POST .../keys/{id}/rotations)."""
+
+    secret: str
+    grace_period_seconds: int = 3600
+    client_request_token: str = ""
+    validate: bool = True
+
+
+@dataclass(frozen=True)
+class Advanced:
+    """What a run of the steps left: the rotation's state, and how long to wait before
+    trying again when the provider answered with a transient error."""
+
+    state: str
+    retry_after: float | None = None
+
+
+# -- starting ----------------------------------------------------------------------------
+def do_start_rotation(
+    key: ProviderKey, ask: RotationRequest, *, actor: Actor
+) -> tuple[Rotation, bool]:
+    """Store the new secret as a pending version and start its rotation; returns the
+    rotation and whether it is new. The same client request token with the same secret
+    returns the rotation it started; with another secret it is refused."""
+    token = ask.client_request_token or uuid.uuid4().hex
+    if not REQUEST_TOKEN.match(token):
+        raise InvalidInput(fields={"client_request_token": ["1-64 letters, digits and . _ : -"]})
+    check_secret_shape(key.provider, ask.secret)
+    fingerprint = audit_hmac(ask.secret)
+    started = _started(key, token, fingerprint)
+    if started is not None:
+        return started, False
+    if key.status == KeyStatus.REVOKED:
+        raise KeyNotActive("The key is revoked.")
+    if Rotation.objects.filter(key=key, state__in=RUNNING_ROTATION).exists():
+        raise RotationInProgress()
+    refuse_known_secret(key.tenant, fingerprint)
+    latest = KeyVersion.objects.filter(key=key).aggregate(top=Max("version"))["top"] or 0
+    try:
+        version = get_store(key.store).put(key.store_path, ask.secret, expected_version=latest)
+    except StoreConflict:  # another rotation stored its version first
+        return _raced(key, token, fingerprint), False
+    try:
+        return _begin(key, ask, token, version, fingerprint, actor), True
+    except BaseException:
+        with contextlib.suppress(StoreUnavailable):
+            get_store(key.store).destroy(key.store_path, [version])
+        raise
+
+
+def _started(key: ProviderKey, token: str, fingerprint: str) -> Rotation | None:
+    """The rotation this request token already started, if any (refused if it was
+    started with another secret)."""
+    started = Rotation.objects.filter(key=key, client_request_token=token).first()
+    if started is not None and started.fingerprint != fingerprint:
+        raise RequestTokenReused()
+    return started
+
+
+def _raced(key: ProviderKey, token: str, fingerprint: str) -> Rotation:
+    started = _started(key, token, fingerprint)
+    if started is None:
+        raise RotationInProgress()
+    return started
+
+
+def _begin(
+    key: ProviderKey,
+    ask: RotationRequest,
+    token: str,
+    version: int,
+    fingerprint: str,
+    actor: Actor,
+) -> Rotation:
+    hint = hint_of(ask.secret)
+    try:
+        with transaction.atomic(durable=True):
+            locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
+            if locked.status == KeyStatus.REVOKED:
+                raise KeyNotActive("The key is revoked.")
+            KeyVersion.objects.create(
+                key=locked,
+                version=version,
+                stage=Stage.PENDING,
+                fingerprint=fingerprint,
+                hint=hint,
+                created_by=actor.id,
+            )
+            rotation = Rotation.objects.create(
+                key=locked,
+                client_request_token=token,
+                state=RotationState.TESTING,
+                validate=ask.validate,
+                grace_period_seconds=ask.grace_period_seconds,
+                pending_version=version,
+                fingerprint=fingerprint,
+                steps=_first_steps(ask.validate),
+                created_by=actor.id,
+            )
+            record(
+                "key.rotation_started",
+                actor=actor,
+                tenant=key.tenant.slug,
+                target=key_target(key.id),
+                details={
+                    "rotation": str(rotation.id),
+                    "mode": rotation.mode,
+                    "version": version,
+                    "fingerprint": fingerprint,
+                    "hint": hint,
+                    "grace_period_seconds": ask.grace_period_seconds,
+                    "validate": ask.validate,
+                },
+            )
+            transaction.on_commit(_advancer(rotation.id), robust=True)
+    except IntegrityError:  # a concurrent start won the one running rotation
+        raise RotationInProgress() from None
+    return rotation
+
+
+def _first_steps(validate: bool) -> list[dict[str, Any]]:
+    now = timezone.now().isoformat()
+    done = {"create_pending": "done", "set_upstream": "skipped"}
+    if not validate:
+        done["test"] = "skipped"
+    return [
+        {"step": name, "state": done.get(name, "waiting"), "at": now if name in done else None}
+        for name in STEPS
+    ]
+
+
+def _advancer(rotation_id: uuid.UUID) -> Callable[[], None]:
+    """A named callback (robust on_commit logs its name if the broker refuses it; the
+    `resume_rotations` sweep hands the rotation to a worker later)."""
+
+    def advance_rotation() -> None:
+        current_app.send_task(ADVANCE_TASK, args=[str(rotation_id)])
+
+    return advance_rotation
+
+
+# -- the steps -----------------------------------------------------------------------------
+def do_advance_rotation(rotation_id: uuid.UUID | str, *, actor: Actor) -> Advanced:
+    """Run the rotation's next steps as far as they go now: test the pending version,
+    promote it. Safe to run twice or concurrently; a transient provider answer leaves the
+    rotation where it is, with the time to wait before the next try."""
+    rotation = _rotation(rotation_id)
+    if rotation is None:
+        return Advanced("gone")
+    if rotation.state == RotationState.TESTING:
+        retry_after = _test(rotation, actor)
+        if retry_after is not None:
+            return Advanced(rotation.state, retry_after)
+        rotation = _rotation(rotation_id) or rotation
+    if rotation.state == RotationState.PROMOTING:
+        _promote(rotation, actor)
+        rotation = _rotation(rotation_id) or rotation
+    if rotation.state in (RotationState.FAILED, RotationState.CANCELLED):
+        discard_pending(rotation)
+    return Advanced(rotation.state)
+
+
+def _rotation(rotation_id: uuid.UUID | str) -> Rotation | None:
+    return Rotation.objects.select_related("key", "key__tenant").filter(pk=rotation_id).first()
+
+
+def _test(rotation: Rotation, actor: Actor) -> float | None:
+    """Check the pending version with the provider (unless the rotation skips it); None
+    once the rotation moved on, else the seconds to wait for a transient answer."""
+    if not rotation.validate:
+        _move(rotation, RotationState.TESTING, RotationState.PROMOTING, step="test")
+        return None
+    key = rotation.key
+    secret = read_secret(key, rotation.pending_version, actor=actor, purpose="key.rotation_test")
+    check = get_adapter(key.provider).check(secret, key.base_url)
+    del secret
+    if check.outcome in TRANSIENT:
+        _note_waiting(rotation, check)
+        return check.retry_after or 0.0
+    passed = check.outcome in AUTHENTIC
+    with transaction.atomic(durable=True):
+        locked = _locked(rotation)
+        if locked is None or locked.state != RotationState.TESTING:
+            return None
+        ValidationResult.objects.create(
+            key=key,
+            version=rotation.pending_version,
+            result=str(check.outcome),
+            http_status=check.http_status,
+            reason=check.reason,
+            duration_ms=check.duration_ms,
+            trigger="rotation",
+        )
+        details = {
+            "rotation": str(rotation.id),
+            "version": rotation.pending_version,
+            "result": str(check.outcome),
+            "reason": check.reason,
+            "http_status": check.http_status,
+        }
+        if passed:
+            _set_state(locked, RotationState.PROMOTING, step="test")
+        else:
+            failure = f"The provider refused the new secret ({check.outcome}): {check.reason}"
+            _set_state(locked, RotationState.FAILED, step="test", failure=failure)
+        record(
+            "key.rotation_tested",
+            actor=actor,
+            tenant=key.tenant.slug,
+            target=key_target(key.id),
+            outcome=AuditOutcome.SUCCESS if passed else AuditOutcome.DENIED,
+            details=details,
+        )
+    rotation.state = RotationState.PROMOTING if passed else RotationState.FAILED
+    return None
+
+
+def _note_waiting(rotation: Rotation, check: CheckResult) -> None:
+    """A transient answer: the test step says so, and nothing else changes."""
+    with transaction.atomic(durable=True):
+        locked = _locked(rotation)
+        if locked is None or locked.state != RotationState.TESTING:
+            return
+        detail = f"waiting: the provider answered {check.outcome}"
+        locked.steps = _with_step(locked.steps, "test", "waiting", detail)
+        locked.save(update_fields=["steps", "updated_at"])
+
+
+def _promote(rotation: Rotation, actor: Actor) -> None:
+    """Make the pending version current and the current one previous for the grace
+    period, in one transaction with its `key.rotated` event."""
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        key = (
+            ProviderKey.objects.select_for_update().select_related("tenant").get(pk=rotation.key_id)
+        )
+        locked = _locked(rotation)
+        if locked is None or locked.state != RotationState.PROMOTING:
+            return
+        if key.status == KeyStatus.REVOKED:
+            _set_state(locked, RotationState.FAILED, step="promote", failure="The key was revoked.")
+            return
+        new = KeyVersion.objects.get(key=key, version=locked.pending_version, stage=Stage.PENDING)
+        old = make_current(key, new, locked.grace_period_seconds, now)
+        locked.previous_version = old.version
+        _set_state(locked, RotationState.RETIRING, step="promote")
+        record_rotated(key, new, old, actor, rotation=str(locked.id), validated=locked.validate)
+
+
+# -- cancelling and cleaning up -----------------------------------------------------------
+def do_cancel_rotation(rotation: Rotation, *, actor: Actor) -> Rotation:
+    """Stop a rotation whose new version is not yet current; the pending version is
+    destroyed. Cancelling a cancelled rotation changes nothing."""
+    with transaction.atomic(durable=True):
+        locked = _locked(rotation)
+        if locked is None:
+            return rotation
+        if locked.state == RotationState.CANCELLED:
+            return locked
+        if locked.state not in RUNNING_ROTATION:
+            raise RotationNotCancellable()
+        _set_state(locked, RotationState.CANCELLED, step=_next_step(locked), failure="Cancelled.")
+        record(
+            "key.rotation_cancelled",
+            actor=actor,
+            tenant=rotation.key.tenant.slug,
+            target=key_target(rotation.key_id),
+            details={"rotation": str(locked.id), "version": locked.pending_version},
+        )
+    discard_pending(locked)
+    return locked
+
+
+def discard_pending(rotation: Rotation) -> bool:
+    """Destroy the pending version of a rotation that failed or was cancelled, in the
+    store and then in its row (a compare-and-set); False if there was nothing to do."""
+    pending = KeyVersion.objects.filter(
+        key_id=rotation.key_id, version=rotation.pending_version, stage=Stage.PENDING
+    )
+    if not pending.exists():
+        return False
+    key = ProviderKey.objects.get(pk=rotation.key_id)
+    get_store(key.store).destroy(key.store_path, [rotation.pending_version])
+    return bool(pending.update(stage=Stage.DESTROYED, destroyed_at=timezone.now()))
+
+
+# -- state changes --------------------------------------------------------------------------
+def _locked(rotation: Rotation) -> Rotation | None:
+    return Rotation.objects.select_for_update().filter(pk=rotation.pk).first()
+
+
+def _move(rotation: Rotation, old: str, new: str, *, step: str) -> bool:
+    with transaction.atomic(durable=True):
+        locked = _locked(rotation)
+        if locked is None or locked.state != old:
+            return False
+        _set_state(locked, new, step=step)
+    rotation.state = new
+    return True
+
+
+FINISHED = (RotationState.COMPLETED, RotationState.FAILED, RotationState.CANCELLED)
+
+
+def _set_state(rotation: Rotation, state: str, *, step: str, failure: str = "") -> None:
+    """The rotation's new state, with `step` marked as it ended (call under its lock)."""
+    ended = "failed" if state in (RotationState.FAILED, RotationState.CANCELLED) else "done"
+    rotation.steps = _with_step(rotation.steps, step, ended, failure)
+    rotation.state = state
+    if failure:
+        rotation.failure = failure[:500]
+    if state in FINISHED:
+        rotation.finished_at = timezone.now()
+    rotation.save()
+
+
+def _with_step(steps: list[dict[str, Any]], name: str, state: str, detail: str = "") -> list[Any]:
+    now = timezone.now().isoformat()
+    changed = {"step": name, "state": state, "at": now}
+    if detail:
+        changed["detail"] = detail[:500]
+    return [changed if step["step"] == name else step for step in steps]
+
+
+def _next_step(rotation: Rotation) -> str:
+    return next((s["step"] for s in rotation.steps if s["state"] == "waiting"), "test")
