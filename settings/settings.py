@@ -599,6 +599,23 @@ if not isinstance(PROVIDER_BASE_URLS, dict) or not all(
     isinstance(v, str) for v in PROVIDER_BASE_URLS.values()
 ):
     raise ImproperlyConfigured('KEYWARD_PROVIDER_BASE_URLS: expected {"openai": "https://..."}')
+
+
+def _json_urls(name: str) -> dict[str, str]:
+    """A JSON object of provider name to URL, or an ImproperlyConfigured naming `name`."""
+    raw = env.text(name)
+    try:
+        urls = json.loads(raw) if raw else {}
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: not valid JSON") from None
+    if not isinstance(urls, dict) or not all(isinstance(v, str) for v in urls.values()):
+        raise ImproperlyConfigured(f'{name}: expected {{"openai": "https://..."}}')
+    return urls
+
+
+# Where each provider's admin API lives (rotations that create keys upstream), when not
+# at its public address: a gateway, or a test's stub.
+PROVIDER_ADMIN_BASE_URLS = _json_urls("KEYWARD_PROVIDER_ADMIN_BASE_URLS")
 # strict: https only, and no loopback, private, link-local or metadata address unless allowed.
 PROVIDER_URL_POLICY = env.choice(
     "KEYWARD_PROVIDER_URL_POLICY", ("strict", "open"), "strict" if PRODUCTION else "open"

@@ -242,7 +242,7 @@ class Adapter:
                 started,
             )
         try:
-            with httpx.Client(timeout=_timeout(), follow_redirects=False) as client:
+            with httpx.Client(timeout=provider_timeout(), follow_redirects=False) as client:
                 headers = {
                     **self.auth_headers(secret),
                     "Accept": "application/json",
@@ -311,7 +311,7 @@ class Adapter:
         return None
 
 
-def _timeout() -> httpx.Timeout:
+def provider_timeout() -> httpx.Timeout:
     total = settings.PROVIDER_TIMEOUT_MS / 1000
     return httpx.Timeout(total, connect=min(total, 3.0))
 
