@@ -23,10 +23,17 @@ from kms.actions.keys import (
     do_retire_version,
     do_validate_key,
 )
-from kms.actions.rotations import Advanced, do_advance_rotation
+from kms.actions.rotations import (
+    Advanced,
+    RotationRequest,
+    do_advance_rotation,
+    do_start_rotation,
+)
 from kms.actions.tokens import do_purge_expired_tokens
+from kms.exceptions import KeyNotActive, RotationInProgress
 from kms.models import (
     RUNNING_ROTATION,
+    KeyKind,
     KeyStatus,
     KeyVersion,
     ProviderKey,
@@ -34,6 +41,7 @@ from kms.models import (
     RotationState,
     Stage,
 )
+from kms.providers.admin import admin_adapter
 from kms.ratelimit import take_finished_auth_failures
 from stores.exceptions import StoreUnavailable
 
@@ -43,7 +51,7 @@ JOBS = Actor.system("jobs")
 def check_key(key_id: UUID | str) -> KeyCheck | None:
     """Validate one active key with its provider (None if it is no longer active)."""
     key = ProviderKey.objects.select_related("tenant").filter(pk=key_id).first()
-    if key is None or key.status != KeyStatus.ACTIVE:
+    if key is None or key.status != KeyStatus.ACTIVE or key.kind != KeyKind.API_KEY:
         return None
     return do_validate_key(key, actor=JOBS, trigger="job")
 
@@ -56,7 +64,8 @@ def claim_due_checks(now: datetime | None = None) -> list[tuple[str, str]]:
     now = now or timezone.now()
     cap = settings.KEY_CHECKS_PER_PROVIDER_PER_MINUTE * max(1, settings.KEY_CHECK_TICK // 60)
     due = (
-        ProviderKey.objects.filter(status=KeyStatus.ACTIVE)
+        # An admin credential is checked by the rotations that use it, not here.
+        ProviderKey.objects.filter(status=KeyStatus.ACTIVE, kind=KeyKind.API_KEY)
         .filter(Q(next_check_at__isnull=True) | Q(next_check_at__lte=now))
         .order_by(F("next_check_at").asc(nulls_first=True))
         .values_list("id", "provider", "next_check_at")
@@ -138,13 +147,25 @@ def retire_version(version_pk: int) -> bool:
 
 
 def flag_rotation_due(now: datetime | None = None) -> int:
-    """Flag every active key past its rotation date; returns how many were flagged."""
+    """Every active key past its rotation date: rotated where its admin credential can
+    create its successor at the provider, else flagged (`key.rotation_due`, a webhook and
+    the console's Due badge); returns how many were handled."""
     now = now or timezone.now()
     due = ProviderKey.objects.filter(status=KeyStatus.ACTIVE, rotation_due_at__lte=now)
-    return sum(
-        do_flag_rotation_due(key_id, actor=JOBS, now=now)
-        for key_id in due.values_list("id", flat=True)
-    )
+    return sum(_rotate_or_flag(key, now) for key in due.select_related("tenant"))
+
+
+def _rotate_or_flag(key: ProviderKey, now: datetime) -> bool:
+    adapter = admin_adapter(key.provider)
+    if key.admin_credential_id is None or adapter is None or not adapter.creates_keys:
+        return do_flag_rotation_due(key.pk, actor=JOBS, now=now)
+    # One rotation per due date, however often the job runs: the date names the request.
+    token = f"scheduled-{key.rotation_due_at:%Y%m%dT%H%M%S}" if key.rotation_due_at else ""
+    try:
+        _, started = do_start_rotation(key, RotationRequest(client_request_token=token), actor=JOBS)
+    except (RotationInProgress, KeyNotActive):
+        return False
+    return started
 
 
 def purge_expired_tokens(older_than: timedelta = timedelta(hours=1)) -> int:

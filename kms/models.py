@@ -35,6 +35,14 @@ class Validation(models.TextChoices):
     ERROR = "error"
 
 
+class KeyKind(models.TextChoices):
+    """A provider key services use, or an admin credential that rotations use to create
+    and retire keys at the provider (never released by exchange, never proxied)."""
+
+    API_KEY = "api_key"
+    ADMIN = "admin"
+
+
 class ProviderKey(models.Model):
     """One customer-owned credential for one provider."""
 
@@ -62,6 +70,13 @@ class ProviderKey(models.Model):
     last_validation_reason = models.CharField(max_length=500, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     secrets_destroyed_at = models.DateTimeField(null=True, blank=True)
+    kind = models.CharField(max_length=16, choices=KeyKind.choices, default=KeyKind.API_KEY)
+    # An admin credential's non-secret settings (a project, a resource...).
+    upstream = models.JSONField(default=dict, blank=True)
+    # The admin credential that rotates this key at its provider.
+    admin_credential = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="rotated_keys"
+    )
 
     class Meta:
         ordering = ("created_at", "id")
@@ -95,6 +110,9 @@ class KeyVersion(models.Model):
     promoted_at = models.DateTimeField(null=True, blank=True)
     retire_after = models.DateTimeField(null=True, blank=True)
     destroyed_at = models.DateTimeField(null=True, blank=True)
+    # The provider's id of this secret (a service account, a key slot...), where a
+    # rotation created it upstream; it is retired there with the version.
+    upstream_id = models.CharField(max_length=255, blank=True)
 
     class Meta:
         ordering = ("key", "version")
@@ -112,6 +130,7 @@ class KeyVersion(models.Model):
 class RotationState(models.TextChoices):
     """Where a staged rotation stands; the running states are the steps still to do."""
 
+    CREATING = "creating"  # the new key is to be created at the provider
     TESTING = "testing"  # a pending version is stored; it is to be checked
     PROMOTING = "promoting"  # checked; it is to become current
     RETIRING = "retiring"  # current; the previous version waits for its grace period
@@ -121,7 +140,7 @@ class RotationState(models.TextChoices):
 
 
 # A key has at most one rotation in these states at a time.
-RUNNING_ROTATION = (RotationState.TESTING, RotationState.PROMOTING)
+RUNNING_ROTATION = (RotationState.CREATING, RotationState.TESTING, RotationState.PROMOTING)
 
 
 class Rotation(models.Model):
@@ -136,7 +155,7 @@ class Rotation(models.Model):
     state = models.CharField(max_length=16, choices=RotationState.choices)
     validate = models.BooleanField(default=True)
     grace_period_seconds = models.PositiveIntegerField()
-    pending_version = models.PositiveIntegerField()
+    pending_version = models.PositiveIntegerField(null=True, blank=True)
     previous_version = models.PositiveIntegerField(null=True, blank=True)
     fingerprint = models.CharField(max_length=80)
     steps = models.JSONField(default=list)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -11,7 +12,7 @@ from api.base import StrictSerializer
 from kms.actions.keys import MAX_GRACE_SECONDS
 from kms.actions.rotations import REQUEST_TOKEN
 from kms.exceptions import ForbiddenBaseUrl
-from kms.models import KeyVersion, ProviderKey, Rotation, Validation, ValidationResult
+from kms.models import KeyKind, KeyVersion, ProviderKey, Rotation, Validation, ValidationResult
 from kms.providers import ADAPTERS, MAX_SECRET
 from kms.validators import BASE_URL_MESSAGE, BASE_URL_PATTERN, LABEL, ROTATION_PERIOD_DAYS
 
@@ -58,6 +59,36 @@ class SecretField(serializers.CharField):
         )
 
 
+SETTING_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z", re.ASCII)
+SETTING_VALUE = re.compile(r"^[ -~]{1,500}\Z", re.ASCII)
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "propertyNames": {"pattern": "^[a-z][a-z0-9_]{0,63}$"},
+        "additionalProperties": {"type": "string", "pattern": "^[ -~]{1,500}$"},
+        "maxProperties": 16,
+    }
+)
+class UpstreamSettingsField(serializers.DictField):
+    """An admin credential's settings: a few names in lower case with printable ASCII
+    values (ids, names, URLs)."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        values: dict[str, Any] = super().to_internal_value(data)
+        wrong = [
+            name
+            for name, value in values.items()
+            if not SETTING_NAME.match(name) or not SETTING_VALUE.match(value)
+        ]
+        if wrong or len(values) > 16:
+            raise serializers.ValidationError(
+                "At most 16 settings, named in lower case with printable ASCII values."
+            )
+        return values
+
+
 class KeyCreateSerializer(StrictSerializer):
     provider = serializers.ChoiceField(
         choices=sorted(ADAPTERS), error_messages={"invalid_choice": "Unknown provider."}
@@ -77,6 +108,22 @@ class KeyCreateSerializer(StrictSerializer):
         allow_blank=True,
         trim_whitespace=False,
         validators=[BASE_URL],
+    )
+    kind = serializers.ChoiceField(
+        choices=KeyKind.choices,
+        default=KeyKind.API_KEY,
+        help_text="`admin`: an admin credential that rotations use to create and retire keys "
+        "at the provider; never released by exchange or proxied.",
+    )
+    upstream = UpstreamSettingsField(
+        child=serializers.CharField(max_length=500),
+        required=False,
+        help_text="An admin credential's settings (a project, a resource...), per provider.",
+    )
+    admin_credential = serializers.UUIDField(
+        required=False,
+        help_text="The admin credential (of this tenant and provider) that rotates this key "
+        "at its provider.",
     )
 
 
@@ -137,6 +184,9 @@ class KeySerializer(serializers.ModelSerializer[ProviderKey]):
             "store",
             "revoked_at",
             "versions",
+            "kind",
+            "upstream",
+            "admin_credential",
         )
         read_only_fields = fields
 
@@ -157,7 +207,11 @@ class ValidationSerializer(serializers.ModelSerializer[ValidationResult]):
 
 
 class RotationStartSerializer(StrictSerializer):
-    secret = SecretField()
+    secret = SecretField(
+        required=False,
+        help_text="The new secret; leave it out to have the key's admin credential create "
+        "the new key at the provider.",
+    )
     grace_period_seconds = serializers.IntegerField(
         min_value=0, max_value=MAX_GRACE_SECONDS, default=3600
     )

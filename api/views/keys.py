@@ -55,6 +55,17 @@ class KeyListView(KeyView):
 
     permissions_by_method = {"GET": (StaffReader,), "POST": (SecurityAdmin,)}
 
+    def admin_credential(self, admin_id: UUID | None) -> ProviderKey | None:
+        """The admin credential a new key names, among this tenant's keys."""
+        if admin_id is None:
+            return None
+        found = queries.keys().filter(pk=admin_id, tenant=self.tenant).first()
+        if found is None:
+            raise InvalidInput(
+                fields={"admin_credential": ["No such admin credential in this tenant."]}
+            )
+        return found
+
     @extend_schema(
         operation_id="tenants_keys_list", responses=listing(KeySerializer, paginated=False)
     )
@@ -69,7 +80,9 @@ class KeyListView(KeyView):
         validate = _validate_flag(request)
         body = KeyCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        data = keys.KeyInput(**body.validated_data)
+        fields = dict(body.validated_data)
+        admin = fields.pop("admin_credential", None)
+        data = keys.KeyInput(**fields, admin_credential=self.admin_credential(admin))
         key = keys.do_onboard_key(self.tenant, data, validate=validate, actor=self.actor)
         return self.keyed(key, status.HTTP_201_CREATED)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ from audit.hmac import audit_hmac
 from audit.models import Outcome as AuditOutcome
 from audit.recorder import record, record_refusal
 from core import asql
+from core.errors import InvalidInput
 from kms.egress import check_base_url
 from kms.exceptions import (
     DuplicateKey,
@@ -38,6 +39,7 @@ from kms.exceptions import (
 )
 from kms.models import (
     RUNNING_ROTATION,
+    KeyKind,
     KeyStatus,
     KeyVersion,
     ProviderKey,
@@ -55,6 +57,14 @@ from kms.providers import (
     check_secret_shape,
     get_adapter,
 )
+from kms.providers.admin import (
+    AdminAdapter,
+    AdminCredential,
+    AdminError,
+    admin_adapter,
+    check_admin_credential,
+    check_admin_input,
+)
 from notify.tasks import notify
 from stores.exceptions import StoreConflict, StoreUnavailable
 from stores.registry import DEFAULT_STORE, get_store
@@ -70,6 +80,10 @@ class KeyInput:
     secret: str
     rotation_period_days: int = 90
     base_url: str = ""
+    kind: str = KeyKind.API_KEY
+    # An admin credential's settings; for a key, the admin credential that rotates it.
+    upstream: dict[str, Any] = field(default_factory=dict)
+    admin_credential: ProviderKey | None = None
 
 
 def hint_of(secret: str) -> str:
@@ -99,8 +113,13 @@ def _record_store_outage(
 def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Actor) -> ProviderKey:
     """Check, store and register a tenant's provider key; returns its metadata."""
     adapter = get_adapter(data.provider)
-    check_secret_shape(data.provider, data.secret)
-    base_url = _checked_base_url(data.provider, data.base_url)
+    if data.kind == KeyKind.ADMIN:
+        check_admin_input(data.provider, data.secret, data.upstream)
+        base_url = check_base_url(data.base_url) if data.base_url else ""
+    else:
+        check_secret_shape(data.provider, data.secret)
+        _check_admin_link(tenant, data)
+        base_url = _checked_base_url(data.provider, data.base_url)
     fingerprint = audit_hmac(data.secret)
     _refuse_duplicates(tenant, data, fingerprint)
     key_id = uuid.uuid4()
@@ -110,7 +129,13 @@ def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Act
         "fingerprint": fingerprint,
         "hint": hint_of(data.secret),
     }
-    check = adapter.check(data.secret, base_url) if validate else None
+    check = None
+    if validate:
+        check = (
+            check_admin_credential(data.provider, data.secret, data.upstream, base_url)
+            if data.kind == KeyKind.ADMIN
+            else adapter.check(data.secret, base_url)
+        )
     _refuse_on_check(check, "key.onboard_refused", tenant, key_target(key_id), facts, actor)
     # Every key lives in the default store until tenants can be pinned to a store of their own.
     store_name, path = DEFAULT_STORE, f"{tenant.id}/{key_id}"
@@ -134,6 +159,29 @@ def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Act
     except BaseException:
         _destroy_quietly(store_name, path, [version])
         raise
+
+
+def _check_admin_link(tenant: Tenant, data: KeyInput) -> None:
+    """A key's admin credential is a live admin credential of its tenant and provider,
+    for a provider whose admin API Keyward knows; only admin credentials have settings."""
+    if data.upstream:
+        raise InvalidInput(fields={"upstream": ["Only an admin credential has settings."]})
+    admin = data.admin_credential
+    if admin is None:
+        return
+    if (
+        admin.kind != KeyKind.ADMIN
+        or admin.tenant_id != tenant.pk
+        or admin.provider != data.provider
+        or admin.status == KeyStatus.REVOKED
+    ):
+        raise InvalidInput(
+            fields={
+                "admin_credential": [
+                    "Must be a live admin credential of this tenant for the same provider."
+                ]
+            }
+        )
 
 
 def _checked_base_url(provider: str, base_url: str) -> str:
@@ -234,6 +282,9 @@ def _register(
                 current_version=version,
                 rotation_due_at=now + timedelta(days=data.rotation_period_days),
                 created_by=actor.id,
+                kind=data.kind,
+                upstream=data.upstream if data.kind == KeyKind.ADMIN else {},
+                admin_credential=data.admin_credential,
             )
             KeyVersion.objects.create(
                 key=key,
@@ -383,8 +434,10 @@ def do_validate_key(key: ProviderKey, *, actor: Actor, trigger: str = "manual") 
         raise KeyNotActive("The key is revoked.")
     version = key.current_version
     secret = read_secret(key, version, actor=actor, purpose="key.validate")
-    check = get_adapter(key.provider).check(secret, key.base_url)
+    check = check_now(key, secret)
     del secret
+    if check is None:
+        raise InvalidInput(f"Keyward has no way to check a {key.provider} admin credential.")
     with transaction.atomic(durable=True):
         locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
         result = _note_check(locked, version, check, trigger)
@@ -417,6 +470,22 @@ def do_validate_key(key: ProviderKey, *, actor: Actor, trigger: str = "manual") 
     return KeyCheck(result, check.retry_after)
 
 
+def check_now(key: ProviderKey, secret: str) -> CheckResult | None:
+    """A secret of `key` checked with its provider, or, for an admin credential, with
+    its admin API (None where that API offers no check)."""
+    if key.kind != KeyKind.ADMIN:
+        return get_adapter(key.provider).check(secret, key.base_url)
+    return check_admin_credential(key.provider, secret, key.upstream, key.base_url)
+
+
+def shape_check(key: ProviderKey, secret: str) -> None:
+    """Refuse a new secret that cannot be this key's, before any network call."""
+    if key.kind == KeyKind.ADMIN:
+        check_admin_input(key.provider, secret, key.upstream)
+    else:
+        check_secret_shape(key.provider, secret)
+
+
 # -- rotation ----------------------------------------------------------------------------
 def do_rotate_key(
     key: ProviderKey, *, secret: str, grace_period_seconds: int, validate: bool, actor: Actor
@@ -424,7 +493,7 @@ def do_rotate_key(
     """Make `secret` the current version; the old one stays usable for the grace period."""
     if key.status == KeyStatus.REVOKED:
         raise KeyNotActive("The key is revoked.")
-    check_secret_shape(key.provider, secret)
+    shape_check(key, secret)
     fingerprint = audit_hmac(secret)
     refuse_known_secret(key.tenant, fingerprint)
     facts = {
@@ -433,7 +502,7 @@ def do_rotate_key(
         "fingerprint": fingerprint,
         "hint": hint_of(secret),
     }
-    check = get_adapter(key.provider).check(secret, key.base_url) if validate else None
+    check = check_now(key, secret) if validate else None
     _refuse_on_check(check, "key.rotate_refused", key.tenant, key_target(key.id), facts, actor)
     latest = KeyVersion.objects.filter(key=key).aggregate(top=Max("version"))["top"] or 0
     store = get_store(key.store)
@@ -585,6 +654,18 @@ def do_destroy_key_secrets(key_id: uuid.UUID | str, *, actor: Actor) -> Provider
     return locked
 
 
+def admin_in_hand(key: ProviderKey, actor: Actor) -> tuple[AdminAdapter, AdminCredential] | None:
+    """The key's admin API and its credential in hand (None without a live one)."""
+    admin_key = key.admin_credential
+    adapter = admin_adapter(key.provider)
+    if admin_key is None or adapter is None or admin_key.status == KeyStatus.REVOKED:
+        return None
+    secret = read_secret(
+        admin_key, admin_key.current_version, actor=actor, purpose="key.admin_credential_use"
+    )
+    return adapter, AdminCredential(secret, admin_key.upstream, admin_key.base_url)
+
+
 # -- retirement and reminders -------------------------------------------------------------
 def do_retire_version(version_pk: int, *, actor: Actor, now: datetime | None = None) -> bool:
     """Destroy one previous version whose grace period is over; False if there was nothing
@@ -601,6 +682,7 @@ def do_retire_version(version_pk: int, *, actor: Actor, now: datetime | None = N
         return False
     key = version.key
     get_store(key.store).destroy(key.store_path, [version.version])
+    _retire_upstream(key, version, actor)
     with transaction.atomic(durable=True):
         won = KeyVersion.objects.filter(
             pk=version.pk, stage=Stage.PREVIOUS, destroyed_at=None
@@ -626,6 +708,32 @@ def do_retire_version(version_pk: int, *, actor: Actor, now: datetime | None = N
             details={"version": version.version, "retire_after": version.retire_after.isoformat()},
         )
     return True
+
+
+def _retire_upstream(key: ProviderKey, version: KeyVersion, actor: Actor) -> None:
+    """Make a retired version stop working at its provider too, where the key has an
+    admin credential: a transient refusal is raised (the job tries again); a lasting
+    one is audited and notified, since the old key may still work upstream."""
+    admin = admin_in_hand(key, actor)
+    if admin is None:
+        return
+    adapter, credential = admin
+    try:
+        adapter.retire(credential, upstream_id=version.upstream_id, hint=version.hint)
+    except AdminError as refused:
+        if refused.transient:
+            raise
+        facts = {"version": version.version, "reason": refused.reason}
+        with transaction.atomic(durable=True):
+            notify("key.upstream_retire_failed", _key_payload(key, **facts))
+            record(
+                "key.upstream_retire_failed",
+                actor=actor,
+                outcome=AuditOutcome.ERROR,
+                tenant=key.tenant.slug,
+                target=key_target(key.id),
+                details={**facts, "upstream_id": version.upstream_id},
+            )
 
 
 def _end_rotations(

@@ -30,12 +30,15 @@ from audit.models import Outcome as AuditOutcome
 from audit.recorder import record
 from core.errors import InvalidInput
 from kms.actions.keys import (
+    admin_in_hand,
+    check_now,
     hint_of,
     key_target,
     make_current,
     read_secret,
     record_rotated,
     refuse_known_secret,
+    shape_check,
 )
 from kms.exceptions import (
     KeyNotActive,
@@ -53,7 +56,8 @@ from kms.models import (
     Stage,
     ValidationResult,
 )
-from kms.providers import AUTHENTIC, TRANSIENT, CheckResult, check_secret_shape, get_adapter
+from kms.providers import AUTHENTIC, TRANSIENT
+from kms.providers.admin import AdminAdapter, AdminCredential, AdminError, Minted, admin_adapter
 from stores.exceptions import StoreConflict, StoreUnavailable
 from stores.registry import get_store
 
@@ -64,9 +68,10 @@ REQUEST_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z", re.ASCII)
 
 @dataclass(frozen=True)
 class RotationRequest:
-    """What starting a rotation takes (POST .../keys/{id}/rotations)."""
+    """What starting a rotation takes (POST .../keys/{id}/rotations); without a secret,
+    the key's admin credential creates the new key at the provider."""
 
-    secret: str
+    secret: str = ""
     grace_period_seconds: int = 3600
     client_request_token: str = ""
     validate: bool = True
@@ -91,15 +96,14 @@ def do_start_rotation(
     token = ask.client_request_token or uuid.uuid4().hex
     if not REQUEST_TOKEN.match(token):
         raise InvalidInput(fields={"client_request_token": ["1-64 letters, digits and . _ : -"]})
-    check_secret_shape(key.provider, ask.secret)
+    if not ask.secret:
+        return _start_automated(key, ask, token, actor)
+    shape_check(key, ask.secret)
     fingerprint = audit_hmac(ask.secret)
     started = _started(key, token, fingerprint)
     if started is not None:
         return started, False
-    if key.status == KeyStatus.REVOKED:
-        raise KeyNotActive("The key is revoked.")
-    if Rotation.objects.filter(key=key, state__in=RUNNING_ROTATION).exists():
-        raise RotationInProgress()
+    _refuse_start(key)
     refuse_known_secret(key.tenant, fingerprint)
     latest = KeyVersion.objects.filter(key=key).aggregate(top=Max("version"))["top"] or 0
     try:
@@ -112,6 +116,67 @@ def do_start_rotation(
         with contextlib.suppress(StoreUnavailable):
             get_store(key.store).destroy(key.store_path, [version])
         raise
+
+
+def _refuse_start(key: ProviderKey) -> None:
+    if key.status == KeyStatus.REVOKED:
+        raise KeyNotActive("The key is revoked.")
+    if Rotation.objects.filter(key=key, state__in=RUNNING_ROTATION).exists():
+        raise RotationInProgress()
+
+
+def _start_automated(
+    key: ProviderKey, ask: RotationRequest, token: str, actor: Actor
+) -> tuple[Rotation, bool]:
+    """A rotation whose new key the provider creates, through the key's admin
+    credential; nothing is stored until a worker has it."""
+    started = _started(key, token, "")
+    if started is not None:
+        return started, False
+    adapter = admin_adapter(key.provider)
+    if key.admin_credential_id is None or adapter is None or not adapter.creates_keys:
+        raise InvalidInput(
+            "This key has no admin credential that can create keys at its provider: send "
+            "the new secret.",
+            fields={"secret": ["Required: no admin credential creates this key's successor."]},
+        )
+    _refuse_start(key)
+    try:
+        with transaction.atomic(durable=True):
+            locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
+            if locked.status == KeyStatus.REVOKED:
+                raise KeyNotActive("The key is revoked.")
+            rotation = Rotation.objects.create(
+                key=locked,
+                client_request_token=token,
+                mode="automated",
+                state=RotationState.CREATING,
+                validate=ask.validate,
+                grace_period_seconds=ask.grace_period_seconds,
+                steps=_first_steps(ask.validate, automated=True),
+                created_by=actor.id,
+            )
+            _record_started(key, rotation, actor)
+            transaction.on_commit(_advancer(rotation.id), robust=True)
+    except IntegrityError:
+        raise RotationInProgress() from None
+    return rotation, True
+
+
+def _record_started(key: ProviderKey, rotation: Rotation, actor: Actor, **facts: Any) -> None:
+    record(
+        "key.rotation_started",
+        actor=actor,
+        tenant=key.tenant.slug,
+        target=key_target(key.id),
+        details={
+            "rotation": str(rotation.id),
+            "mode": rotation.mode,
+            "grace_period_seconds": rotation.grace_period_seconds,
+            "validate": rotation.validate,
+            **facts,
+        },
+    )
 
 
 def _started(key: ProviderKey, token: str, fingerprint: str) -> Rotation | None:
@@ -163,20 +228,8 @@ def _begin(
                 steps=_first_steps(ask.validate),
                 created_by=actor.id,
             )
-            record(
-                "key.rotation_started",
-                actor=actor,
-                tenant=key.tenant.slug,
-                target=key_target(key.id),
-                details={
-                    "rotation": str(rotation.id),
-                    "mode": rotation.mode,
-                    "version": version,
-                    "fingerprint": fingerprint,
-                    "hint": hint,
-                    "grace_period_seconds": ask.grace_period_seconds,
-                    "validate": ask.validate,
-                },
+            _record_started(
+                key, rotation, actor, version=version, fingerprint=fingerprint, hint=hint
             )
             transaction.on_commit(_advancer(rotation.id), robust=True)
     except IntegrityError:  # a concurrent start won the one running rotation
@@ -184,9 +237,9 @@ def _begin(
     return rotation
 
 
-def _first_steps(validate: bool) -> list[dict[str, Any]]:
+def _first_steps(validate: bool, *, automated: bool = False) -> list[dict[str, Any]]:
     now = timezone.now().isoformat()
-    done = {"create_pending": "done", "set_upstream": "skipped"}
+    done = {} if automated else {"create_pending": "done", "set_upstream": "skipped"}
     if not validate:
         done["test"] = "skipped"
     return [
@@ -213,6 +266,11 @@ def do_advance_rotation(rotation_id: uuid.UUID | str, *, actor: Actor) -> Advanc
     rotation = _rotation(rotation_id)
     if rotation is None:
         return Advanced("gone")
+    if rotation.state == RotationState.CREATING:
+        retry_after = _create_upstream(rotation, actor)
+        if retry_after is not None:
+            return Advanced(rotation.state, retry_after)
+        rotation = _rotation(rotation_id) or rotation
     if rotation.state == RotationState.TESTING:
         retry_after = _test(rotation, actor)
         if retry_after is not None:
@@ -230,18 +288,118 @@ def _rotation(rotation_id: uuid.UUID | str) -> Rotation | None:
     return Rotation.objects.select_related("key", "key__tenant").filter(pk=rotation_id).first()
 
 
+def _create_upstream(rotation: Rotation, actor: Actor) -> float | None:
+    """Have the provider create the new key (after retiring any an interrupted attempt
+    created), store it as the pending version, and move on to testing it; the seconds
+    to wait when the provider answered with a transient error."""
+    key = ProviderKey.objects.select_related("tenant", "admin_credential").get(pk=rotation.key_id)
+    admin = admin_in_hand(key, actor)
+    if admin is None:
+        _fail(rotation, "set_upstream", "The key's admin credential is gone or revoked.")
+        return None
+    adapter, credential = admin
+    name = f"keyward-{rotation.id}"
+    current = KeyVersion.objects.get(key=key, stage=Stage.CURRENT)
+    try:
+        for orphan in adapter.minted(credential, name=name):
+            adapter.retire(credential, upstream_id=orphan)
+        minted = adapter.mint(credential, name=name, current_upstream_id=current.upstream_id)
+    except AdminError as refused:
+        if refused.transient:
+            _note_waiting(rotation, "set_upstream", f"waiting: {refused.reason}")
+            return refused.retry_after or 0.0
+        _fail(rotation, "set_upstream", f"The provider refused to create the key: {refused.reason}")
+        return None
+    _store_minted(rotation, key, minted, adapter, credential, actor)
+    return None
+
+
+def _store_minted(
+    rotation: Rotation,
+    key: ProviderKey,
+    minted: Minted,
+    adapter: AdminAdapter,
+    credential: AdminCredential,
+    actor: Actor,
+) -> None:
+    latest = KeyVersion.objects.filter(key=key).aggregate(top=Max("version"))["top"] or 0
+    try:
+        version = get_store(key.store).put(key.store_path, minted.secret, expected_version=latest)
+    except BaseException:
+        with contextlib.suppress(AdminError):  # the next attempt finds it by name anyway
+            adapter.retire(credential, upstream_id=minted.upstream_id)
+        raise
+    fingerprint, hint = audit_hmac(minted.secret), hint_of(minted.secret)
+    with transaction.atomic(durable=True):
+        locked = _locked(rotation)
+        if locked is not None and locked.state == RotationState.CREATING:
+            KeyVersion.objects.create(
+                key=key,
+                version=version,
+                stage=Stage.PENDING,
+                fingerprint=fingerprint,
+                hint=hint,
+                created_by=actor.id,
+                upstream_id=minted.upstream_id,
+            )
+            locked.pending_version, locked.fingerprint = version, fingerprint
+            locked.steps = _with_step(locked.steps, "set_upstream", "done", minted.upstream_id)
+            _set_state(locked, RotationState.TESTING, step="create_pending")
+            record(
+                "key.rotation_created_upstream",
+                actor=actor,
+                tenant=key.tenant.slug,
+                target=key_target(key.id),
+                details={
+                    "rotation": str(locked.id),
+                    "version": version,
+                    "upstream_id": minted.upstream_id,
+                    "fingerprint": fingerprint,
+                    "hint": hint,
+                },
+            )
+            rotation.state = RotationState.TESTING
+            return
+    # Cancelled meanwhile: nothing of it may stay, here or at the provider.
+    with contextlib.suppress(StoreUnavailable):
+        get_store(key.store).destroy(key.store_path, [version])
+    adapter.retire(credential, upstream_id=minted.upstream_id)
+
+
+def _fail(rotation: Rotation, step: str, failure: str) -> None:
+    with transaction.atomic(durable=True):
+        locked = _locked(rotation)
+        if locked is None or locked.state not in RUNNING_ROTATION:
+            return
+        _set_state(locked, RotationState.FAILED, step=step, failure=failure)
+        record(
+            "key.rotation_failed",
+            actor=Actor.system("rotations"),
+            tenant=rotation.key.tenant.slug,
+            target=key_target(rotation.key_id),
+            details={"rotation": str(locked.id), "step": step, "reason": failure[:300]},
+        )
+    rotation.state = RotationState.FAILED
+
+
 def _test(rotation: Rotation, actor: Actor) -> float | None:
     """Check the pending version with the provider (unless the rotation skips it); None
     once the rotation moved on, else the seconds to wait for a transient answer."""
     if not rotation.validate:
         _move(rotation, RotationState.TESTING, RotationState.PROMOTING, step="test")
         return None
-    key = rotation.key
-    secret = read_secret(key, rotation.pending_version, actor=actor, purpose="key.rotation_test")
-    check = get_adapter(key.provider).check(secret, key.base_url)
+    key, pending = rotation.key, rotation.pending_version
+    if pending is None:  # a testing rotation always has its pending version
+        _fail(rotation, "test", "No pending version to test.")
+        return None
+    secret = read_secret(key, pending, actor=actor, purpose="key.rotation_test")
+    check = check_now(key, secret)
     del secret
+    if check is None:  # an admin API with no check: nothing to test it with
+        _move(rotation, RotationState.TESTING, RotationState.PROMOTING, step="test")
+        return None
     if check.outcome in TRANSIENT:
-        _note_waiting(rotation, check)
+        _note_waiting(rotation, "test", f"waiting: the provider answered {check.outcome}")
         return check.retry_after or 0.0
     passed = check.outcome in AUTHENTIC
     with transaction.atomic(durable=True):
@@ -250,7 +408,7 @@ def _test(rotation: Rotation, actor: Actor) -> float | None:
             return None
         ValidationResult.objects.create(
             key=key,
-            version=rotation.pending_version,
+            version=pending,
             result=str(check.outcome),
             http_status=check.http_status,
             reason=check.reason,
@@ -281,14 +439,13 @@ def _test(rotation: Rotation, actor: Actor) -> float | None:
     return None
 
 
-def _note_waiting(rotation: Rotation, check: CheckResult) -> None:
-    """A transient answer: the test step says so, and nothing else changes."""
+def _note_waiting(rotation: Rotation, step: str, detail: str) -> None:
+    """A transient answer: the step says so, and nothing else changes."""
     with transaction.atomic(durable=True):
         locked = _locked(rotation)
-        if locked is None or locked.state != RotationState.TESTING:
+        if locked is None or locked.state not in RUNNING_ROTATION:
             return
-        detail = f"waiting: the provider answered {check.outcome}"
-        locked.steps = _with_step(locked.steps, "test", "waiting", detail)
+        locked.steps = _with_step(locked.steps, step, "waiting", detail)
         locked.save(update_fields=["steps", "updated_at"])
 
 
@@ -306,7 +463,9 @@ def _promote(rotation: Rotation, actor: Actor) -> None:
         if key.status == KeyStatus.REVOKED:
             _set_state(locked, RotationState.FAILED, step="promote", failure="The key was revoked.")
             return
-        new = KeyVersion.objects.get(key=key, version=locked.pending_version, stage=Stage.PENDING)
+        new = KeyVersion.objects.get(
+            key=key, version=locked.pending_version or 0, stage=Stage.PENDING
+        )
         old = make_current(key, new, locked.grace_period_seconds, now)
         locked.previous_version = old.version
         _set_state(locked, RotationState.RETIRING, step="promote")
@@ -340,12 +499,19 @@ def do_cancel_rotation(rotation: Rotation, *, actor: Actor) -> Rotation:
 def discard_pending(rotation: Rotation) -> bool:
     """Destroy the pending version of a rotation that failed or was cancelled, in the
     store and then in its row (a compare-and-set); False if there was nothing to do."""
+    if rotation.pending_version is None:
+        return False
     pending = KeyVersion.objects.filter(
         key_id=rotation.key_id, version=rotation.pending_version, stage=Stage.PENDING
     )
-    if not pending.exists():
+    found = pending.first()
+    if found is None:
         return False
-    key = ProviderKey.objects.get(pk=rotation.key_id)
+    key = ProviderKey.objects.select_related("admin_credential").get(pk=rotation.key_id)
+    if found.upstream_id:  # created at the provider: retired there first
+        admin = admin_in_hand(key, Actor.system("rotations"))
+        if admin is not None:
+            admin[0].retire(admin[1], upstream_id=found.upstream_id, hint=found.hint)
     get_store(key.store).destroy(key.store_path, [rotation.pending_version])
     return bool(pending.update(stage=Stage.DESTROYED, destroyed_at=timezone.now()))
 

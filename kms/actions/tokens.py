@@ -35,7 +35,7 @@ from kms.exceptions import (
     TokenInactive,
     TtlTooLong,
 )
-from kms.models import KeyStatus, ProviderKey, ScopedToken
+from kms.models import KeyKind, KeyStatus, ProviderKey, ScopedToken
 from kms.providers import get_adapter
 from kms.queries import in_grace, inactive_reason
 from kms.ratelimit import purge_expired_counters
@@ -154,7 +154,7 @@ _TENANT_GRANTS_KEYS = (
     + " FROM tenants_tenant n"
     " LEFT JOIN tenants_grant g ON g.principal_id = %s"
     " AND (g.tenant_id = n.id OR g.tenant_id IS NULL) AND g.provider IN (%s, '*')"
-    " LEFT JOIN kms_providerkey k ON k.tenant_id = n.id AND k.provider = %s"
+    " LEFT JOIN kms_providerkey k ON k.tenant_id = n.id AND k.provider = %s AND k.kind = %s"
     " WHERE n.slug = %s"
 )
 _ROW = _TENANT + _GRANT + _KEY
@@ -167,7 +167,14 @@ def _tenant_grants_and_keys(
     the tenant's keys for the provider, oldest first."""
     rows = sql.fetch(
         _TENANT_GRANTS_KEYS,
-        [sql.param(Grant, "principal", principal.id), ask.provider, ask.provider, ask.tenant],
+        # Admin credentials are never released or proxied: no token can name one.
+        [
+            sql.param(Grant, "principal", principal.id),
+            ask.provider,
+            ask.provider,
+            KeyKind.API_KEY.value,
+            ask.tenant,
+        ],
         _ROW,
     )
     if not rows:

@@ -195,6 +195,27 @@ KNOWN_GAPS = [
         code="forbidden_base_url",
     ),
 ]
+KNOWN_GAPS += [
+    KnownGap(
+        "By design: `admin_credential` must name an admin credential of the same tenant and"
+        " provider, and `upstream` settings belong to admin credentials of a provider whose"
+        " admin API Keyward knows; no schema states which ids exist.",
+        frozenset({"POST /api/v1/tenants/{slug}/keys"}),
+        lambda sent: bool(
+            sent.body.get("admin_credential")
+            or sent.body.get("upstream")
+            or sent.body.get("kind") == "admin"
+        ),
+        code="invalid",
+    ),
+    KnownGap(
+        "By design: a rotation without a secret needs the key to have an admin credential"
+        " that creates keys at its provider.",
+        frozenset({"POST /api/v1/tenants/{slug}/keys/{key_id}/rotations"}),
+        lambda sent: "secret" not in sent.body,
+        field="secret",
+    ),
+]
 KNOWN_GAPS.append(
     KnownGap(
         "By design: a cursor is opaque; only one the API issued (a page's next or previous)"
