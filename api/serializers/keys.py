@@ -66,7 +66,6 @@ SETTING_VALUE = re.compile(r"^[ -~]{1,500}\Z", re.ASCII)
 @extend_schema_field(
     {
         "type": "object",
-        "propertyNames": {"pattern": "^[a-z][a-z0-9_]{0,63}$"},
         "additionalProperties": {"type": "string", "pattern": "^[ -~]{1,500}$"},
         "maxProperties": 16,
     }
