@@ -10,6 +10,7 @@ from typing import Any
 from core.errors import InvalidInput
 from kms.exceptions import InvalidSecret
 from kms.providers.admin.base import AdminAdapter, AdminCredential, AdminError, Minted
+from kms.providers.admin.openai import OpenAIAdmin
 from kms.providers.base import CheckOutcome, CheckResult
 
 __all__ = [
@@ -23,7 +24,9 @@ __all__ = [
     "check_admin_input",
 ]
 
-ADMIN_ADAPTERS: dict[str, AdminAdapter] = {}
+ADMIN_ADAPTERS: dict[str, AdminAdapter] = {
+    "openai": OpenAIAdmin(),
+}
 # Admin credentials may be whole documents (a service account's JSON key file).
 MAX_ADMIN_SECRET = 16384
 # The name no rotation gives a key: listing it proves the credential may use the API.
