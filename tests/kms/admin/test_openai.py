@@ -20,6 +20,7 @@ CALLS = [
     ("mint", {"name": "n"}),
     ("minted", {"name": "n"}),
     ("retire", {"upstream_id": "svc_acct_x"}),
+    ("retire", {"upstream_id": "", "hint": "...WXYZ"}),
 ]
 
 
@@ -107,6 +108,47 @@ def test_retire_deletes_the_service_account_and_then_succeeds_again(stub):
         ("DELETE", f"{PATH}/service_accounts/{account}")
     ] * 2
     assert stub.seen[-1].headers["authorization"] == f"Bearer {ADMIN_KEY}"
+
+
+def test_a_hand_onboarded_key_is_found_by_its_hint_and_deleted(stub):
+    kept = stub.add_key("sk-proj-" + "k" * 40 + "AAAA")
+    gone = stub.add_key("sk-proj-" + "k" * 40 + "WXYZ")
+    adapter.retire(admin_of(stub), upstream_id="", hint="...WXYZ")
+    assert list(stub.project.keys) == [kept]
+    assert [(s.method, s.path) for s in stub.seen] == [
+        ("GET", f"{PATH}/api_keys"),
+        ("DELETE", f"{PATH}/api_keys/{gone}"),
+    ]
+
+
+def test_a_hand_onboarded_service_account_key_is_retired_with_its_account(stub):
+    account, value, _ = stub.add_account("made-by-hand")
+    adapter.retire(admin_of(stub), upstream_id="", hint="..." + value[-4:])
+    assert stub.seen[-1].method == "DELETE"
+    assert stub.seen[-1].path == f"{PATH}/service_accounts/{account}"
+    assert stub.project.accounts == {}
+
+
+def test_an_account_holding_other_keys_is_never_deleted_for_one_of_them(stub):
+    account, value, _ = stub.add_account("shared")
+    owner = {"type": "service_account", "service_account": stub.project.accounts[account]}
+    stub.add_key("sk-svcacct-" + "s" * 40 + "ZZZZ", owner=owner)
+    refused = refusal(stub, "retire", upstream_id="", hint="..." + value[-4:])
+    assert not refused.transient and "none deleted" in refused.reason
+    assert account in stub.project.accounts and [s.method for s in stub.seen] == ["GET"]
+
+
+@pytest.mark.parametrize(
+    ("tails", "hint"),
+    [(["AAAA"], "...WXYZ"), (["WXYZ", "WXYZ"], "...WXYZ"), (["WXYZ"], "...YZ"), ([], "")],
+)
+def test_a_hint_that_matches_no_key_or_several_deletes_nothing(stub, tails, hint):
+    for i, tail in enumerate(tails):
+        stub.add_key(f"sk-proj-{i}" + "k" * 40 + tail)
+    refused = refusal(stub, "retire", upstream_id="", hint=hint)
+    assert not refused.transient
+    assert "DELETE" not in [s.method for s in stub.seen]
+    assert len(stub.project.keys) == len(tails)
 
 
 @pytest.mark.parametrize(
