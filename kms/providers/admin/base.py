@@ -112,12 +112,15 @@ class AdminAdapter:
         path: str,
         *,
         body: Any = None,
+        form: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
         ok: tuple[int, ...] = (200, 201, 202, 204),
         secrets: tuple[str, ...] = (),
     ) -> Answer:
         """One admin API call. An answer outside `ok` raises AdminError (transient for
-        429, 5xx and no answer); `secrets` are further values to redact from any text."""
+        429, 5xx and no answer); `secrets` are further values to redact from any text.
+        `form` is sent form-encoded instead of `body`; `headers` add to `auth_headers`."""
         url = self.base_url(admin) + path
         hidden = (admin.secret, *secrets)
         try:  # the policy of now, not of when the credential was stored
@@ -133,10 +136,12 @@ class AdminAdapter:
                     destination.url,
                     headers={
                         **self.auth_headers(admin),
+                        **(headers or {}),
                         "Accept": "application/json",
                         **destination.headers(),
                     },
                     json=body,
+                    data=form,
                     params=params,
                     extensions=destination.extensions(),
                 )
