@@ -10,6 +10,7 @@ from typing import Any
 from core.errors import InvalidInput
 from kms.exceptions import InvalidSecret
 from kms.providers.admin.base import AdminAdapter, AdminCredential, AdminError, Minted
+from kms.providers.admin.azure import AzureOpenAIAdmin
 from kms.providers.admin.openai import OpenAIAdmin
 from kms.providers.base import CheckOutcome, CheckResult
 
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 ADMIN_ADAPTERS: dict[str, AdminAdapter] = {
+    "azure_openai": AzureOpenAIAdmin(),
     "openai": OpenAIAdmin(),
 }
 # Admin credentials may be whole documents (a service account's JSON key file).
