@@ -215,6 +215,30 @@ GROQ_INVALID = {
     }
 }
 COHERE_INVALID = {"id": "x", "message": "invalid api token"}
+# OpenRouter: every error is {"error": {"code": <status>, "message": ...}}; GET /key
+# describes the calling key.
+OPENROUTER_KEY = {
+    "data": {
+        "label": "sk-or-v1-au7...890",
+        "limit": 100,
+        "limit_remaining": 74.5,
+        "limit_reset": "monthly",
+        "usage": 25.5,
+        "is_free_tier": False,
+        "is_management_key": False,
+        "is_provisioning_key": False,
+    }
+}
+OPENROUTER_SPENT = {"data": {**OPENROUTER_KEY["data"], "usage": 100, "limit_remaining": 0}}
+OPENROUTER_UNLIMITED = {"data": {**OPENROUTER_KEY["data"], "limit": None, "limit_remaining": None}}
+OPENROUTER_INVALID = {"error": {"code": 401, "message": "Missing Authentication header"}}
+OPENROUTER_CREDITS = {
+    "error": {
+        "code": 402,
+        "message": "Insufficient credits. Add more using https://openrouter.ai/credits",
+    }
+}
+OPENROUTER_RATE = {"error": {"code": 429, "message": "Rate limit exceeded"}}
 
 KEYS = {
     "openai": "sk-proj-" + "A1b2C3d4" * 6,
@@ -224,5 +248,6 @@ KEYS = {
     "mistral": "M" * 32,
     "groq": "gsk_" + "G" * 48,
     "cohere": "C" * 40,
+    "openrouter": "sk-or-v1-" + "0e6f44a4" * 8,
     "openai_compatible": "any-token-123",
 }

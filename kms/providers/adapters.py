@@ -11,8 +11,9 @@ from kms.providers.base import Adapter, CheckOutcome, ErrorInfo
 class OpenAI(Adapter):
     name, title = "openai", "an OpenAI"
     default_base_url = "https://api.openai.com/v1"
-    key_pattern: re.Pattern[str] | None = re.compile(r"sk-(?!ant-)[A-Za-z0-9_\-]{16,400}")
-    distinctive: re.Pattern[str] | None = re.compile(r"sk-(?!ant-).*")
+    # Anthropic's and OpenRouter's keys also begin with sk-.
+    key_pattern: re.Pattern[str] | None = re.compile(r"sk-(?!ant-|or-)[A-Za-z0-9_\-]{16,400}")
+    distinctive: re.Pattern[str] | None = re.compile(r"sk-(?!ant-|or-).*")
 
     def classify_error(self, status: int, info: ErrorInfo) -> CheckOutcome:
         if status == 403 and "unsupported_country" in info.words():
@@ -119,6 +120,31 @@ class Cohere(Adapter):
         )
 
 
+class OpenRouter(Adapter):
+    """OpenRouter speaks OpenAI's API; `GET /key` describes the calling key (its credit
+    limit and usage), and a key whose limit is spent is genuine but cannot be used."""
+
+    name, title = "openrouter", "an OpenRouter"
+    default_base_url = "https://openrouter.ai/api/v1"
+    key_pattern = re.compile(r"sk-or-v1-[0-9a-f]{64}")
+    distinctive = re.compile(r"sk-or-.*")
+    check_path = "/key"
+
+    def classify_success(self, body: Any) -> tuple[CheckOutcome, str]:
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            return CheckOutcome.PROVIDER_UNAVAILABLE, "unreadable answer from /key"
+        remaining = data.get("limit_remaining")
+        # null means no limit; a bool is an int to Python but not a number here.
+        if (
+            isinstance(remaining, int | float)
+            and not isinstance(remaining, bool)
+            and remaining <= 0
+        ):
+            return CheckOutcome.QUOTA_EXHAUSTED, "the key's credit limit is spent"
+        return CheckOutcome.VALID, "ok"
+
+
 class OpenAICompatible(OpenAI):
     """Any OpenAI-style endpoint (gateways, self-hosted servers): base_url required, and no
     key format is assumed."""
@@ -140,6 +166,7 @@ ADAPTERS: dict[str, Adapter] = {
         Mistral(),
         Groq(),
         Cohere(),
+        OpenRouter(),
         OpenAICompatible(),
     )
 }
