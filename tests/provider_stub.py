@@ -42,17 +42,16 @@ class ProviderStub:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
-                stub.seen.append(
-                    Seen(
-                        self.command,
-                        parts.path,
-                        parts.query,
-                        {k.lower(): v for k, v in self.headers.items()},
-                        body,
-                        time.monotonic(),
-                    )
+                seen = Seen(
+                    self.command,
+                    parts.path,
+                    parts.query,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                    time.monotonic(),
                 )
-                reply = stub.reply
+                stub.seen.append(seen)
+                reply = stub.respond(seen)
                 if reply.delay:
                     time.sleep(reply.delay)
                 raw = (
@@ -79,6 +78,10 @@ class ProviderStub:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
+
+    def respond(self, seen: Seen) -> Reply:
+        """The answer to a request: the one `answer` set, whatever was asked."""
+        return self.reply
 
     def answer(
         self,
