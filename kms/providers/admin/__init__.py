@@ -10,6 +10,7 @@ from typing import Any
 from core.errors import InvalidInput
 from kms.exceptions import InvalidSecret
 from kms.providers.admin.base import AdminAdapter, AdminCredential, AdminError, Minted
+from kms.providers.admin.google import GoogleAdmin
 from kms.providers.admin.openrouter import OpenRouterAdmin
 from kms.providers.admin.azure import AzureOpenAIAdmin
 from kms.providers.admin.openai import OpenAIAdmin
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 ADMIN_ADAPTERS: dict[str, AdminAdapter] = {
+    "google": GoogleAdmin(),
     "openrouter": OpenRouterAdmin(),
     "azure_openai": AzureOpenAIAdmin(),
     "openai": OpenAIAdmin(),
