@@ -10,6 +10,7 @@ from typing import Any
 from core.errors import InvalidInput
 from kms.exceptions import InvalidSecret
 from kms.providers.admin.base import AdminAdapter, AdminCredential, AdminError, Minted
+from kms.providers.admin.anthropic import AnthropicAdmin
 from kms.providers.admin.google import GoogleAdmin
 from kms.providers.admin.openrouter import OpenRouterAdmin
 from kms.providers.admin.azure import AzureOpenAIAdmin
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 ADMIN_ADAPTERS: dict[str, AdminAdapter] = {
+    "anthropic": AnthropicAdmin(),
     "google": GoogleAdmin(),
     "openrouter": OpenRouterAdmin(),
     "azure_openai": AzureOpenAIAdmin(),
