@@ -9,12 +9,12 @@ from typing import Any
 
 from core.errors import InvalidInput
 from kms.exceptions import InvalidSecret
-from kms.providers.admin.base import AdminAdapter, AdminCredential, AdminError, Minted
 from kms.providers.admin.anthropic import AnthropicAdmin
-from kms.providers.admin.google import GoogleAdmin
-from kms.providers.admin.openrouter import OpenRouterAdmin
 from kms.providers.admin.azure import AzureOpenAIAdmin
+from kms.providers.admin.base import AdminAdapter, AdminCredential, AdminError, Minted
+from kms.providers.admin.google import GoogleAdmin
 from kms.providers.admin.openai import OpenAIAdmin
+from kms.providers.admin.openrouter import OpenRouterAdmin
 from kms.providers.base import CheckOutcome, CheckResult
 
 __all__ = [
