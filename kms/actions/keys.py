@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -504,10 +504,9 @@ def do_rotate_key(
     }
     check = check_now(key, secret) if validate else None
     _refuse_on_check(check, "key.rotate_refused", key.tenant, key_target(key.id), facts, actor)
-    latest = KeyVersion.objects.filter(key=key).aggregate(top=Max("version"))["top"] or 0
     store = get_store(key.store)
     try:
-        version = store.put(key.store_path, secret, expected_version=latest)
+        version = store.put(key.store_path, secret, expected_version=store_head(key))
     except StoreUnavailable as outage:
         _record_store_outage(
             outage,
@@ -549,6 +548,14 @@ def _promote(
             _note_check(locked, version, check, "rotate")
         record_rotated(locked, new, old, actor, validated=check is not None)
     return locked
+
+
+def store_head(key: ProviderKey) -> int:
+    """The newest version the store holds for the key, the one a new version must follow:
+    the store's own count, since an attempt that died after writing a version and before
+    recording it leaves one no row names (destroyed with the key when it is revoked)."""
+    versions = get_store(key.store).versions(key.store_path)
+    return max((v.version for v in versions), default=0)
 
 
 def make_current(key: ProviderKey, new: KeyVersion, grace: int, now: datetime) -> KeyVersion:

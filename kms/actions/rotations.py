@@ -21,7 +21,6 @@ from typing import Any
 
 from celery import current_app
 from django.db import IntegrityError, transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -39,6 +38,7 @@ from kms.actions.keys import (
     record_rotated,
     refuse_known_secret,
     shape_check,
+    store_head,
 )
 from kms.exceptions import (
     KeyNotActive,
@@ -105,7 +105,7 @@ def do_start_rotation(
         return started, False
     _refuse_start(key)
     refuse_known_secret(key.tenant, fingerprint)
-    latest = KeyVersion.objects.filter(key=key).aggregate(top=Max("version"))["top"] or 0
+    latest = store_head(key)
     try:
         version = get_store(key.store).put(key.store_path, ask.secret, expected_version=latest)
     except StoreConflict:  # another rotation stored its version first
@@ -322,7 +322,7 @@ def _store_minted(
     credential: AdminCredential,
     actor: Actor,
 ) -> None:
-    latest = KeyVersion.objects.filter(key=key).aggregate(top=Max("version"))["top"] or 0
+    latest = store_head(key)
     try:
         version = get_store(key.store).put(key.store_path, minted.secret, expected_version=latest)
     except BaseException:

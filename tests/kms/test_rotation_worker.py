@@ -5,6 +5,7 @@ every exchange answered."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,9 +15,11 @@ import pytest
 from audit.models import AuditEvent
 from kms import tasks
 from kms.actions import keys, rotations
-from kms.models import KeyVersion, ProviderKey, Rotation, Stage
+from kms.models import RUNNING_ROTATION, KeyVersion, ProviderKey, Rotation, Stage
+from stores.registry import get_store
 from tenants.actions import do_create_grant
 from tests import pg
+from tests.admin_stubs.openai import ADMIN_KEY, PROJECT, OpenAIAdminStub
 from tests.celery_worker import Worker, redis_dump, wait_for
 from tests.factories import client, make_principal, make_tenant
 from tests.kms.test_canary import assert_absent, canary, pg_dump
@@ -52,12 +55,15 @@ def _kill_mid_step(
     lock: str,
     started: Callable[[], bool],
     exchange: Callable[[], str],
+    extra_env: dict[str, str] | None = None,
 ) -> set[str]:
     """Hold `lock` (a row the step waits for) so the first worker stops inside the step,
     SIGKILL it, then let a second worker take the redelivered task to the end; what every
     exchange released meanwhile."""
     released = {exchange()}
-    first = Worker(store_config, stub_url, tmp_path / "first.log", visibility_timeout=2)
+    first = Worker(
+        store_config, stub_url, tmp_path / "first.log", visibility_timeout=2, extra_env=extra_env
+    )
     with pg.connect(pg.APP_ROLE) as holder:
         holder.execute(lock)
         first.send(tasks.advance_rotation, str(rotation.pk))
@@ -67,10 +73,15 @@ def _kill_mid_step(
         first.kill()
         holder.rollback()
     held = Rotation.objects.get(pk=rotation.pk).state
-    assert held in ("testing", "promoting"), "the step was stopped before it could finish"
+    assert held in RUNNING_ROTATION, "the step was stopped before it could finish"
     time.sleep(2.5)  # past the visibility timeout: the broker hands the task out again
     second = Worker(
-        store_config, stub_url, tmp_path / "second.log", queue=first.queue, visibility_timeout=2
+        store_config,
+        stub_url,
+        tmp_path / "second.log",
+        queue=first.queue,
+        visibility_timeout=2,
+        extra_env=extra_env,
     )
     try:
         deadline = time.monotonic() + 40
@@ -99,7 +110,7 @@ def _start(validate: bool) -> tuple[ProviderKey, Rotation, str, str]:
 def _exactly_once(key: ProviderKey, rotation: Rotation) -> None:
     assert AuditEvent.objects.filter(action="key.rotated", target=f"key:{key.pk}").count() == 1
     stages = dict(KeyVersion.objects.filter(key=key).values_list("version", "stage"))
-    assert stages == {1: Stage.PREVIOUS, 2: Stage.CURRENT}
+    assert stages[1] == Stage.PREVIOUS and sorted(stages.values()) == ["current", "previous"]
     done = Rotation.objects.get(pk=rotation.pk)
     assert done.previous_version == 1
     assert {s["step"]: s["state"] for s in done.steps}["promote"] == "done"
@@ -150,3 +161,50 @@ def test_a_worker_killed_while_promoting_rotates_once_after_redelivery(
     )
     _exactly_once(key, rotation)
     assert released == {old, new}
+
+
+@pytest.mark.parametrize("store_config", ["vault"], indirect=True)
+def test_a_worker_killed_after_the_provider_created_the_key_rotates_once_after_redelivery(
+    committed_db, provider_stub, store_config, default_store, bao, tmp_path, settings
+):
+    admin_api = OpenAIAdminStub()
+    settings.PROVIDER_ADMIN_BASE_URLS = {"openai": admin_api.base_url}
+    try:
+        tenant = make_tenant()
+        admin = keys.do_onboard_key(
+            tenant,
+            keys.KeyInput(
+                "openai", "admin", ADMIN_KEY, kind="admin", upstream={"project_id": PROJECT}
+            ),
+            validate=False,
+            actor=SYSTEM,
+        )
+        old = canary()
+        key = keys.do_onboard_key(
+            tenant,
+            keys.KeyInput("openai", "prod", old, admin_credential=admin),
+            validate=False,
+            actor=SYSTEM,
+        )
+        rotation, _ = rotations.do_start_rotation(
+            key, rotations.RotationRequest(grace_period_seconds=600), actor=SYSTEM
+        )
+        name = f"keyward-{rotation.pk}"
+        released = _kill_mid_step(
+            store_config,
+            provider_stub.url,
+            tmp_path,
+            rotation,
+            f"SELECT id FROM kms_rotation WHERE id = '{rotation.pk}' FOR UPDATE",
+            lambda: any(a["name"] == name for a in admin_api.project.accounts.values()),
+            _exchanger(key),
+            {"KEYWARD_PROVIDER_ADMIN_BASE_URLS": json.dumps({"openai": admin_api.base_url})},
+        )
+        _exactly_once(key, rotation)
+        made = [a["id"] for a in admin_api.project.accounts.values() if a["name"] == name]
+        assert len(made) == 1, "the first attempt's key was retired at the provider"
+        current = KeyVersion.objects.get(key=key, stage=Stage.CURRENT)
+        assert current.upstream_id == made[0]
+        assert released == {old, get_store(key.store).get(key.store_path, current.version)}
+    finally:
+        admin_api.close()
