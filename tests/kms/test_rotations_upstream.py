@@ -113,7 +113,8 @@ def test_a_key_can_only_name_an_admin_credential_of_its_tenant_and_provider(link
     assert not_admin.status_code == 400
 
 
-def test_the_provider_creates_the_new_key_and_the_old_one_is_retired_upstream(linked):
+def test_the_provider_creates_the_new_key_and_the_old_one_is_retired_upstream(linked, caplog):
+    caplog.set_level("DEBUG")
     world, key, _, stub = linked
     first = _rotate(world, key, grace_period_seconds=60)
     assert first["mode"] == "automated" and first["state"] == "creating"
@@ -133,8 +134,11 @@ def test_the_provider_creates_the_new_key_and_the_old_one_is_retired_upstream(li
     assert account not in stub.project.accounts  # retired at OpenAI with its version
     assert Rotation.objects.get(pk=first["id"]).state == "completed"
     events = str(list(AuditEvent.objects.values_list("details", flat=True)))
+    shown = world.actors.as_("alice").get(f"/api/v1/tenants/{key.tenant.slug}/keys").content
     for secret in (ADMIN_KEY, minted):
         assert_absent(secret, events, "audit events")
+        assert_absent(secret, caplog.text, "the logs")
+        assert_absent(secret, shown.decode(), "the API's answers")
 
 
 def test_an_interrupted_attempts_key_is_retired_before_a_new_one_is_made(linked):
@@ -155,6 +159,20 @@ def test_a_provider_refusing_to_create_fails_the_rotation_and_changes_nothing(li
     assert "insufficient permissions" in failed.failure
     assert list(KeyVersion.objects.filter(key=key).values_list("stage", flat=True)) == ["current"]
     assert AuditEvent.objects.filter(action="key.rotation_failed").count() == 1
+
+
+def test_a_new_key_the_provider_itself_refuses_is_retired_there_and_destroyed(
+    linked, provider_stub
+):
+    world, key, _, stub = linked
+    rotation = _rotate(world, key)
+    provider_stub.answer(401, {"error": {"message": "Incorrect API key provided"}})
+    assert jobs.advance_rotation(rotation["id"]).state == "failed"
+    assert _accounts(stub, rotation["id"]) == []  # retired at OpenAI
+    stages = sorted(KeyVersion.objects.filter(key=key).values_list("stage", flat=True))
+    assert stages == ["current", "destroyed"]
+    key.refresh_from_db()
+    assert key.current_version == 1
 
 
 def test_a_rate_limit_waits_and_the_rotation_goes_on_later(linked):
