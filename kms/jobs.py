@@ -30,7 +30,7 @@ from kms.actions.rotations import (
     do_start_rotation,
 )
 from kms.actions.tokens import do_purge_expired_tokens
-from kms.exceptions import KeyNotActive, RotationInProgress
+from kms.exceptions import KeyNotActive, RequestTokenReused, RotationInProgress
 from kms.models import (
     RUNNING_ROTATION,
     KeyKind,
@@ -162,9 +162,17 @@ def _rotate_or_flag(key: ProviderKey, now: datetime) -> bool:
     # One rotation per due date, however often the job runs: the date names the request.
     token = f"scheduled-{key.rotation_due_at:%Y%m%dT%H%M%S}" if key.rotation_due_at else ""
     try:
-        _, started = do_start_rotation(key, RotationRequest(client_request_token=token), actor=JOBS)
+        rotation, started = do_start_rotation(
+            key, RotationRequest(client_request_token=token), actor=JOBS
+        )
     except (RotationInProgress, KeyNotActive):
-        return False
+        return False  # a rotation a person started runs, or the key went
+    except RequestTokenReused:  # a person's rotation took this date's name
+        return do_flag_rotation_due(key.pk, actor=JOBS, now=now)
+    if rotation.state in (RotationState.FAILED, RotationState.CANCELLED):
+        # This date's rotation did not happen: a person is reminded, and the next
+        # period's date names a new attempt.
+        return do_flag_rotation_due(key.pk, actor=JOBS, now=now)
     return started
 
 
@@ -211,8 +219,10 @@ def stalled_rotations(now: datetime | None = None) -> list[str]:
     left = KeyVersion.objects.filter(
         key=OuterRef("key"), version=OuterRef("pending_version"), stage=Stage.PENDING
     )
+    now = cutoff + ROTATION_STALLED
+    waiting = Q(not_before__gt=now)  # a lease held, or the provider's Retry-After
     stalled = Rotation.objects.filter(
-        Q(state__in=RUNNING_ROTATION, updated_at__lt=cutoff)
+        Q(state__in=RUNNING_ROTATION, updated_at__lt=cutoff) & ~waiting
         | Q(Exists(left), state__in=[RotationState.FAILED, RotationState.CANCELLED])
     )
     return [str(pk) for pk in stalled.values_list("id", flat=True)]

@@ -164,6 +164,9 @@ class Rotation(models.Model):
     created_by = models.CharField(max_length=150, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # No step before this: a worker holds the step that calls the provider's admin API,
+    # or the provider asked to wait.
+    not_before = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at", "id")

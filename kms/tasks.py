@@ -101,7 +101,12 @@ def advance_rotation(self: Any, rotation_id: str) -> None:
     """Run a staged rotation's next steps; a transient provider answer is tried again
     later (the `resume_rotations` sweep takes it up once these retries are spent)."""
     advanced = jobs.advance_rotation(rotation_id)
-    if advanced.retry_after is not None and self.request.retries < self.max_retries:
+    if advanced.held and advanced.retry_after is not None:
+        # Another worker holds the step: look again once its lease ends (a wait, not a
+        # failure, so it spends none of the retries).
+        countdown = min(advanced.retry_after + 0.5, settings.JOB_MAX_COUNTDOWN)
+        advance_rotation.apply_async((rotation_id,), countdown=countdown)
+    elif advanced.retry_after is not None and self.request.retries < self.max_retries:
         raise self.retry(countdown=jobs.backoff(self.request.retries, advanced.retry_after))
 
 

@@ -36,6 +36,7 @@ from kms.exceptions import (
     KeyRejectedByProvider,
     LabelTaken,
     ProviderUnavailable,
+    RotationInProgress,
 )
 from kms.models import (
     RUNNING_ROTATION,
@@ -114,6 +115,10 @@ def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Act
     """Check, store and register a tenant's provider key; returns its metadata."""
     adapter = get_adapter(data.provider)
     if data.kind == KeyKind.ADMIN:
+        if data.admin_credential is not None:
+            raise InvalidInput(
+                fields={"admin_credential": ["An admin credential is not rotated by another."]}
+            )
         check_admin_input(data.provider, data.secret, data.upstream)
         base_url = check_base_url(data.base_url) if data.base_url else ""
     else:
@@ -493,6 +498,8 @@ def do_rotate_key(
     """Make `secret` the current version; the old one stays usable for the grace period."""
     if key.status == KeyStatus.REVOKED:
         raise KeyNotActive("The key is revoked.")
+    if Rotation.objects.filter(key=key, state__in=RUNNING_ROTATION).exists():
+        raise RotationInProgress()
     shape_check(key, secret)
     fingerprint = audit_hmac(secret)
     refuse_known_secret(key.tenant, fingerprint)
@@ -540,6 +547,8 @@ def _promote(
         locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
         if locked.status == KeyStatus.REVOKED or locked.current_version != key.current_version:
             raise StoreConflict("The key changed meanwhile; nothing was rotated.")
+        if Rotation.objects.filter(key=locked, state__in=RUNNING_ROTATION).exists():
+            raise RotationInProgress()  # a staged rotation started meanwhile
         new = KeyVersion(
             key=locked, version=version, fingerprint=fingerprint, hint=hint, created_by=actor.id
         )
@@ -606,9 +615,8 @@ def do_revoke_key(key: ProviderKey, *, actor: Actor) -> ProviderKey:
             previous = locked.status
             locked.status, locked.revoked_at = KeyStatus.REVOKED, timezone.now()
             locked.save(update_fields=["status", "revoked_at", "updated_at"])
-            _end_rotations(
-                locked, RUNNING_ROTATION, RotationState.CANCELLED, "The key was revoked.", actor
-            )
+            ended = [*RUNNING_ROTATION, RotationState.RETIRING]
+            _end_rotations(locked, ended, RotationState.CANCELLED, "The key was revoked.", actor)
             record(
                 "key.revoked",
                 actor=actor,
@@ -628,6 +636,9 @@ def do_destroy_key_secrets(key_id: uuid.UUID | str, *, actor: Actor) -> Provider
     key = ProviderKey.objects.select_related("tenant").get(pk=key_id, status=KeyStatus.REVOKED)
     if key.secrets_destroyed_at is not None:
         return key
+    # What Keyward created at the provider goes too; a person's own key stays theirs.
+    for made in KeyVersion.objects.filter(key=key, destroyed_at=None).exclude(upstream_id=""):
+        retire_upstream(key, made, actor, transient_too=True)
     store = get_store(key.store)
     try:
         alive = [v.version for v in store.versions(key.store_path) if not v.destroyed]
@@ -689,7 +700,7 @@ def do_retire_version(version_pk: int, *, actor: Actor, now: datetime | None = N
         return False
     key = version.key
     get_store(key.store).destroy(key.store_path, [version.version])
-    _retire_upstream(key, version, actor)
+    retire_upstream(key, version, actor)
     with transaction.atomic(durable=True):
         won = KeyVersion.objects.filter(
             pk=version.pk, stage=Stage.PREVIOUS, destroyed_at=None
@@ -717,20 +728,38 @@ def do_retire_version(version_pk: int, *, actor: Actor, now: datetime | None = N
     return True
 
 
-def _retire_upstream(key: ProviderKey, version: KeyVersion, actor: Actor) -> None:
-    """Make a retired version stop working at its provider too, where the key has an
-    admin credential: a transient refusal is raised (the job tries again); a lasting
-    one is audited and notified, since the old key may still work upstream."""
+def retire_upstream(
+    key: ProviderKey, version: KeyVersion, actor: Actor, *, transient_too: bool = False
+) -> None:
+    """`retire_upstream_id` for a recorded version."""
+    retire_upstream_id(
+        key, version.version, version.upstream_id, version.hint, actor, transient_too=transient_too
+    )
+
+
+def retire_upstream_id(
+    key: ProviderKey,
+    version: int,
+    upstream_id: str,
+    hint: str,
+    actor: Actor,
+    *,
+    transient_too: bool = False,
+) -> None:
+    """Make a version stop working at its provider too, where the key has an admin
+    credential: a transient refusal is raised (the job tries again) unless
+    `transient_too`; a lasting one is audited and notified (`key.upstream_retire_failed`),
+    since the old key may still work there, and does not stop what called it."""
     admin = admin_in_hand(key, actor)
     if admin is None:
         return
     adapter, credential = admin
     try:
-        adapter.retire(credential, upstream_id=version.upstream_id, hint=version.hint)
+        adapter.retire(credential, upstream_id=upstream_id, hint=hint)
     except AdminError as refused:
-        if refused.transient:
+        if refused.transient and not transient_too:
             raise
-        facts = {"version": version.version, "reason": refused.reason}
+        facts = {"version": version, "reason": refused.reason}
         with transaction.atomic(durable=True):
             notify("key.upstream_retire_failed", _key_payload(key, **facts))
             record(
@@ -739,7 +768,7 @@ def _retire_upstream(key: ProviderKey, version: KeyVersion, actor: Actor) -> Non
                 outcome=AuditOutcome.ERROR,
                 tenant=key.tenant.slug,
                 target=key_target(key.id),
-                details={**facts, "upstream_id": version.upstream_id},
+                details={**facts, "upstream_id": upstream_id},
             )
 
 

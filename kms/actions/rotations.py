@@ -17,9 +17,11 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from celery import current_app
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -37,6 +39,8 @@ from kms.actions.keys import (
     read_secret,
     record_rotated,
     refuse_known_secret,
+    retire_upstream,
+    retire_upstream_id,
     shape_check,
     store_head,
 )
@@ -84,6 +88,8 @@ class Advanced:
 
     state: str
     retry_after: float | None = None
+    # Another worker holds the step (a lease), rather than the provider asking to wait.
+    held: bool = False
 
 
 # -- starting ----------------------------------------------------------------------------
@@ -183,7 +189,12 @@ def _started(key: ProviderKey, token: str, fingerprint: str) -> Rotation | None:
     """The rotation this request token already started, if any (refused if it was
     started with another secret)."""
     started = Rotation.objects.filter(key=key, client_request_token=token).first()
-    if started is not None and started.fingerprint != fingerprint:
+    if started is None:
+        return None
+    # A request without a secret matches an automated rotation, whatever the provider
+    # created for it since; one with a secret matches only the same secret.
+    same = started.mode == "automated" if not fingerprint else started.fingerprint == fingerprint
+    if not same:
         raise RequestTokenReused()
     return started
 
@@ -267,6 +278,9 @@ def do_advance_rotation(rotation_id: uuid.UUID | str, *, actor: Actor) -> Advanc
     if rotation is None:
         return Advanced("gone")
     if rotation.state == RotationState.CREATING:
+        held = _claim(rotation)
+        if held is not None:
+            return Advanced(rotation.state, held, held=True)
         retry_after = _create_upstream(rotation, actor)
         if retry_after is not None:
             return Advanced(rotation.state, retry_after)
@@ -306,11 +320,30 @@ def _create_upstream(rotation: Rotation, actor: Actor) -> float | None:
         minted = adapter.mint(credential, name=name, current_upstream_id=current.upstream_id)
     except AdminError as refused:
         if refused.transient:
-            _note_waiting(rotation, "set_upstream", f"waiting: {refused.reason}")
+            _note_waiting(
+                rotation, "set_upstream", f"waiting: {refused.reason}", refused.retry_after
+            )
             return refused.retry_after or 0.0
         _fail(rotation, "set_upstream", f"The provider refused to create the key: {refused.reason}")
         return None
     _store_minted(rotation, key, minted, adapter, credential, actor)
+    return None
+
+
+def _claim(rotation: Rotation) -> float | None:
+    """Hold the create step for one worker (a lease long enough for its calls), so that
+    two deliveries never create keys at the provider side by side; the seconds to wait
+    when another holds it, or the provider asked to wait."""
+    now = timezone.now()
+    lease = timedelta(seconds=3 * settings.PROVIDER_TIMEOUT_MS / 1000 + 5)
+    with transaction.atomic(durable=True):
+        locked = _locked(rotation)
+        if locked is None or locked.state != RotationState.CREATING:
+            return None
+        if locked.not_before is not None and locked.not_before > now:
+            return (locked.not_before - now).total_seconds()
+        locked.not_before = now + lease
+        locked.save(update_fields=["not_before", "updated_at"])
     return None
 
 
@@ -343,6 +376,7 @@ def _store_minted(
                 upstream_id=minted.upstream_id,
             )
             locked.pending_version, locked.fingerprint = version, fingerprint
+            locked.not_before = None
             locked.steps = _with_step(locked.steps, "set_upstream", "done", minted.upstream_id)
             _set_state(locked, RotationState.TESTING, step="create_pending")
             record(
@@ -363,7 +397,7 @@ def _store_minted(
     # Cancelled meanwhile: nothing of it may stay, here or at the provider.
     with contextlib.suppress(StoreUnavailable):
         get_store(key.store).destroy(key.store_path, [version])
-    adapter.retire(credential, upstream_id=minted.upstream_id)
+    retire_upstream_id(key, version, minted.upstream_id, hint, actor, transient_too=True)
 
 
 def _fail(rotation: Rotation, step: str, failure: str) -> None:
@@ -399,7 +433,8 @@ def _test(rotation: Rotation, actor: Actor) -> float | None:
         _move(rotation, RotationState.TESTING, RotationState.PROMOTING, step="test")
         return None
     if check.outcome in TRANSIENT:
-        _note_waiting(rotation, "test", f"waiting: the provider answered {check.outcome}")
+        detail = f"waiting: the provider answered {check.outcome}"
+        _note_waiting(rotation, "test", detail, check.retry_after)
         return check.retry_after or 0.0
     passed = check.outcome in AUTHENTIC
     with transaction.atomic(durable=True):
@@ -439,14 +474,18 @@ def _test(rotation: Rotation, actor: Actor) -> float | None:
     return None
 
 
-def _note_waiting(rotation: Rotation, step: str, detail: str) -> None:
-    """A transient answer: the step says so, and nothing else changes."""
+def _note_waiting(
+    rotation: Rotation, step: str, detail: str, retry_after: float | None = None
+) -> None:
+    """A transient answer: the step says so, and no step runs before the provider's
+    Retry-After (the sweep waits too); nothing else changes."""
     with transaction.atomic(durable=True):
         locked = _locked(rotation)
         if locked is None or locked.state not in RUNNING_ROTATION:
             return
         locked.steps = _with_step(locked.steps, step, "waiting", detail)
-        locked.save(update_fields=["steps", "updated_at"])
+        locked.not_before = timezone.now() + timedelta(seconds=max(retry_after or 0, 1))
+        locked.save(update_fields=["steps", "not_before", "updated_at"])
 
 
 def _promote(rotation: Rotation, actor: Actor) -> None:
@@ -492,7 +531,8 @@ def do_cancel_rotation(rotation: Rotation, *, actor: Actor) -> Rotation:
             target=key_target(rotation.key_id),
             details={"rotation": str(locked.id), "version": locked.pending_version},
         )
-    discard_pending(locked)
+    with contextlib.suppress(AdminError, StoreUnavailable):  # the sweep finishes it
+        discard_pending(locked)
     return locked
 
 
@@ -509,9 +549,7 @@ def discard_pending(rotation: Rotation) -> bool:
         return False
     key = ProviderKey.objects.select_related("admin_credential").get(pk=rotation.key_id)
     if found.upstream_id:  # created at the provider: retired there first
-        admin = admin_in_hand(key, Actor.system("rotations"))
-        if admin is not None:
-            admin[0].retire(admin[1], upstream_id=found.upstream_id, hint=found.hint)
+        retire_upstream(key, found, Actor.system("rotations"))
     get_store(key.store).destroy(key.store_path, [rotation.pending_version])
     return bool(pending.update(stage=Stage.DESTROYED, destroyed_at=timezone.now()))
 

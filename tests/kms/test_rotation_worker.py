@@ -24,6 +24,7 @@ from tests.celery_worker import Worker, redis_dump, wait_for
 from tests.factories import client, make_principal, make_tenant
 from tests.kms.test_canary import assert_absent, canary, pg_dump
 from tests.kms.world import SYSTEM
+from tests.provider_stub import Reply
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgresql]  # a worker process shares the database
 
@@ -163,11 +164,24 @@ def test_a_worker_killed_while_promoting_rotates_once_after_redelivery(
     assert released == {old, new}
 
 
+class SlowToAnswer(OpenAIAdminStub):
+    """Creates the first service account at once but answers late: a worker killed while
+    it waits has had a key created at the provider that it never learnt of."""
+
+    answered = False
+
+    def route(self, seen: Any) -> Reply:
+        reply = super().route(seen)
+        if seen.method == "POST" and not self.answered:
+            self.answered, reply.delay = True, 30.0
+        return reply
+
+
 @pytest.mark.parametrize("store_config", ["vault"], indirect=True)
 def test_a_worker_killed_after_the_provider_created_the_key_rotates_once_after_redelivery(
     committed_db, provider_stub, store_config, default_store, bao, tmp_path, settings
 ):
-    admin_api = OpenAIAdminStub()
+    admin_api = SlowToAnswer()
     settings.PROVIDER_ADMIN_BASE_URLS = {"openai": admin_api.base_url}
     try:
         tenant = make_tenant()
@@ -195,7 +209,7 @@ def test_a_worker_killed_after_the_provider_created_the_key_rotates_once_after_r
             provider_stub.url,
             tmp_path,
             rotation,
-            f"SELECT id FROM kms_rotation WHERE id = '{rotation.pk}' FOR UPDATE",
+            "SELECT 1",  # the worker is held by the provider's slow answer instead
             lambda: any(a["name"] == name for a in admin_api.project.accounts.values()),
             _exchanger(key),
             {"KEYWARD_PROVIDER_ADMIN_BASE_URLS": json.dumps({"openai": admin_api.base_url})},

@@ -267,3 +267,14 @@ def test_a_stalled_rotation_and_a_left_pending_version_are_taken_up_again(rig):
     assert jobs.advance_rotation(body["id"]).state == "cancelled"
     assert jobs.stalled_rotations() == []
     assert _versions(key)[2] == Stage.DESTROYED
+
+
+def test_a_one_step_rotation_waits_for_a_staged_one(rig):
+    world, key, _, _ = rig
+    alice = world.actors.as_("alice")
+    staged = _start(alice, key, openai_key()).json()
+    url = f"/api/v1/tenants/{key.tenant.slug}/keys/{key.pk}/rotate?validate=false"
+    now = alice.post(url, {"secret": openai_key()}, format="json")
+    assert now.status_code == 409 and now.json()["error"]["code"] == "rotation_in_progress"
+    jobs.advance_rotation(staged["id"])
+    assert alice.post(url, {"secret": openai_key()}, format="json").status_code == 200

@@ -182,6 +182,13 @@ def test_a_rate_limit_waits_and_the_rotation_goes_on_later(linked):
     advanced = jobs.advance_rotation(rotation["id"])
     assert advanced.state == "creating" and advanced.retry_after == 9
     assert _accounts(stub, rotation["id"]) == []
+    early = jobs.advance_rotation(rotation["id"])  # before the provider's Retry-After
+    assert early.state == "creating" and 0 < (early.retry_after or 0) <= 9
+    Rotation.objects.filter(pk=rotation["id"]).update(
+        not_before=timezone.now() + timedelta(minutes=10)
+    )
+    assert jobs.stalled_rotations(timezone.now() + timedelta(seconds=61)) == []
+    Rotation.objects.filter(pk=rotation["id"]).update(not_before=None)  # the wait is over
     assert jobs.advance_rotation(rotation["id"]).state == "retiring"
 
 
@@ -211,3 +218,73 @@ def test_a_due_key_is_rotated_by_the_schedule_once(linked):
     )
     jobs.flag_rotation_due()
     assert AuditEvent.objects.filter(action="key.rotation_due", target=f"key:{manual.pk}")
+
+
+def test_the_schedule_runs_again_once_the_provider_made_the_key(linked, provider_stub):
+    _, key, _, stub = linked
+    ProviderKey.objects.filter(pk=key.pk).update(rotation_due_at=timezone.now() - timedelta(days=1))
+    assert jobs.flag_rotation_due() == 1
+    rotation = Rotation.objects.get(key=key)
+    provider_stub.answer(429, {"error": {"message": "slow down"}})  # created, not yet tested
+    assert jobs.advance_rotation(rotation.pk).state == "testing"
+    assert jobs.flag_rotation_due() == 0  # the same date names the same rotation
+    assert Rotation.objects.filter(key=key).count() == 1
+    assert len(_accounts(stub, str(rotation.pk))) == 1
+
+
+def test_a_failed_scheduled_rotation_reminds_a_person(linked):
+    _, key, _, stub = linked
+    due = timezone.now() - timedelta(days=1)
+    ProviderKey.objects.filter(pk=key.pk).update(rotation_due_at=due)
+    jobs.flag_rotation_due()
+    stub.reply = Reply(403, FORBIDDEN)
+    assert jobs.advance_rotation(Rotation.objects.get(key=key).pk).state == "failed"
+    ProviderKey.objects.filter(pk=key.pk).update(rotation_due_at=due)
+    assert jobs.flag_rotation_due() == 1
+    assert AuditEvent.objects.filter(action="key.rotation_due", target=f"key:{key.pk}").exists()
+    assert Rotation.objects.filter(key=key).count() == 1
+
+
+def test_a_worker_holding_the_create_step_keeps_a_second_one_out(linked):
+    world, key, _, stub = linked
+    rotation = _rotate(world, key)
+    Rotation.objects.filter(pk=rotation["id"]).update(
+        not_before=timezone.now() + timedelta(seconds=30)
+    )
+    held = jobs.advance_rotation(rotation["id"])
+    assert held.state == "creating" and 0 < (held.retry_after or 0) <= 30
+    assert _accounts(stub, rotation["id"]) == []
+
+
+def test_revoking_mid_rotation_retires_at_the_provider_what_keyward_made(linked, provider_stub):
+    world, key, _, stub = linked
+    rotation = _rotate(world, key)
+    provider_stub.answer(429, {"error": {"message": "slow down"}})  # stops at the test step
+    jobs.advance_rotation(rotation["id"])
+    assert len(_accounts(stub, rotation["id"])) == 1
+    keys.do_revoke_key(key, actor=jobs.JOBS)
+    assert _accounts(stub, rotation["id"]) == []
+    assert Rotation.objects.get(pk=rotation["id"]).state == "cancelled"
+
+
+def test_revoking_a_retiring_rotations_key_ends_the_rotation_and_the_key_upstream(linked):
+    world, key, _, stub = linked
+    rotation = _rotate(world, key)
+    assert jobs.advance_rotation(rotation["id"]).state == "retiring"
+    keys.do_revoke_key(key, actor=jobs.JOBS)
+    assert Rotation.objects.get(pk=rotation["id"]).state == "cancelled"
+    assert _accounts(stub, rotation["id"]) == []
+
+
+def test_an_admin_credential_is_not_rotated_by_another(linked):
+    world, _, admin, _ = linked
+    response = onboard(
+        world.actors.as_("alice"),
+        world.actors.tenant_a.slug,
+        ADMIN_KEY[:-1] + "Z",
+        kind="admin",
+        upstream={"project_id": PROJECT},
+        admin_credential=admin["id"],
+    )
+    assert response.status_code == 400
+    assert "admin_credential" in response.json()["error"]["fields"]

@@ -25,7 +25,7 @@ class AdminCredential:
     """An admin credential in hand: its secret and its non-secret settings (a project,
     a resource, a key slot...), and where its API lives."""
 
-    secret: str
+    secret: str = field(repr=False)
     settings: dict[str, Any] = field(default_factory=dict)
     base_url: str = ""
 
@@ -35,7 +35,7 @@ class Minted:
     """A key the provider created: its secret (in memory only) and the provider's id of
     it, kept with the key version so that the key can be retired upstream later."""
 
-    secret: str
+    secret: str = field(repr=False)
     upstream_id: str
 
 
