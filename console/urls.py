@@ -1,4 +1,4 @@
-from console.views import audit, dashboard, keys, principals, signin, sso, tenants
+from console.views import audit, dashboard, keys, principals, rotations, signin, sso, tenants
 
 app_name = "console"
 
@@ -8,6 +8,7 @@ urlpatterns = [
     *dashboard.urlpatterns,
     *keys.urlpatterns,
     *principals.urlpatterns,
+    *rotations.urlpatterns,
     *signin.urlpatterns,
     *sso.urlpatterns,
     *tenants.urlpatterns,

@@ -1,5 +1,6 @@
-"""Provider keys: the list and onboarding, a key's page (versions, validation history with
-what each result means, live tokens), and validating, rotating and revoking it.
+"""Provider keys: the list and onboarding, a key's page (versions, staged rotations and
+their steps, validation history with what each result means, live tokens), and validating,
+rotating and revoking it.
 
 Every change goes through the actions the API uses (`kms.actions`), with the same checks,
 the same audit events and the same refusals; a refusal is shown beside the form that
@@ -8,6 +9,9 @@ caused it, with the service's message and status, and nothing is changed.
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from django import forms
@@ -20,9 +24,11 @@ from core.errors import DomainError
 from kms import queries
 from kms.actions import keys as key_actions
 from kms.actions.keys import MAX_GRACE_SECONDS
+from kms.actions.rotations import REQUEST_TOKEN
 from kms.actions.tokens import do_revoke_token
-from kms.models import KeyStatus, ProviderKey, ScopedToken
+from kms.models import RUNNING_ROTATION, KeyKind, KeyStatus, ProviderKey, Rotation, ScopedToken
 from kms.providers import ADAPTERS, MAX_SECRET, meaning
+from kms.providers.admin import admin_adapter
 from kms.validators import BASE_URL, LABEL, ROTATION_PERIOD_DAYS
 from stores.exceptions import StoreConflict
 from tenants.access import Access
@@ -58,7 +64,22 @@ DONE = {
     "revoking": "The key is revoked and no token can use it. The secret store did not "
     "answer, so its versions are destroyed in the background as soon as it does.",
     "token-revoked": "The token is revoked.",
+    "staged": "The staged rotation has started: a worker tests the new secret with the "
+    "provider, then makes it current. Its steps are under Rotations.",
+    "staged-automated": "The staged rotation has started: a worker has the provider create "
+    "the new key, tests it, then makes it current. Its steps are under Rotations.",
+    "rotation-cancelled": "The rotation is cancelled and its pending version destroyed; the "
+    "current secret is unchanged.",
 }
+# What each step of a staged rotation does, in the order a worker runs them.
+STEP_NAMES = {
+    "create_pending": "Store the new secret as pending",
+    "set_upstream": "Create the new key at the provider",
+    "test": "Test it with the provider",
+    "promote": "Make it current",
+    "retire_previous": "Retire the previous version after its grace period",
+}
+LATEST_ROTATIONS = 10
 
 
 def _secret_field(label: str = "Secret") -> forms.CharField:
@@ -103,21 +124,96 @@ class OnboardForm(forms.Form):
         cast(forms.ChoiceField, self.fields["tenant"]).choices = [(s, s) for s in slugs]
 
 
+def _grace_field(label: str) -> forms.TypedChoiceField:
+    """How long the old secret keeps working once the new one is current."""
+    return forms.TypedChoiceField(choices=GRACE_PERIODS, coerce=int, initial=3600, label=label)
+
+
+def _check_first() -> forms.BooleanField:
+    return forms.BooleanField(
+        required=False, initial=True, label="Check the new secret with the provider first"
+    )
+
+
 class RotateForm(forms.Form):
     """A new secret for a key, as POST .../keys/{id}/rotate takes one."""
 
     prefix = "rotate"
 
     secret = _secret_field("New secret")
-    grace_period_seconds = forms.TypedChoiceField(
-        choices=GRACE_PERIODS,
-        coerce=int,
-        initial=3600,
-        label="Grace period for the old secret",
+    grace_period_seconds = _grace_field("Grace period for the old secret")
+    validate = _check_first()
+
+
+def _request_token() -> str:
+    return uuid.uuid4().hex
+
+
+def creates_keys(key: ProviderKey) -> bool:
+    """Whether a staged rotation of `key` may leave out the secret: its admin credential's
+    provider creates the new key (the rule `do_start_rotation` applies)."""
+    adapter = admin_adapter(key.provider)
+    return key.admin_credential_id is not None and adapter is not None and adapter.creates_keys
+
+
+class StagedRotationForm(forms.Form):
+    """A staged rotation, as POST .../keys/{id}/rotations takes one; the request token is
+    made when the form is shown, so that submitting it twice starts one rotation."""
+
+    prefix = "staged"
+
+    secret = _secret_field("New secret to stage")
+    grace_period_seconds = _grace_field("Grace period once it is current")
+    validate = _check_first()
+    client_request_token = forms.RegexField(
+        REQUEST_TOKEN, initial=_request_token, widget=forms.HiddenInput
     )
-    validate = forms.BooleanField(
-        required=False, initial=True, label="Check the new secret with the provider first"
-    )
+
+    def __init__(self, *args: Any, key: ProviderKey, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if creates_keys(key):
+            secret = self.fields["secret"]
+            secret.required = False
+            secret.help_text = f"Optional: leave empty to have {key.provider} create the new key."
+
+    def renew_token(self) -> None:
+        """A refused form comes back with a token of its own: the refused one may be spent."""
+        self.data = {**self.data, self.add_prefix("client_request_token"): _request_token()}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a staged rotation as the page shows it."""
+
+    name: str
+    state: str
+    detail: str
+    at: datetime | None
+
+
+def _steps(rotation: Rotation) -> list[Step]:
+    return [
+        Step(
+            STEP_NAMES.get(step["step"], step["step"]),
+            step["state"],
+            step.get("detail", ""),
+            datetime.fromisoformat(step["at"]) if step.get("at") else None,
+        )
+        for step in rotation.steps
+    ]
+
+
+def _rotations_context(
+    key: ProviderKey, staged: StagedRotationForm | None, problem: str
+) -> dict[str, Any]:
+    """The key's latest staged rotations with their steps, and the form that starts one."""
+    latest = list(key.rotations.all()[:LATEST_ROTATIONS])
+    return {
+        "rotations": [(r, _steps(r), r.state in RUNNING_ROTATION) for r in latest],
+        "rotation_running": any(r.state in RUNNING_ROTATION for r in latest),
+        "staged": staged or StagedRotationForm(key=key),
+        "rotation_problem": problem,
+    }
 
 
 class Unechoed(forms.TextInput):
@@ -242,7 +338,9 @@ def _key_page(
     *,
     rotate: RotateForm | None = None,
     revoke: RevokeForm | None = None,
+    staged: StagedRotationForm | None = None,
     problem: str = "",
+    rotation_problem: str = "",
     status: int = 200,
 ) -> HttpResponse:
     validations = [
@@ -254,19 +352,23 @@ def _key_page(
         "validations": validations,
         "last_meaning": meaning(key.last_validation_result),
         "tokens": list(queries.live_tokens(key).select_related("principal")),
+        "is_admin_credential": key.kind == KeyKind.ADMIN,
+        "rotated_keys": list(key.rotated_keys.exclude(status=KeyStatus.REVOKED)),
         "rotate": rotate or RotateForm(),
         "revoke": revoke or RevokeForm(label=key.label),
         "revoked": key.status == KeyStatus.REVOKED,
         "problem": problem,
         "done": DONE.get(request.GET.get("done", ""), ""),
+        **_rotations_context(key, staged, rotation_problem),
     }
     return page(request, "key.html", context, status)
 
 
 @staff_page("reader")
 def key_detail(request: HttpRequest, access: Access, slug: str, key_id: str) -> HttpResponseBase:
-    """One key: metadata (never the secret), versions, validation history and live tokens;
-    the forms that change it are shown to security admins."""
+    """One key: metadata (never the secret), versions, staged rotations step by step,
+    validation history and live tokens; the forms that change it are shown to security
+    admins."""
     return _key_page(request, access, _key(access, slug, key_id))
 
 
