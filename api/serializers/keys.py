@@ -126,6 +126,15 @@ class KeyCreateSerializer(StrictSerializer):
     )
 
 
+class KeyUpdateSerializer(StrictSerializer):
+    admin_credential = serializers.UUIDField(
+        allow_null=True,
+        required=False,
+        help_text="The admin credential (of this tenant and provider) that rotates this key "
+        "at its provider; null for none.",
+    )
+
+
 class KeyRotateSerializer(StrictSerializer):
     secret = SecretField()
     grace_period_seconds = serializers.IntegerField(

@@ -16,6 +16,7 @@ from api.serializers.keys import (
     KeyCreateSerializer,
     KeyRotateSerializer,
     KeySerializer,
+    KeyUpdateSerializer,
     RotationSerializer,
     RotationStartSerializer,
     ValidationSerializer,
@@ -25,6 +26,7 @@ from kms import queries
 from kms.actions import keys, rotations
 from kms.exceptions import KeyNotFound, RotationNotFound
 from kms.models import ProviderKey, Rotation
+from tenants.models import Tenant
 
 VALIDATE = OpenApiParameter(
     "validate", OpenApiTypes.BOOL, description="false skips the provider check"
@@ -38,6 +40,18 @@ def _validate_flag(request: Request) -> bool:
             "validate must be true or false.", fields={"validate": ["Must be true or false."]}
         )
     return raw in ("true", "1")
+
+
+def admin_credential_of(tenant: Tenant, admin_id: UUID | None) -> ProviderKey | None:
+    """The admin credential a request names, among the tenant's keys."""
+    if admin_id is None:
+        return None
+    found = queries.keys().filter(pk=admin_id, tenant=tenant).first()
+    if found is None:
+        raise InvalidInput(
+            fields={"admin_credential": ["No such admin credential in this tenant."]}
+        )
+    return found
 
 
 class KeyView(KeywardView):
@@ -55,17 +69,6 @@ class KeyListView(KeyView):
 
     permissions_by_method = {"GET": (StaffReader,), "POST": (SecurityAdmin,)}
 
-    def admin_credential(self, admin_id: UUID | None) -> ProviderKey | None:
-        """The admin credential a new key names, among this tenant's keys."""
-        if admin_id is None:
-            return None
-        found = queries.keys().filter(pk=admin_id, tenant=self.tenant).first()
-        if found is None:
-            raise InvalidInput(
-                fields={"admin_credential": ["No such admin credential in this tenant."]}
-            )
-        return found
-
     @extend_schema(
         operation_id="tenants_keys_list", responses=listing(KeySerializer, paginated=False)
     )
@@ -82,15 +85,30 @@ class KeyListView(KeyView):
         body.is_valid(raise_exception=True)
         fields = dict(body.validated_data)
         admin = fields.pop("admin_credential", None)
-        data = keys.KeyInput(**fields, admin_credential=self.admin_credential(admin))
+        data = keys.KeyInput(**fields, admin_credential=admin_credential_of(self.tenant, admin))
         key = keys.do_onboard_key(self.tenant, data, validate=validate, actor=self.actor)
         return self.keyed(key, status.HTTP_201_CREATED)
 
 
 class KeyDetailView(KeyView):
-    """One key's metadata (never the secret); DELETE revokes it and destroys every version."""
+    """One key's metadata (never the secret); PATCH names the admin credential that
+    rotates it; DELETE revokes it and destroys every version."""
 
-    permissions_by_method = {"GET": (StaffReader,), "DELETE": (SecurityAdmin,)}
+    permissions_by_method = {
+        "GET": (StaffReader,),
+        "PATCH": (SecurityAdmin,),
+        "DELETE": (SecurityAdmin,),
+    }
+
+    @extend_schema(request=KeyUpdateSerializer, responses=KeySerializer)
+    def patch(self, request: Request, slug: str, key_id: UUID) -> Response:
+        key = self.key(key_id)
+        body = KeyUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        if "admin_credential" not in body.validated_data:
+            return self.keyed(key)  # nothing asked to change
+        admin = admin_credential_of(self.tenant, body.validated_data["admin_credential"])
+        return self.keyed(keys.do_set_admin_credential(key, admin, actor=self.actor))
 
     @extend_schema(responses=KeySerializer)
     def get(self, request: Request, slug: str, key_id: UUID) -> Response:

@@ -167,17 +167,21 @@ def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Act
 
 
 def _check_admin_link(tenant: Tenant, data: KeyInput) -> None:
-    """A key's admin credential is a live admin credential of its tenant and provider,
-    for a provider whose admin API Keyward knows; only admin credentials have settings."""
+    """Only admin credentials have settings; a new key's admin credential is one that
+    may rotate it."""
     if data.upstream:
         raise InvalidInput(fields={"upstream": ["Only an admin credential has settings."]})
-    admin = data.admin_credential
+    _check_admin_for(tenant, data.provider, data.admin_credential)
+
+
+def _check_admin_for(tenant: Tenant, provider: str, admin: ProviderKey | None) -> None:
+    """A key's admin credential is a live admin credential of its tenant and provider."""
     if admin is None:
         return
     if (
         admin.kind != KeyKind.ADMIN
         or admin.tenant_id != tenant.pk
-        or admin.provider != data.provider
+        or admin.provider != provider
         or admin.status == KeyStatus.REVOKED
     ):
         raise InvalidInput(
@@ -489,6 +493,36 @@ def shape_check(key: ProviderKey, secret: str) -> None:
         check_admin_input(key.provider, secret, key.upstream)
     else:
         check_secret_shape(key.provider, secret)
+
+
+def do_set_admin_credential(
+    key: ProviderKey, admin: ProviderKey | None, *, actor: Actor
+) -> ProviderKey:
+    """Name (or, with None, clear) the admin credential that rotates `key` at its
+    provider; audited as `key.admin_credential_set`."""
+    if key.kind == KeyKind.ADMIN and admin is not None:
+        raise InvalidInput(
+            fields={"admin_credential": ["An admin credential is not rotated by another."]}
+        )
+    _check_admin_for(key.tenant, key.provider, admin)
+    with transaction.atomic(durable=True):
+        locked = ProviderKey.objects.select_for_update().select_related("tenant").get(pk=key.pk)
+        if locked.status == KeyStatus.REVOKED:
+            raise KeyNotActive("The key is revoked.")
+        previous = locked.admin_credential_id
+        locked.admin_credential = admin
+        locked.save(update_fields=["admin_credential", "updated_at"])
+        record(
+            "key.admin_credential_set",
+            actor=actor,
+            tenant=locked.tenant.slug,
+            target=key_target(locked.id),
+            details={
+                "admin_credential": str(admin.id) if admin else None,
+                "previous": str(previous) if previous else None,
+            },
+        )
+    return locked
 
 
 # -- rotation ----------------------------------------------------------------------------

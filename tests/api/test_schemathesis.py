@@ -200,7 +200,9 @@ KNOWN_GAPS += [
         "By design: `admin_credential` must name an admin credential of the same tenant and"
         " provider, and `upstream` settings belong to admin credentials of a provider whose"
         " admin API Keyward knows; no schema states which ids exist.",
-        frozenset({"POST /api/v1/tenants/{slug}/keys"}),
+        frozenset(
+            {"POST /api/v1/tenants/{slug}/keys", "PATCH /api/v1/tenants/{slug}/keys/{key_id}"}
+        ),
         lambda sent: bool(
             sent.body.get("admin_credential")
             or sent.body.get("upstream")

@@ -288,3 +288,24 @@ def test_an_admin_credential_is_not_rotated_by_another(linked):
     )
     assert response.status_code == 400
     assert "admin_credential" in response.json()["error"]["fields"]
+
+
+def test_an_existing_key_is_given_an_admin_credential_or_none(linked):
+    world, _, admin, _ = linked
+    alice = world.actors.as_("alice")
+    key = world.key_a
+    url = f"/api/v1/tenants/{key.tenant.slug}/keys/{key.pk}"
+    for wrong in (str(key.pk), "not-a-uuid", str(world.key_b.pk)):
+        assert alice.patch(url, {"admin_credential": wrong}, format="json").status_code == 400
+    assert (
+        world.actors.as_("carol")
+        .patch(url, {"admin_credential": admin["id"]}, format="json")
+        .status_code
+        == 403
+    )
+    linked_now = alice.patch(url, {"admin_credential": admin["id"]}, format="json")
+    assert linked_now.status_code == 200 and linked_now.json()["admin_credential"] == admin["id"]
+    event = AuditEvent.objects.get(action="key.admin_credential_set", target=f"key:{key.pk}")
+    assert event.details == {"admin_credential": admin["id"], "previous": None}
+    cleared = alice.patch(url, {"admin_credential": None}, format="json")
+    assert cleared.status_code == 200 and cleared.json()["admin_credential"] is None

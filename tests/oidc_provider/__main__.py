@@ -8,6 +8,8 @@ import sys
 
 
 def main() -> None:
+    # Django and the provider's models are imported only once the settings module (and,
+    # below, the issuer that carries the bound port) are in the environment.
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.oidc_provider.settings")
     from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 

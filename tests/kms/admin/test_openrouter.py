@@ -13,6 +13,7 @@ from kms.providers.admin import AdminCredential, AdminError, admin_adapter
 from kms.providers.admin.openrouter import OpenRouterAdmin
 from tests.admin_stubs import openrouter as docs
 from tests.admin_stubs.openrouter import OpenRouterStub
+from tests.bao import free_port
 from tests.kms.test_canary import forms
 
 ADAPTER = OpenRouterAdmin()
@@ -211,7 +212,6 @@ def test_a_timeout_is_transient(stub, admin, settings):
 
 
 def test_an_unreachable_api_is_transient():
-    from tests.bao import free_port
 
     admin = AdminCredential(secret=SECRET, base_url=f"http://127.0.0.1:{free_port()}/api/v1")
     with pytest.raises(AdminError) as refused:
