@@ -1,5 +1,5 @@
-"""Signed webhooks for `key.invalid`, `key.rotation_due`, `key.version_retired` and
-`audit.chain_broken`.
+"""Signed webhooks for `key.invalid`, `key.rotation_due`, `key.version_retired`,
+`key.upstream_retire_failed` and `audit.chain_broken`.
 
 `notify()` writes one delivery row per configured URL inside the caller's transaction and
 hands it to a worker after the commit; the rows are the durable queue, so a broker outage
@@ -32,7 +32,15 @@ from django.utils import timezone
 from core import egress, metrics
 from notify.models import WebhookDelivery
 
-EVENTS = frozenset({"key.invalid", "key.rotation_due", "key.version_retired", "audit.chain_broken"})
+EVENTS = frozenset(
+    {
+        "key.invalid",
+        "key.rotation_due",
+        "key.version_retired",
+        "key.upstream_retire_failed",
+        "audit.chain_broken",
+    }
+)
 PENDING, DELIVERED, FAILED = (
     WebhookDelivery.Status.PENDING,
     WebhookDelivery.Status.DELIVERED,
