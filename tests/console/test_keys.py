@@ -174,7 +174,7 @@ def test_anonymous_users_are_sent_to_sign_in(world):
 def test_checking_a_key_records_the_result_with_what_it_means(world, provider_stub, alice):
     provider_stub.answer(429, docs.OPENAI_RATE)
     response = alice.post(_url(world.key_a, "validate"))
-    assert response.status_code in (302, 503)
+    assert response.status_code == 302  # recorded as a transient result, not refused
     world.key_a.refresh_from_db()
     assert world.key_a.status == KeyStatus.ACTIVE  # a rate limit never marks a key invalid
     provider_stub.answer(401, docs.OPENAI_INVALID)
