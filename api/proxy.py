@@ -86,7 +86,14 @@ DROPPED = frozenset(
 )
 # Headers of the provider's answer that belong to its connection to Keyward.
 NOT_RETURNED = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "set-cookie"}
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "set-cookie",
+        "keyward-credential-source",  # Keyward's to say, never the provider's
+    }
 )
 USAGE_TAIL = 64 * 1024  # how much of the end of an answer is kept to read its usage
 
@@ -369,9 +376,12 @@ class Proxy:
                     "type": "http.response.start",
                     "status": response.status,
                     "headers": [
-                        (name.lower(), value)
-                        for name, value in response.raw_headers
-                        if name.decode("latin-1").lower() not in NOT_RETURNED
+                        *(
+                            (name.lower(), value)
+                            for name, value in response.raw_headers
+                            if name.decode("latin-1").lower() not in NOT_RETURNED
+                        ),
+                        (CREDENTIAL_SOURCE, call.credential_source.encode()),
                     ],
                 }
             )
@@ -385,6 +395,8 @@ class Proxy:
             outcome["usage"] = _usage(bytes(tail), response.headers.get("content-type", ""))
 
 
+# Whose key answered: the tenant's own or the platform's (lower case, as ASGI wants).
+CREDENTIAL_SOURCE = b"keyward-credential-source"
 CLOSE_RETRIES = (0.2, 1.0, 5.0)  # seconds before each new attempt to write a call's event
 
 
@@ -435,8 +447,12 @@ class Incoming:
         self.limit = settings.PROXY_MAX_BODY_BYTES
         self.failure: DomainError | None = None  # why streaming the body upstream stopped
         declared = request.headers.get("content-length", "")
-        # A length of more digits than any size this service takes is over the limit too.
-        self.declared = decimal(declared) or (self.limit + 1 if declared.isdigit() else 0)
+        # A length of more digits than any size this service takes is over the limit too;
+        # a declared 0 is an empty body.
+        value = decimal(declared)
+        self.declared = (
+            value if value is not None else (self.limit + 1 if declared.isdigit() else 0)
+        )
 
     def check_length(self) -> None:
         """Refuse a declared length over the limit before anything is read or sent."""

@@ -143,3 +143,13 @@ class RequestTokenReused(Conflict):
 class RotationNotCancellable(Conflict):
     code = "rotation_not_cancellable"
     message = "Only a rotation whose new version is not yet current can be cancelled."
+
+
+class KeyPolicyRefused(Conflict):
+    code = "key_policy_refused"
+    message = "The tenant's key policy does not allow this key."
+
+
+class ResidencyRefused(Conflict):
+    code = "residency_refused"
+    message = "The key is held in another region than the tenant's secret store."

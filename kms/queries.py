@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from audit.recorder import PROBE_WITH
 from core import asql, sql
+from kms.keychoice import in_region, source_of
 from kms.models import (
     KeyStatus,
     KeyVersion,
@@ -20,7 +21,7 @@ from kms.models import (
     ValidationResult,
 )
 from tenants import credentials
-from tenants.models import ServicePrincipal, Tenant, TenantStatus
+from tenants.models import KeyPolicy, ServicePrincipal, Tenant, TenantStatus
 
 
 def keys() -> QuerySet[ProviderKey]:
@@ -103,6 +104,12 @@ def inactive_reason(token: ScopedToken, now: datetime | None = None) -> str | No
     key = token.provider_key
     if key.status != KeyStatus.ACTIVE:
         return "key_not_active"
+    if key.tenant_id != tenant.id:
+        # A platform key serves the tenant only while its policy and residency allow it.
+        if tenant.key_policy == KeyPolicy.BYOK_REQUIRED:
+            return "key_policy"
+        if not in_region(tenant, key):
+            return "residency"
     pinned = token.key_version
     if pinned is not None and pinned != key.current_version and not in_grace(key, pinned, now):
         return "key_version_retired"
@@ -122,7 +129,9 @@ def in_grace(key: ProviderKey, version: int, now: datetime) -> bool:
 
 
 _TOKEN = sql.Columns(list(ScopedToken._meta.concrete_fields))
-_TOKEN_TENANT = sql.Columns.of(Tenant, ["id", "slug", "status", "tokens_revoked_before"])
+_TOKEN_TENANT = sql.Columns.of(
+    Tenant, ["id", "slug", "status", "tokens_revoked_before", "key_policy", "store"]
+)
 _TOKEN_KEY = sql.Columns.of(
     ProviderKey,
     [
@@ -212,6 +221,7 @@ def introspect(token: ScopedToken | None, *, may_see: bool) -> dict[str, Any]:
         "provider": token.provider_key.provider,
         "key_id": str(token.provider_key_id),
         "key_version": token.key_version,
+        "credential_source": source_of(token.tenant, token.provider_key).value,
         "uses": token.uses,
         "max_uses": token.max_uses,
     }

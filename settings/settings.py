@@ -238,6 +238,16 @@ SECRET_STORES: dict[str, dict[str, Any]] = {
     "default": _vault_store() if SECRET_STORE == "vault" else {"backend": "local"},
     **_extra_stores(),
 }
+# The region of the default store; each entry of KEYWARD_SECRET_STORES may name its own
+# ("region"). A store that names none is a region of its own.
+SECRET_STORE_REGION = env.text("KEYWARD_SECRET_STORE_REGION")
+if SECRET_STORE_REGION:
+    SECRET_STORES["default"]["region"] = SECRET_STORE_REGION
+if not all(
+    isinstance(store.get("region", ""), str) and len(store.get("region", "")) <= 63
+    for store in SECRET_STORES.values()
+):
+    raise ImproperlyConfigured("KEYWARD_SECRET_STORES: a region is a name of up to 63 characters")
 MASTER_KEYS: dict[int, bytes] = {}
 if any(store["backend"] == "local" for store in SECRET_STORES.values()):
     MASTER_KEYS = parse_ring(

@@ -19,6 +19,7 @@ __all__ = [
     "aclose_stores",
     "get_store",
     "store_names",
+    "store_region",
 ]
 
 DEFAULT_STORE = "default"
@@ -41,6 +42,12 @@ def _build(name: str, config: dict[str, Any]) -> SecretStore:
 
 def store_names() -> list[str]:
     return sorted(settings.SECRET_STORES)
+
+
+def store_region(name: str) -> str:
+    """The region a store is declared in; a store declared in none is a region of its own."""
+    region = settings.SECRET_STORES.get(name, {}).get("region")
+    return str(region) if region else name
 
 
 def get_store(name: str = DEFAULT_STORE) -> SecretStore:

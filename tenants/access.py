@@ -76,7 +76,10 @@ def access_for(identity: Any) -> Access:
     staff = StaffRole.objects.filter(user=identity).first()
     if staff is None:
         return NO_ACCESS
+    # The platform tenant's keys serve every tenant: only an admin of all tenants covers it.
     ids = (
-        frozenset() if staff.all_tenants else frozenset(staff.tenants.values_list("id", flat=True))
+        frozenset()
+        if staff.all_tenants
+        else frozenset(staff.tenants.filter(is_platform=False).values_list("id", flat=True))
     )
     return Access(role=staff.role, all_tenants=staff.all_tenants, tenant_ids=ids)

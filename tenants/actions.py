@@ -17,7 +17,14 @@ from audit.actors import Actor
 from audit.recorder import record
 from tenants import credentials
 from tenants.actors import actor_for
-from tenants.exceptions import PrincipalExists, PrincipalNotFound, TenantExists, TenantNotFound
+from tenants.exceptions import (
+    PlatformTenantExists,
+    PlatformTenantGranted,
+    PrincipalExists,
+    PrincipalNotFound,
+    TenantExists,
+    TenantNotFound,
+)
 from tenants.models import (
     AdminToken,
     Grant,
@@ -30,52 +37,88 @@ from tenants.models import (
 from tenants.sso import SsoIdentity, SsoRefused, is_sso_username
 
 
-def do_create_tenant(slug: str, name: str, *, actor: Actor) -> Tenant:
+def do_create_tenant(slug: str, name: str, *, actor: Actor, platform: bool = False) -> Tenant:
+    """A customer tenant, or with `platform` the one tenant holding the deployment's own
+    keys."""
     try:
         with transaction.atomic(durable=True):
-            tenant = Tenant.objects.create(slug=slug, name=name)
+            if platform and Tenant.objects.filter(is_platform=True).exists():
+                raise PlatformTenantExists()
+            tenant = Tenant.objects.create(slug=slug, name=name, is_platform=platform)
             record(
                 "tenant.created",
                 actor=actor,
                 tenant=slug,
                 target=f"tenant:{slug}",
-                details={"name": name},
+                details={"name": name, "platform": platform},
             )
     except IntegrityError:
+        if platform and Tenant.objects.filter(is_platform=True).exists():
+            raise PlatformTenantExists() from None
         raise TenantExists() from None
     return tenant
 
 
 def do_update_tenant(
-    tenant: Tenant, *, actor: Actor, name: str | None = None, status: str | None = None
+    tenant: Tenant,
+    *,
+    actor: Actor,
+    name: str | None = None,
+    status: str | None = None,
+    key_policy: str | None = None,
+    platform_fallback: bool | None = None,
 ) -> Tenant:
+    """Rename, suspend or reactivate a tenant, or set its key policy: each kind of change
+    is its own event, so an auditor searching for policy changes finds every one."""
     with transaction.atomic(durable=True):
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
-        changes: dict[str, Any] = {}
-        if name is not None and name != locked.name:
-            changes["name"] = [locked.name, name]
-            locked.name = name
-        fields = ["updated_at"]
-        if status is not None and status != locked.status:
-            changes["status"] = [locked.status, status]
-            locked.status = status
-            if status == TenantStatus.SUSPENDED:
-                locked.tokens_revoked_before = timezone.now()
-                fields.append("tokens_revoked_before")
+        asked = {
+            "name": name,
+            "status": status,
+            "key_policy": key_policy,
+            "platform_fallback": platform_fallback,
+        }
+        changes = {
+            field: [getattr(locked, field), value]
+            for field, value in asked.items()
+            if value is not None and value != getattr(locked, field)
+        }
         if not changes:
             return locked
-        locked.save(update_fields=[*changes, *fields])
-        action = "tenant.updated"
-        if "status" in changes:
-            action = "tenant.suspended" if status == TenantStatus.SUSPENDED else "tenant.activated"
-        record(
-            action,
-            actor=actor,
-            tenant=locked.slug,
-            target=f"tenant:{locked.slug}",
-            details={"changes": changes},
-        )
+        for field, (_, value) in changes.items():
+            setattr(locked, field, value)
+        fields = [*changes, "updated_at"]
+        if changes.get("status", [None, None])[1] == TenantStatus.SUSPENDED:
+            locked.tokens_revoked_before = timezone.now()
+            fields.append("tokens_revoked_before")
+        locked.save(update_fields=fields)
+        for action, part in _tenant_events(changes):
+            record(
+                action,
+                actor=actor,
+                tenant=locked.slug,
+                target=f"tenant:{locked.slug}",
+                details={"changes": part},
+            )
     return locked
+
+
+def _tenant_events(changes: dict[str, list[Any]]) -> list[tuple[str, dict[str, list[Any]]]]:
+    """The events a tenant update records: its status, its key policy, its other fields."""
+    events = []
+    if "status" in changes:
+        suspended = changes["status"][1] == TenantStatus.SUSPENDED
+        events.append(
+            ("tenant.suspended" if suspended else "tenant.activated", {"status": changes["status"]})
+        )
+    policy: dict[str, list[Any]] = {
+        f: changes[f] for f in ("key_policy", "platform_fallback") if f in changes
+    }
+    if policy:
+        events.append(("tenant.key_policy_changed", policy))
+    if "name" in changes:
+        events.append(("tenant.updated", {"name": changes["name"]}))
+    return events
 
 
 def do_create_principal(name: str, *, actor: Actor) -> tuple[ServicePrincipal, str]:
@@ -273,6 +316,8 @@ def do_create_grant(
     actor: Actor,
     models: list[str] | None = None,
 ) -> Grant:
+    if tenant is not None and tenant.is_platform:
+        raise PlatformTenantGranted()
     with transaction.atomic(durable=True):
         grant = Grant.objects.create(
             principal=principal,

@@ -1,6 +1,6 @@
 """Refusals raised by the tenants services."""
 
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, DomainError, NotFound
 
 
 class TenantExists(Conflict):
@@ -21,3 +21,16 @@ class PrincipalExists(Conflict):
 class PrincipalNotFound(NotFound):
     code = "principal_not_found"
     message = "No such service principal."
+
+
+class PlatformTenantExists(Conflict):
+    code = "platform_tenant_exists"
+    message = "The platform tenant already exists; its keys are the deployment's own."
+
+
+class PlatformTenantGranted(DomainError):
+    code = "platform_tenant"
+    message = (
+        "The platform tenant's keys are used on behalf of other tenants by their key policy;"
+        " grant access to those tenants instead."
+    )

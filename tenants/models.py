@@ -19,6 +19,14 @@ class TenantStatus(models.TextChoices):
     SUSPENDED = "suspended"
 
 
+class KeyPolicy(models.TextChoices):
+    """Whose key a tenant's tokens use: only its own, its own first, or the platform's."""
+
+    BYOK_REQUIRED = "byok_required"
+    BYOK_PREFERRED = "byok_preferred"
+    PLATFORM_ONLY = "platform_only"
+
+
 class Tenant(models.Model):
     """A customer organisation whose provider keys Keyward holds."""
 
@@ -30,11 +38,29 @@ class Tenant(models.Model):
     )
     # A suspension revokes every token issued before it, so reactivating revives none.
     tokens_revoked_before = models.DateTimeField(null=True, blank=True)
+    # The deployment's own keys live under the one platform tenant, used on behalf of
+    # tenants whose key policy allows it; it is never a token's tenant.
+    is_platform = models.BooleanField(default=False)
+    key_policy = models.CharField(
+        max_length=16, choices=KeyPolicy.choices, default=KeyPolicy.BYOK_REQUIRED
+    )
+    # Under byok_preferred, whether a tenant key that is invalid or revoked gives way to the
+    # platform key (otherwise such a tenant is refused, never switched silently).
+    platform_fallback = models.BooleanField(default=False)
+    # The named secret store the tenant is pinned to ("": unpinned, the default store).
+    store = models.CharField(max_length=63, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ("slug",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_platform"],
+                condition=models.Q(is_platform=True),
+                name="one_platform_tenant",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.slug

@@ -3,7 +3,8 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from api.base import StrictSerializer
-from tenants.models import ServicePrincipal, Tenant, TenantStatus
+from stores.registry import DEFAULT_STORE, store_region
+from tenants.models import KeyPolicy, ServicePrincipal, Tenant, TenantStatus
 from tenants.validators import NO_CONTROL_CHARACTERS, principal_name_validator, slug_validator
 
 
@@ -21,18 +22,52 @@ def _display_name(required: bool = True) -> serializers.CharField:
 class TenantCreateSerializer(StrictSerializer):
     slug = serializers.CharField(max_length=63, trim_whitespace=False, validators=[slug_validator])
     name = _display_name()
+    platform = serializers.BooleanField(
+        default=False,
+        help_text="The one tenant holding the deployment's own keys (platform keys).",
+    )
 
 
 class TenantUpdateSerializer(StrictSerializer):
     name = _display_name(required=False)
     status = serializers.ChoiceField(choices=TenantStatus.choices, required=False)
+    key_policy = serializers.ChoiceField(choices=KeyPolicy.choices, required=False)
+    platform_fallback = serializers.BooleanField(
+        required=False,
+        help_text="Under byok_preferred, use the platform key when the tenant's own key is "
+        "invalid or revoked (otherwise such a request is refused).",
+    )
 
 
 class TenantSerializer(serializers.ModelSerializer[Tenant]):
+    platform = serializers.BooleanField(source="is_platform", read_only=True)
+    store = serializers.SerializerMethodField()
+    region = serializers.SerializerMethodField()
+
     class Meta:
         model = Tenant
-        fields = ("id", "slug", "name", "status", "created_at", "updated_at")
+        fields = (
+            "id",
+            "slug",
+            "name",
+            "status",
+            "platform",
+            "key_policy",
+            "platform_fallback",
+            "store",
+            "region",
+            "created_at",
+            "updated_at",
+        )
         read_only_fields = fields
+
+    def get_store(self, obj: Tenant) -> str | None:
+        """The store the tenant is pinned to; null when unpinned (the default store)."""
+        return obj.store or None
+
+    def get_region(self, obj: Tenant) -> str:
+        """The region of the store its keys are written to."""
+        return store_region(obj.store or DEFAULT_STORE)
 
 
 class PrincipalCreateSerializer(StrictSerializer):

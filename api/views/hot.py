@@ -11,6 +11,7 @@ from api.inputs import MODEL_NAME, Body, Choice, Integer, ListOf, Text
 from api.plain import Caller, Operation, bearer_post
 from kms import queries
 from kms.actions import tokens
+from kms.keychoice import Source, source_of
 from kms.models import ScopedToken
 from kms.providers import ADAPTERS
 from tenants.models import Scope, ServicePrincipal
@@ -19,6 +20,11 @@ STRING = {"type": "string"}
 INTEGER = {"type": "integer"}
 DATETIME = {"type": "string", "format": "date-time"}
 SCOPES = {"type": "array", "items": {"type": "string", "enum": list(Scope.values)}}
+CREDENTIAL_SOURCE = {
+    "type": "string",
+    "enum": [s.value for s in Source],
+    "description": "Whose key: the tenant's own, or the platform's (by the tenant's key policy)",
+}
 
 
 def _object(required: list[str], **properties: Any) -> dict[str, Any]:
@@ -65,6 +71,7 @@ ISSUED = _object(
     token_id=STRING | {"format": "uuid"},
     max_uses=INTEGER | {"nullable": True},
     models={"type": "array", "items": STRING},
+    credential_source=CREDENTIAL_SOURCE,
 )
 
 
@@ -96,6 +103,7 @@ def issue_token(
         "token_id": str(token.id),
         "max_uses": token.max_uses,
         "models": token.allowed_models,
+        "credential_source": source_of(token.tenant, token.provider_key).value,
     }
 
 
@@ -126,6 +134,7 @@ INTROSPECTION = _object(
     provider=STRING,
     key_id=STRING,
     key_version=INTEGER | {"nullable": True},
+    credential_source=CREDENTIAL_SOURCE,
     uses=INTEGER,
     max_uses=INTEGER | {"nullable": True},
 )
@@ -148,13 +157,14 @@ def introspect(
 
 
 RELEASED = _object(
-    ["provider", "api_key", "base_url", "key_id", "key_version", "expires_at"],
+    ["provider", "api_key", "base_url", "key_id", "key_version", "expires_at", "credential_source"],
     provider=STRING,
     api_key=STRING | {"description": "The provider key, released once per call"},
     base_url=STRING,
     key_id=STRING | {"format": "uuid"},
     key_version=INTEGER,
     expires_at=DATETIME,
+    credential_source=CREDENTIAL_SOURCE,
 )
 
 

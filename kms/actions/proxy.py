@@ -35,6 +35,7 @@ from audit.recorder import arecord
 from core import asql
 from kms.actions.keys import aread_secret
 from kms.actions.tokens import COUNT_USE, ProxyCall, count_use_params, proxy_event
+from kms.keychoice import source_of
 from kms.models import ProviderKey, ScopedToken
 from kms.providers import get_adapter
 from kms.queries import aload_token_probed, inactive_reason
@@ -173,6 +174,7 @@ async def _open(
         token_id=str(token.id),
         principal=str(token.principal_id),
         models=tuple(token.allowed_models),
+        credential_source=source_of(token.tenant, key).value,
         secret=cast(str, secret),
     )
     return call, actor

@@ -27,15 +27,18 @@ from kms.exceptions import (
     KeyAmbiguous,
     KeyNotActive,
     KeyNotFound,
+    KeyPolicyRefused,
     KeyVersionUnavailable,
     ModelNotAllowed,
     ModelNotGranted,
     ProviderMismatch,
+    ResidencyRefused,
     TenantSuspended,
     TokenInactive,
     TtlTooLong,
 )
-from kms.models import KeyKind, KeyStatus, ProviderKey, ScopedToken
+from kms.keychoice import choose_key, source_of
+from kms.models import KeyKind, ProviderKey, ScopedToken
 from kms.providers import get_adapter
 from kms.queries import in_grace, inactive_reason
 from kms.ratelimit import purge_expired_counters
@@ -70,7 +73,13 @@ def do_issue_token(
         tenant, grant = _matching_grant(tenant, grants, ask)
         if tenant.status != TenantStatus.ACTIVE:
             raise TenantSuspended()
-        key = _pick_key(candidates, ask.key)
+        chosen = choose_key(
+            tenant,
+            [k for k in candidates if k.tenant_id == tenant.id],
+            [k for k in candidates if k.tenant_id != tenant.id],
+            ask.key,
+        )
+        key = chosen.key
         _check_pin(key, ask.key_version)
         ttl = _ttl(ask.ttl_seconds, grant)
         allowed = _models(ask.models, grant)
@@ -81,6 +90,8 @@ def do_issue_token(
         KeyNotFound,
         KeyAmbiguous,
         KeyVersionUnavailable,
+        KeyPolicyRefused,
+        ResidencyRefused,
         TtlTooLong,
         ModelNotGranted,
     ) as refusal:
@@ -123,6 +134,7 @@ def do_issue_token(
             "max_uses": ask.max_uses,
             "models": allowed,
             "grant": str(grant.id),
+            "credential_source": chosen.source.value,
         },
     )
     token._state.adding = False
@@ -140,21 +152,25 @@ _INSERT_TOKEN = (
 )
 
 
-_TENANT = sql.Columns.of(Tenant, ["id", "slug", "status"])
+_TENANT = sql.Columns.of(
+    Tenant, ["id", "slug", "status", "is_platform", "key_policy", "platform_fallback", "store"]
+)
 _GRANT = sql.Columns.of(Grant, ["id", "scopes", "max_ttl_seconds", "allowed_models", "created_at"])
 _KEY = sql.Columns.of(
-    ProviderKey, ["id", "tenant", "provider", "label", "status", "current_version", "created_at"]
+    ProviderKey,
+    ["id", "tenant", "provider", "label", "status", "current_version", "store", "created_at"],
 )
 # One round trip: the tenant, the principal's grants that could cover it (LEFT JOIN: none
-# is a refusal, not an empty result), and the tenant's keys for the provider. Grants and
-# keys are few, so their cross product is small.
+# is a refusal, not an empty result), and the tenant's and the platform's keys for the
+# provider. Grants and keys are few, so their cross product is small.
 _TENANT_GRANTS_KEYS = (
     "SELECT "
     + ", ".join(_TENANT.names("n") + _GRANT.names("g") + _KEY.names("k"))
     + " FROM tenants_tenant n"
     " LEFT JOIN tenants_grant g ON g.principal_id = %s"
     " AND (g.tenant_id = n.id OR g.tenant_id IS NULL) AND g.provider IN (%s, '*')"
-    " LEFT JOIN kms_providerkey k ON k.tenant_id = n.id AND k.provider = %s AND k.kind = %s"
+    " LEFT JOIN kms_providerkey k ON k.provider = %s AND k.kind = %s AND (k.tenant_id = n.id"
+    " OR k.tenant_id IN (SELECT p.id FROM tenants_tenant p WHERE p.is_platform = %s))"
     " WHERE n.slug = %s"
 )
 _ROW = _TENANT + _GRANT + _KEY
@@ -164,7 +180,7 @@ def _tenant_grants_and_keys(
     principal: ServicePrincipal, ask: TokenRequest
 ) -> tuple[Tenant | None, list[Grant], list[ProviderKey]]:
     """The tenant named by the request, the principal's grants that could cover it, and
-    the tenant's keys for the provider, oldest first."""
+    the tenant's and the platform's keys for the provider, oldest first."""
     rows = sql.fetch(
         _TENANT_GRANTS_KEYS,
         # Admin credentials are never released or proxied: no token can name one.
@@ -173,6 +189,7 @@ def _tenant_grants_and_keys(
             ask.provider,
             ask.provider,
             KeyKind.API_KEY.value,
+            sql.param(Tenant, "is_platform", True),
             ask.tenant,
         ],
         _ROW,
@@ -190,29 +207,10 @@ def _matching_grant(
     tenant: Tenant | None, grants: list[Grant], ask: TokenRequest
 ) -> tuple[Tenant, Grant]:
     matching = [g for g in grants if set(ask.scopes) <= set(g.scopes)]
-    if tenant is None or not matching:
+    # The platform tenant's keys serve other tenants; it is never a token's own tenant.
+    if tenant is None or tenant.is_platform or not matching:
         raise GrantMissing()
     return tenant, max(matching, key=lambda g: (g.max_ttl_seconds, g.created_at))
-
-
-def _pick_key(keys: list[ProviderKey], ref: str) -> ProviderKey:
-    """The key a token request names (by id or label), or the tenant's only active key for
-    the provider."""
-    if ref:
-        chosen = [k for k in keys if str(k.id) == ref] or [
-            k for k in keys if k.label == ref and k.status != KeyStatus.REVOKED
-        ]
-        if not chosen:
-            raise KeyNotFound()
-        if chosen[0].status != KeyStatus.ACTIVE:
-            raise KeyNotActive()
-        return chosen[0]
-    active = [k for k in keys if k.status == KeyStatus.ACTIVE]
-    if len(active) > 1:
-        raise KeyAmbiguous()
-    if not active:
-        raise KeyNotActive() if keys else KeyNotFound()
-    return active[0]
 
 
 def _check_pin(key: ProviderKey, version: int | None) -> None:
@@ -307,6 +305,7 @@ def _release(token: ScopedToken, actor: Actor) -> dict[str, Any]:
         "key_id": str(key.id),
         "key_version": version,
         "expires_at": token.expires_at,
+        "credential_source": source_of(token.tenant, key).value,
     }
 
 
@@ -332,6 +331,7 @@ class ProxyCall:
     token_id: str
     principal: str
     models: tuple[str, ...]
+    credential_source: str
     secret: str = field(repr=False)
 
     def allows(self, model: str | None) -> bool:
@@ -366,6 +366,7 @@ def do_open_proxy_call(token: ScopedToken, provider: str, *, actor: Actor) -> Pr
         token_id=str(token.id),
         principal=str(token.principal_id),
         models=tuple(token.allowed_models),
+        credential_source=source_of(token.tenant, key).value,
         secret=secret,
     )
 
@@ -405,6 +406,7 @@ def proxy_event(call: ProxyCall, outcome: dict[str, Any]) -> dict[str, Any]:
             "key_id": call.key_id,
             "key_version": call.key_version,
             "provider": call.provider,
+            "credential_source": call.credential_source,
             **outcome,
         },
     }
@@ -456,6 +458,7 @@ def _record_release(token: ScopedToken, key: ProviderKey, version: int, actor: A
             "key_version": version,
             "pinned": token.key_version is not None,
             "provider": key.provider,
+            "credential_source": source_of(token.tenant, key).value,
         },
     )
 
@@ -466,7 +469,11 @@ def _refuse_use(refusal: DomainError, token: ScopedToken, reason: str, actor: Ac
         actor=actor,
         tenant=token.tenant.slug,
         target=f"token:{token.id}",
-        details={"reason": reason, "principal": str(token.principal_id)},
+        details={
+            "reason": reason,
+            "principal": str(token.principal_id),
+            "credential_source": source_of(token.tenant, token.provider_key).value,
+        },
         refusal=refusal,
     )
 

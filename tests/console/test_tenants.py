@@ -26,7 +26,7 @@ def test_a_global_admin_creates_a_tenant_audited_as_the_api_does(actors):
     assert response.status_code == 302 and response["Location"] == "/console/tenants/"
     assert Tenant.objects.get(slug=slug).name == "Acme Corp"
     event = AuditEvent.objects.get(action="tenant.created", tenant=slug)
-    assert event.details == {"name": "Acme Corp"}
+    assert event.details == {"name": "Acme Corp", "platform": False}
     assert slug in alice.get("/console/tenants/").content.decode()
 
 

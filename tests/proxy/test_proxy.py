@@ -388,3 +388,43 @@ def test_each_provider_gets_its_own_authentication_and_none_of_the_callers(
         assert seen[name] == value
     for name in {"authorization", "x-api-key", "api-key", "x-goog-api-key"} - set(expected):
         assert name not in seen, name
+
+
+def test_a_call_on_the_platform_key_says_so_and_the_provider_cannot_claim_otherwise(
+    proxied, provider_stub
+):
+    from tenants.actions import do_create_tenant, do_update_tenant
+    from tests.kms.helpers import openai_key
+    from tests.kms.world import onboard_key
+
+    platform = do_create_tenant("platform", "Platform", platform=True, actor=SYSTEM)
+    platform_secret = openai_key("plat")
+    shared = onboard_key(platform, platform_secret, "shared")
+    own = call("POST", "/api/v1/proxy/openai/chat/completions", proxied.token(scopes=["proxy"]))
+    assert own.status_code == 200, own.text
+    assert own.headers["keyward-credential-source"] == "tenant"
+    do_update_tenant(proxied.actors.tenant_a, key_policy="platform_only", actor=SYSTEM)
+    token = proxied.token(scopes=["proxy"])
+    provider_stub.answer(200, COMPLETION, headers={"Keyward-Credential-Source": "tenant"})
+    response = call("POST", "/api/v1/proxy/openai/chat/completions", token, json={"x": 1})
+    assert response.status_code == 200, response.text
+    assert response.headers.get_list("keyward-credential-source") == ["platform"]
+    assert provider_stub.seen[-1].headers["authorization"] == f"Bearer {platform_secret}"
+    event = AuditEvent.objects.filter(action="proxy.request").last()
+    assert event is not None
+    assert event.tenant == proxied.actors.tenant_a.slug
+    assert (event.details["credential_source"], event.details["key_id"]) == (
+        "platform",
+        str(shared.id),
+    )
+
+
+def test_a_post_declaring_an_empty_body_is_forwarded_not_refused_as_too_large(
+    proxied, provider_stub
+):
+    token = proxied.token(scopes=["proxy"])
+    response = call(
+        "POST", "/api/v1/proxy/openai/batches/b1/cancel", token, headers={"Content-Length": "0"}
+    )
+    assert response.status_code == 200, response.text
+    assert provider_stub.seen[-1].path == "/v1/batches/b1/cancel"
