@@ -41,7 +41,7 @@ from kms.models import (
     RotationState,
     Stage,
 )
-from kms.providers.admin import admin_adapter
+from kms.providers.admin import ADMIN_ADAPTERS, admin_adapter, admin_checkable
 from kms.ratelimit import take_finished_auth_failures
 from stores.exceptions import StoreUnavailable
 
@@ -49,11 +49,20 @@ JOBS = Actor.system("jobs")
 
 
 def check_key(key_id: UUID | str) -> KeyCheck | None:
-    """Validate one active key with its provider (None if it is no longer active)."""
+    """Validate one active key with its provider, or an admin credential with its admin
+    API, as a person's validation does (None if it is no longer active or checkable)."""
     key = ProviderKey.objects.select_related("tenant").filter(pk=key_id).first()
-    if key is None or key.status != KeyStatus.ACTIVE or key.kind != KeyKind.API_KEY:
+    if key is None or key.status != KeyStatus.ACTIVE:
+        return None
+    if key.kind == KeyKind.ADMIN and not admin_checkable(key.provider):
         return None
     return do_validate_key(key, actor=JOBS, trigger="job")
+
+
+def _checked_periodically() -> Q:
+    """Every key, and the admin credentials whose admin API can tell whether they work."""
+    checkable = [provider for provider in ADMIN_ADAPTERS if admin_checkable(provider)]
+    return Q(kind=KeyKind.API_KEY) | Q(kind=KeyKind.ADMIN, provider__in=checkable)
 
 
 def claim_due_checks(now: datetime | None = None) -> list[tuple[str, str]]:
@@ -64,8 +73,7 @@ def claim_due_checks(now: datetime | None = None) -> list[tuple[str, str]]:
     now = now or timezone.now()
     cap = settings.KEY_CHECKS_PER_PROVIDER_PER_MINUTE * max(1, settings.KEY_CHECK_TICK // 60)
     due = (
-        # An admin credential is checked by the rotations that use it, not here.
-        ProviderKey.objects.filter(status=KeyStatus.ACTIVE, kind=KeyKind.API_KEY)
+        ProviderKey.objects.filter(_checked_periodically(), status=KeyStatus.ACTIVE)
         .filter(Q(next_check_at__isnull=True) | Q(next_check_at__lte=now))
         .order_by(F("next_check_at").asc(nulls_first=True))
         .values_list("id", "provider", "next_check_at")
@@ -152,12 +160,27 @@ def flag_rotation_due(now: datetime | None = None) -> int:
     the console's Due badge); returns how many were handled."""
     now = now or timezone.now()
     due = ProviderKey.objects.filter(status=KeyStatus.ACTIVE, rotation_due_at__lte=now)
-    return sum(_rotate_or_flag(key, now) for key in due.select_related("tenant"))
+    return sum(
+        _rotate_or_flag(key, now) for key in due.select_related("tenant", "admin_credential")
+    )
+
+
+def _rotates_at_provider(key: ProviderKey) -> bool:
+    """Whether the key's admin credential can have the provider create its successor: an
+    admin API that creates keys, and a credential its latest check did not find invalid
+    (else a person is reminded rather than a rotation started that cannot succeed)."""
+    adapter = admin_adapter(key.provider)
+    admin = key.admin_credential
+    return (
+        admin is not None
+        and admin.status == KeyStatus.ACTIVE
+        and adapter is not None
+        and adapter.creates_keys
+    )
 
 
 def _rotate_or_flag(key: ProviderKey, now: datetime) -> bool:
-    adapter = admin_adapter(key.provider)
-    if key.admin_credential_id is None or adapter is None or not adapter.creates_keys:
+    if not _rotates_at_provider(key):
         return do_flag_rotation_due(key.pk, actor=JOBS, now=now)
     # One rotation per due date, however often the job runs: the date names the request.
     token = f"scheduled-{key.rotation_due_at:%Y%m%dT%H%M%S}" if key.rotation_due_at else ""

@@ -18,37 +18,11 @@ from kms.actions import keys
 from kms.models import KeyVersion, ProviderKey, Rotation, Stage
 from stores.registry import get_store
 from tests.admin_stubs.openai import ADMIN_KEY, FORBIDDEN, PROJECT, RATE_LIMITED, OpenAIAdminStub
-from tests.kms.helpers import onboard, openai_key
+from tests.kms.helpers import onboard
 from tests.kms.test_canary import assert_absent
 from tests.provider_stub import Reply
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_api(settings: Any) -> Any:
-    stub = OpenAIAdminStub()
-    settings.PROVIDER_ADMIN_BASE_URLS = {"openai": stub.base_url}
-    try:
-        yield stub
-    finally:
-        stub.close()
-
-
-@pytest.fixture
-def linked(world, default_store, provider_stub, admin_api):
-    """Tenant A's admin credential for its OpenAI project, and a key it rotates."""
-    alice = world.actors.as_("alice")
-    slug = world.actors.tenant_a.slug
-    admin = onboard(
-        alice, slug, ADMIN_KEY, kind="admin", upstream={"project_id": PROJECT}, label="admin"
-    )
-    assert admin.status_code == 201, admin.content
-    secret = openai_key()
-    admin_api.add_key(secret)  # the key a person made at OpenAI and onboarded by hand
-    key = onboard(alice, slug, secret, admin_credential=admin.json()["id"], label="rotated")
-    assert key.status_code == 201, key.content
-    return world, ProviderKey.objects.get(pk=key.json()["id"]), admin.json(), admin_api
 
 
 def _rotate(world: Any, key: ProviderKey, **body: Any) -> dict[str, Any]:

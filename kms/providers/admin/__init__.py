@@ -24,6 +24,7 @@ __all__ = [
     "AdminError",
     "Minted",
     "admin_adapter",
+    "admin_checkable",
     "check_admin_credential",
     "check_admin_input",
 ]
@@ -43,6 +44,13 @@ PROBE = "keyward-credential-check"
 
 def admin_adapter(provider: str) -> AdminAdapter | None:
     return ADMIN_ADAPTERS.get(provider)
+
+
+def admin_checkable(provider: str) -> bool:
+    """Whether Keyward can ask the provider's admin API if an admin credential works
+    (`check_admin_credential` makes a call), as it can wherever the API creates keys."""
+    adapter = admin_adapter(provider)
+    return adapter is not None and adapter.creates_keys
 
 
 def check_admin_input(provider: str, secret: str, values: dict[str, Any]) -> None:
