@@ -182,21 +182,49 @@ def _rotates_at_provider(key: ProviderKey) -> bool:
 def _rotate_or_flag(key: ProviderKey, now: datetime) -> bool:
     if not _rotates_at_provider(key):
         return do_flag_rotation_due(key.pk, actor=JOBS, now=now)
-    # One rotation per due date, however often the job runs: the date names the request.
-    token = f"scheduled-{key.rotation_due_at:%Y%m%dT%H%M%S}" if key.rotation_due_at else ""
     try:
-        rotation, started = do_start_rotation(
-            key, RotationRequest(client_request_token=token), actor=JOBS
+        _, started = do_start_rotation(
+            key, RotationRequest(client_request_token=attempt_token(key, now)), actor=JOBS
         )
     except (RotationInProgress, KeyNotActive):
-        return False  # a rotation a person started runs, or the key went
-    except RequestTokenReused:  # a person's rotation took this date's name
+        started = False  # a rotation a person started runs (it has priority), or the key went
+    except RequestTokenReused:  # a person's rotation took this attempt's name
         return do_flag_rotation_due(key.pk, actor=JOBS, now=now)
-    if rotation.state in (RotationState.FAILED, RotationState.CANCELLED):
-        # This date's rotation did not happen: a person is reminded, and the next
-        # period's date names a new attempt.
-        return do_flag_rotation_due(key.pk, actor=JOBS, now=now)
-    return started
+    reminded = [
+        do_flag_rotation_due(key.pk, actor=JOBS, now=now, attempt=attempt)
+        for attempt in _ended_attempts(key)
+    ]
+    return started or any(reminded)
+
+
+# A scheduled rotation that failed or was cancelled leaves its key due (it was not
+# rotated), and the schedule tries again the next day (UTC) while it stays due: the due
+# date and the day name each attempt, so however often the job runs, one attempt a day.
+SCHEDULED = "scheduled-"
+
+
+def attempt_token(key: ProviderKey, now: datetime) -> str:
+    """The request token of the scheduled attempt to rotate `key` on `now`'s day."""
+    return f"{_attempts_of(key)}{now.astimezone(UTC):%Y%m%d}"
+
+
+def _attempts_of(key: ProviderKey) -> str:
+    """What the request tokens of the attempts at the key's current due date begin with."""
+    return f"{SCHEDULED}{key.rotation_due_at:%Y%m%dT%H%M%S}-"
+
+
+def _ended_attempts(key: ProviderKey) -> list[Rotation]:
+    """The scheduled attempts at the key's due date that failed or were cancelled and no
+    person was reminded of yet (each is, once)."""
+    return list(
+        Rotation.objects.filter(
+            key=key,
+            created_by=JOBS.id,
+            client_request_token__startswith=_attempts_of(key),
+            state__in=[RotationState.FAILED, RotationState.CANCELLED],
+            reminded_at=None,
+        ).order_by("created_at")
+    )
 
 
 def purge_expired_tokens(older_than: timedelta = timedelta(hours=1)) -> int:

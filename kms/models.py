@@ -167,6 +167,9 @@ class Rotation(models.Model):
     # No step before this: a worker holds the step that calls the provider's admin API,
     # or the provider asked to wait.
     not_before = models.DateTimeField(null=True, blank=True)
+    # When a person was reminded that this scheduled rotation failed or was cancelled
+    # (`key.rotation_due`): once per attempt, however often the schedule runs.
+    reminded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at", "id")

@@ -843,9 +843,13 @@ def _end_rotations(
         )
 
 
-def do_flag_rotation_due(key_id: uuid.UUID | str, *, actor: Actor, now: datetime) -> bool:
-    """Audit and notify `key.rotation_due` once per rotation period; False if the key is
-    not (or no longer) due."""
+def do_flag_rotation_due(
+    key_id: uuid.UUID | str, *, actor: Actor, now: datetime, attempt: Rotation | None = None
+) -> bool:
+    """Audit and notify `key.rotation_due` once per rotation period; or, for `attempt`, a
+    scheduled rotation that failed or was cancelled, once per attempt, leaving the key due
+    so that the schedule tries again. False if the key is not (or no longer) due, or the
+    attempt was already reminded of."""
     with transaction.atomic(durable=True):
         key = ProviderKey.objects.select_for_update().select_related("tenant").get(pk=key_id)
         if (
@@ -854,9 +858,14 @@ def do_flag_rotation_due(key_id: uuid.UUID | str, *, actor: Actor, now: datetime
             or key.rotation_due_at > now
         ):
             return False
+        facts: dict[str, Any] = {}
+        if attempt is not None:
+            if not _claim_reminder(key, attempt, now):
+                return False
+            facts = {"rotation": str(attempt.id)}  # why it ended is in its own events
         notify(
             "key.rotation_due",
-            _key_payload(key, rotation_due_at=key.rotation_due_at.isoformat()),
+            _key_payload(key, rotation_due_at=key.rotation_due_at.isoformat(), **facts),
         )
         record(
             "key.rotation_due",
@@ -866,9 +875,18 @@ def do_flag_rotation_due(key_id: uuid.UUID | str, *, actor: Actor, now: datetime
             details={
                 "rotation_due_at": key.rotation_due_at.isoformat(),
                 "rotation_period_days": key.rotation_period_days,
+                **facts,
             },
         )
-        # Next reminder one period later, unless the key is rotated first.
-        key.rotation_due_at = now + timedelta(days=key.rotation_period_days)
-        key.save(update_fields=["rotation_due_at", "updated_at"])
+        if attempt is None:
+            # Next reminder one period later, unless the key is rotated first.
+            key.rotation_due_at = now + timedelta(days=key.rotation_period_days)
+            key.save(update_fields=["rotation_due_at", "updated_at"])
     return True
+
+
+def _claim_reminder(key: ProviderKey, attempt: Rotation, now: datetime) -> bool:
+    """A compare-and-set that one run alone wins, for an ended rotation of this key."""
+    ended = [RotationState.FAILED, RotationState.CANCELLED]
+    unreminded = Rotation.objects.filter(pk=attempt.pk, key=key, state__in=ended, reminded_at=None)
+    return bool(unreminded.update(reminded_at=now))
