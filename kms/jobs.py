@@ -187,7 +187,9 @@ def _rotate_or_flag(key: ProviderKey, now: datetime) -> bool:
             key, RotationRequest(client_request_token=attempt_token(key, now)), actor=JOBS
         )
     except (RotationInProgress, KeyNotActive):
-        started = False  # a rotation a person started runs (it has priority), or the key went
+        # A rotation runs (a person's, which has priority, or an earlier attempt still
+        # waiting on the provider), or the key went.
+        started = False
     except RequestTokenReused:  # a person's rotation took this attempt's name
         return do_flag_rotation_due(key.pk, actor=JOBS, now=now)
     reminded = [
