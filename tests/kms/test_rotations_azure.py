@@ -1,0 +1,173 @@
+"""A rotation that reaches Azure OpenAI end to end, against a local Entra ID and Azure
+Resource Manager: a service principal's client secret as the admin credential, each
+rotation regenerating the key slot not in use (key1, then key2), the old slot regenerated
+when its grace period ends, and refusals that leave the current version as it was."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from audit.models import AuditEvent
+from kms.models import KeyVersion, ProviderKey, Rotation, Stage
+from stores.exceptions import SecretMissing
+from stores.registry import get_store
+from tests.admin_stubs.azure import (
+    ACCOUNT,
+    ARM_DOWN,
+    BAD_SECRET,
+    CLIENT_ID,
+    FORBIDDEN,
+    GROUP,
+    SUBSCRIPTION,
+    TENANT,
+    THROTTLED,
+    AzureStub,
+)
+from tests.kms.helpers import admin_api, assert_kept_secret, end_grace, onboard, rotate, settle
+from tests.provider_stub import AZURE_INVALID
+
+pytestmark = pytest.mark.django_db
+CLIENT_SECRET = "Qx8Q~" + "kW3y" * 9
+
+
+@pytest.fixture
+def azure(settings: Any) -> Any:
+    yield from admin_api(settings, "azure_openai", AzureStub(CLIENT_SECRET))
+
+
+def _settings(stub: AzureStub) -> dict[str, str]:
+    return {
+        "tenant_id": TENANT,
+        "client_id": CLIENT_ID,
+        "subscription_id": SUBSCRIPTION,
+        "resource_group": GROUP,
+        "account_name": ACCOUNT,
+        "login_base_url": stub.url,
+    }
+
+
+@pytest.fixture
+def linked(world, default_store, provider_stub, azure):
+    """Tenant A's service principal for its Azure OpenAI resource, and the resource's key
+    onboarded by hand. It is key2's value: with no slot recorded for a key a person
+    onboarded, the first rotation regenerates key1 (the adapter's choice)."""
+    alice, slug = world.actors.as_("alice"), world.actors.tenant_a.slug
+    admin = onboard(
+        alice, slug, CLIENT_SECRET, provider="azure_openai", kind="admin", upstream=_settings(azure)
+    )
+    assert admin.status_code == 201, admin.content
+    key = onboard(
+        alice,
+        slug,
+        azure.keys["key2"],
+        provider="azure_openai",
+        admin_credential=admin.json()["id"],
+    )
+    assert key.status_code == 201, key.content
+    return world, ProviderKey.objects.get(pk=key.json()["id"]), azure
+
+
+def _regenerated(stub: AzureStub) -> list[str]:
+    """The key names ARM was asked to regenerate, in order."""
+    return [s.body.decode() for s in stub.seen if s.path.endswith("/regenerateKey")]
+
+
+def _current(key: ProviderKey) -> KeyVersion:
+    return KeyVersion.objects.get(key=key, stage=Stage.CURRENT)
+
+
+def test_rotations_regenerate_the_slot_not_in_use_and_then_the_old_one(linked, caplog):
+    caplog.set_level("DEBUG")
+    world, key, stub = linked
+    hand_made = stub.keys["key2"]
+    first = rotate(world, key, grace_period_seconds=0)
+    assert first["mode"] == "automated"
+    assert settle(first["id"]).state == "retiring"
+    one = _current(key)
+    assert one.upstream_id == "key1" and one.version == 2
+    assert get_store(key.store).get(key.store_path, 2) == stub.keys["key1"]
+    assert stub.keys["key2"] == hand_made  # the key in use until now still works
+    assert end_grace() == 1
+    # No slot is recorded for the key a person onboarded: said, not guessed.
+    refused = AuditEvent.objects.get(action="key.upstream_retire_failed", target=f"key:{key.pk}")
+    assert refused.details["version"] == 1 and "no such key slot" in refused.details["reason"]
+    minted_first = stub.keys["key1"]
+    second = rotate(world, key, grace_period_seconds=0)
+    assert settle(second["id"]).state == "retiring"
+    two = _current(key)
+    assert two.upstream_id == "key2" and stub.keys["key1"] == minted_first
+    minted_second = stub.keys["key2"]
+    assert minted_second != hand_made
+    assert end_grace() == 1
+    assert stub.keys["key1"] != minted_first  # the old slot regenerated: its value is dead
+    assert stub.keys["key2"] == minted_second
+    assert _regenerated(stub) == [
+        '{"keyName":"Key1"}',
+        '{"keyName":"Key2"}',
+        '{"keyName":"Key1"}',
+    ]
+    assert [r.state for r in Rotation.objects.order_by("created_at")] == ["completed"] * 2
+    assert AuditEvent.objects.filter(action="key.upstream_retire_failed").count() == 1
+    assert_kept_secret(
+        world,
+        key,
+        [CLIENT_SECRET, hand_made, minted_first, minted_second, *stub.tokens],
+        caplog.text,
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "state"),
+    [
+        (403, FORBIDDEN, {}, "failed"),
+        (429, THROTTLED, {"Retry-After": "7"}, "creating"),
+        (500, ARM_DOWN, {}, "creating"),
+    ],
+)
+def test_an_arm_refusal_at_create_leaves_the_current_version(linked, status, body, headers, state):
+    world, key, stub = linked
+    before = dict(stub.keys)
+    rotation = rotate(world, key)
+    stub.fail("arm", status, body, headers)
+    advanced = settle(rotation["id"])
+    assert advanced.state == state
+    if status == 429:
+        assert advanced.retry_after == 7
+    stored = Rotation.objects.get(pk=rotation["id"])
+    if state == "failed":
+        assert "AuthorizationFailed" in stored.failure
+    else:
+        assert "waiting" in str(stored.steps)
+    assert stub.keys == before  # nothing regenerated
+    assert list(KeyVersion.objects.filter(key=key).values_list("stage", flat=True)) == ["current"]
+    key.refresh_from_db()
+    assert key.current_version == 1
+
+
+def test_a_refused_client_secret_at_create_fails_the_rotation_and_changes_nothing(linked):
+    world, key, stub = linked
+    before = dict(stub.keys)
+    rotation = rotate(world, key)
+    stub.fail("token", 401, BAD_SECRET)
+    assert settle(rotation["id"]).state == "failed"
+    assert "invalid_client" in Rotation.objects.get(pk=rotation["id"]).failure
+    assert stub.keys == before
+    assert KeyVersion.objects.filter(key=key).count() == 1
+
+
+def test_a_new_key_azure_refuses_at_the_test_step_is_regenerated_and_destroyed(
+    linked, provider_stub
+):
+    world, key, stub = linked
+    rotation = rotate(world, key)
+    provider_stub.answer(401, AZURE_INVALID)
+    assert settle(rotation["id"]).state == "failed"
+    pending = KeyVersion.objects.get(key=key, version=2)
+    assert pending.stage == Stage.DESTROYED and pending.upstream_id == "key1"
+    with pytest.raises(SecretMissing):
+        get_store(key.store).get(key.store_path, 2)
+    assert _regenerated(stub) == ['{"keyName":"Key1"}'] * 2  # minted, then retired
+    key.refresh_from_db()
+    assert key.current_version == 1 and _current(key).version == 1
