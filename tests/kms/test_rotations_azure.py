@@ -37,15 +37,23 @@ def azure(settings: Any) -> Any:
     yield from admin_api(settings, "azure_openai", AzureStub(CLIENT_SECRET))
 
 
-def _settings(stub: AzureStub) -> dict[str, str]:
-    return {
-        "tenant_id": TENANT,
-        "client_id": CLIENT_ID,
-        "subscription_id": SUBSCRIPTION,
-        "resource_group": GROUP,
-        "account_name": ACCOUNT,
-        "login_base_url": stub.url,
-    }
+def _onboard_admin(world: Any, stub: AzureStub, client_secret: str) -> Any:
+    """Tenant A's admin credential for the stub's resource, through the API."""
+    return onboard(
+        world.actors.as_("alice"),
+        world.actors.tenant_a.slug,
+        client_secret,
+        provider="azure_openai",
+        kind="admin",
+        upstream={
+            "tenant_id": TENANT,
+            "client_id": CLIENT_ID,
+            "subscription_id": SUBSCRIPTION,
+            "resource_group": GROUP,
+            "account_name": ACCOUNT,
+            "login_base_url": stub.url,
+        },
+    )
 
 
 @pytest.fixture
@@ -54,10 +62,9 @@ def linked(world, default_store, provider_stub, azure):
     onboarded by hand. It is key2's value: with no slot recorded for a key a person
     onboarded, the first rotation regenerates key1 (the adapter's choice)."""
     alice, slug = world.actors.as_("alice"), world.actors.tenant_a.slug
-    admin = onboard(
-        alice, slug, CLIENT_SECRET, provider="azure_openai", kind="admin", upstream=_settings(azure)
-    )
+    admin = _onboard_admin(world, azure, CLIENT_SECRET)
     assert admin.status_code == 201, admin.content
+    assert len(azure.tokens) == 1 and not _regenerated(azure)  # checked, no key touched
     key = onboard(
         alice,
         slug,
@@ -171,3 +178,11 @@ def test_a_new_key_azure_refuses_at_the_test_step_is_regenerated_and_destroyed(
     assert _regenerated(stub) == ['{"keyName":"Key1"}'] * 2  # minted, then retired
     key.refresh_from_db()
     assert key.current_version == 1 and _current(key).version == 1
+
+
+def test_a_client_secret_entra_refuses_is_not_onboarded(world, azure):
+    response = _onboard_admin(world, azure, "Qx8Q~" + "n0pe" * 9)
+    assert response.status_code == 422, response.content
+    assert "invalid_client" in response.content.decode()
+    assert not ProviderKey.objects.filter(kind="admin").exists()
+    assert not _regenerated(azure)

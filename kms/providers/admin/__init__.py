@@ -38,8 +38,6 @@ ADMIN_ADAPTERS: dict[str, AdminAdapter] = {
 }
 # Admin credentials may be whole documents (a service account's JSON key file).
 MAX_ADMIN_SECRET = 16384
-# The name no rotation gives a key: listing it proves the credential may use the API.
-PROBE = "keyward-credential-check"
 
 
 def admin_adapter(provider: str) -> AdminAdapter | None:
@@ -77,15 +75,15 @@ def check_admin_input(provider: str, secret: str, values: dict[str, Any]) -> Non
 def check_admin_credential(
     provider: str, secret: str, values: dict[str, Any], base_url: str = ""
 ) -> CheckResult | None:
-    """Ask the provider's admin API whether the credential works, by listing the keys of
-    a name no rotation uses (None where the adapter makes no call for it); classified as
-    key checks are, so that onboarding refuses it the same way."""
+    """Ask the provider's admin API whether the credential works (the adapter's probe;
+    None where the adapter makes no call for it); classified as key checks are, so that
+    onboarding refuses it the same way."""
     adapter = admin_adapter(provider)
     if adapter is None or not adapter.creates_keys:
         return None
     started = time.monotonic()
     try:
-        adapter.minted(AdminCredential(secret, values, base_url), name=PROBE)
+        adapter.probe(AdminCredential(secret, values, base_url))
     except AdminError as refused:
         outcome = CheckOutcome.PROVIDER_UNAVAILABLE if refused.transient else CheckOutcome.INVALID
         return _result(outcome, refused.reason, started, refused.retry_after)

@@ -75,6 +75,12 @@ class AzureOpenAIAdmin(AdminAdapter):
         """Nothing: Azure keys carry no name (a repeated mint is safe, see the module)."""
         return []
 
+    def probe(self, admin: AdminCredential) -> None:
+        """Obtain an ARM token: `minted` asks Azure nothing, and the token proves the
+        tenant, the client id and its secret. Whether the principal may regenerate keys
+        only a regeneration shows, which a check must not do to keys in use."""
+        self._token(admin)
+
     def retire(self, admin: AdminCredential, *, upstream_id: str, hint: str = "") -> None:
         """Regenerate the slot, so its old value stops working; a deleted resource has no
         key left to retire."""

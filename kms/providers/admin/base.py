@@ -39,6 +39,10 @@ class Minted:
     upstream_id: str
 
 
+# The name no rotation gives a key: listing it proves the credential may use the API.
+PROBE = "keyward-credential-check"
+
+
 class AdminError(Exception):
     """The provider refused or failed an admin call. `transient` (429, 5xx, timeouts)
     is tried again later and changes nothing; anything else fails the rotation step. The
@@ -84,6 +88,11 @@ class AdminAdapter:
         """Make an old key stop working upstream (delete it, or disable it where the
         provider can only do that). Retiring a key that is already gone succeeds."""
         raise NotImplementedError
+
+    def probe(self, admin: AdminCredential) -> None:
+        """Prove, before the credential is stored, that it may use the admin API (an
+        AdminError if not): by listing the keys of a name no rotation uses."""
+        self.minted(admin, name=PROBE)
 
     def check_settings(self, values: dict[str, Any]) -> list[str]:
         """What is wrong with an admin credential's settings (empty when nothing)."""
