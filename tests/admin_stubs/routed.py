@@ -22,14 +22,14 @@ class RoutedStub(ProviderStub):
     """`route(seen)` answers each request; `fail(...)` puts refusals ahead of it."""
 
     def __init__(self) -> None:
-        self.failures: list[tuple[str, Reply]] = []
+        self.failures: list[tuple[str, str, Reply]] = []
         super().__init__()
 
     @property
     def reply(self) -> Reply:
         seen = self.seen[-1]
-        for i, (path, failure) in enumerate(self.failures):
-            if seen.path.endswith(path):
+        for i, (path, method, failure) in enumerate(self.failures):
+            if seen.path.endswith(path) and method in ("", seen.method):
                 del self.failures[i]
                 return failure
         return self.route(seen)
@@ -47,12 +47,14 @@ class RoutedStub(ProviderStub):
         body: Any,
         *,
         path: str = "",
+        method: str = "",
         headers: dict[str, str] | None = None,
         times: int = 1,
         delay: float = 0.0,
     ) -> None:
-        """Answer the next `times` requests whose path ends with `path` this way."""
-        self.failures += [(path, Reply(status, body, headers or {}, delay))] * times
+        """Answer the next `times` requests whose path ends with `path` (made with
+        `method`, when given) this way."""
+        self.failures += [(path, method, Reply(status, body, headers or {}, delay))] * times
 
     def requests(self, method: str = "") -> list[Seen]:
         return [s for s in self.seen if not method or s.method == method]
