@@ -36,12 +36,20 @@ def anthropic(settings: Any) -> Any:
     yield from admin_api(settings, "anthropic", AnthropicStub())
 
 
+def _onboard_admin(world: Any, secret: str) -> Any:
+    """Tenant A's Admin API key, through the API."""
+    api, slug = world.actors.as_("alice"), world.actors.tenant_a.slug
+    return onboard(api, slug, secret, provider="anthropic", kind="admin", upstream={})
+
+
 @pytest.fixture
 def linked(world, default_store, provider_stub, anthropic):
     """Tenant A's Admin API key, and a key made by hand at Anthropic and onboarded."""
     alice, slug = world.actors.as_("alice"), world.actors.tenant_a.slug
-    admin = onboard(alice, slug, ADMIN_KEY, provider="anthropic", kind="admin", upstream={})
+    admin = _onboard_admin(world, ADMIN_KEY)
     assert admin.status_code == 201, admin.content
+    [checked] = anthropic.requests("GET")  # one page of the keys: the Admin API key works
+    assert checked.path == "/v1/organizations/api_keys"
     hand_made = anthropic_key()
     upstream = anthropic.add_key(hand_made[-4:])
     key = onboard(alice, slug, hand_made, provider="anthropic", admin_credential=admin.json()["id"])
@@ -65,7 +73,7 @@ def test_a_rotation_without_a_secret_is_refused_and_changes_nothing(linked):
     assert not Rotation.objects.filter(key=key).exists()
     assert KeyVersion.objects.filter(key=key).count() == 1
     assert AuditEvent.objects.count() == events
-    assert stub.seen == []
+    assert len(stub.seen) == 1  # the Admin API key's check when it was onboarded
 
 
 def test_the_old_key_is_made_inactive_at_anthropic_when_its_grace_ends(linked, caplog):
@@ -131,3 +139,10 @@ def test_a_new_key_anthropic_refuses_at_the_test_step_is_destroyed(linked, provi
     assert key.current_version == 1
     assert {k["status"] for k in stub.keys.values()} == {"active"}  # nothing asked of it
     assert stub.requests("POST") == []
+
+
+def test_an_admin_key_anthropic_refuses_is_not_onboarded(world, anthropic):
+    response = _onboard_admin(world, "sk-ant-admin01-" + "wr0ng" * 16)
+    assert response.status_code == 422, response.content
+    assert "invalid x-api-key" in response.content.decode()
+    assert not ProviderKey.objects.filter(kind="admin").exists()

@@ -76,10 +76,10 @@ def check_admin_credential(
     provider: str, secret: str, values: dict[str, Any], base_url: str = ""
 ) -> CheckResult | None:
     """Ask the provider's admin API whether the credential works (the adapter's probe;
-    None where the adapter makes no call for it); classified as key checks are, so that
+    None for a provider with no admin API); classified as key checks are, so that
     onboarding refuses it the same way."""
     adapter = admin_adapter(provider)
-    if adapter is None or not adapter.creates_keys:
+    if adapter is None:
         return None
     started = time.monotonic()
     try:

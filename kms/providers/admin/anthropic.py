@@ -55,6 +55,11 @@ class AnthropicAdmin(AdminAdapter):
         key_id = _checked_id(key.get("id"))
         self.call(admin, "POST", f"{KEYS}/{key_id}", body={"status": "inactive"}, ok=(200, 404))
 
+    def probe(self, admin: AdminCredential) -> None:
+        """Read one page of the keys: `minted` asks Anthropic nothing, and retiring a key
+        needs the same read."""
+        self.call(admin, "GET", KEYS, params=_within(admin, limit="1"), ok=(200,))
+
     # -- finding the key ------------------------------------------------------------
     def _key(self, admin: AdminCredential, upstream_id: str) -> dict[str, Any] | None:
         """The key named by its id, None when Anthropic no longer knows it."""
@@ -82,10 +87,7 @@ class AnthropicAdmin(AdminAdapter):
 
     def _keys(self, admin: AdminCredential) -> list[dict[str, Any]]:
         """Every API key of the organization (or of the workspace), page after page."""
-        params = {"limit": PAGE_SIZE}
-        workspace = text(admin.settings.get("workspace_id"))
-        if workspace:
-            params["workspace_id"] = workspace
+        params = _within(admin, limit=PAGE_SIZE)
         keys: list[dict[str, Any]] = []
         for _ in range(self.max_pages):
             page = self.call(admin, "GET", KEYS, params=params, ok=(200,)).body
@@ -96,6 +98,12 @@ class AnthropicAdmin(AdminAdapter):
                 return keys
             params = {**params, "after_id": last}
         raise AdminError("the key listing did not end", transient=True)
+
+
+def _within(admin: AdminCredential, **params: str) -> dict[str, str]:
+    """A listing's query, narrowed to the credential's workspace when it names one."""
+    workspace = text(admin.settings.get("workspace_id"))
+    return {**params, "workspace_id": workspace} if workspace else params
 
 
 def _checked_id(value: Any) -> str:
