@@ -33,7 +33,6 @@ from kms.actions.tokens import do_purge_expired_tokens
 from kms.exceptions import KeyNotActive, RequestTokenReused, RotationInProgress
 from kms.models import (
     RUNNING_ROTATION,
-    KeyKind,
     KeyStatus,
     KeyVersion,
     ProviderKey,
@@ -41,7 +40,7 @@ from kms.models import (
     RotationState,
     Stage,
 )
-from kms.providers.admin import ADMIN_ADAPTERS, admin_adapter, admin_checkable
+from kms.providers.admin import admin_adapter
 from kms.ratelimit import take_finished_auth_failures
 from stores.exceptions import StoreUnavailable
 
@@ -50,19 +49,11 @@ JOBS = Actor.system("jobs")
 
 def check_key(key_id: UUID | str) -> KeyCheck | None:
     """Validate one active key with its provider, or an admin credential with its admin
-    API, as a person's validation does (None if it is no longer active or checkable)."""
+    API, as a person's validation does (None if it is no longer active)."""
     key = ProviderKey.objects.select_related("tenant").filter(pk=key_id).first()
     if key is None or key.status != KeyStatus.ACTIVE:
         return None
-    if key.kind == KeyKind.ADMIN and not admin_checkable(key.provider):
-        return None
     return do_validate_key(key, actor=JOBS, trigger="job")
-
-
-def _checked_periodically() -> Q:
-    """Every key, and the admin credentials whose admin API can tell whether they work."""
-    checkable = [provider for provider in ADMIN_ADAPTERS if admin_checkable(provider)]
-    return Q(kind=KeyKind.API_KEY) | Q(kind=KeyKind.ADMIN, provider__in=checkable)
 
 
 def claim_due_checks(now: datetime | None = None) -> list[tuple[str, str]]:
@@ -73,7 +64,8 @@ def claim_due_checks(now: datetime | None = None) -> list[tuple[str, str]]:
     now = now or timezone.now()
     cap = settings.KEY_CHECKS_PER_PROVIDER_PER_MINUTE * max(1, settings.KEY_CHECK_TICK // 60)
     due = (
-        ProviderKey.objects.filter(_checked_periodically(), status=KeyStatus.ACTIVE)
+        # Admin credentials too, each with its admin API's own check.
+        ProviderKey.objects.filter(status=KeyStatus.ACTIVE)
         .filter(Q(next_check_at__isnull=True) | Q(next_check_at__lte=now))
         .order_by(F("next_check_at").asc(nulls_first=True))
         .values_list("id", "provider", "next_check_at")

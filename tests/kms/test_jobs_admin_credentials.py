@@ -16,7 +16,6 @@ from kms import jobs
 from kms.models import ProviderKey, Rotation
 from notify.models import WebhookDelivery
 from tests.admin_stubs.openai import INVALID_ADMIN_KEY, RATE_LIMITED
-from tests.kms.helpers import onboard
 from tests.provider_stub import Reply
 
 pytestmark = pytest.mark.django_db
@@ -84,15 +83,6 @@ def test_a_rate_limited_admin_credential_stays_active(linked):
     assert _shown(world, admin["id"])["status"] == "active"
     [(outcome, details)] = _checks(admin["id"])
     assert outcome == "error" and details["status"] == ["active", "active"]
-
-
-def test_an_admin_credential_with_no_check_is_neither_claimed_nor_checked(world, settings):
-    alice, slug = world.actors.as_("alice"), world.actors.tenant_a.slug
-    made = onboard(alice, slug, "sk-ant-admin01-" + "a" * 40, provider="anthropic", kind="admin")
-    assert made.status_code == 201, made.content
-    assert made.json()["id"] not in {key_id for key_id, _ in jobs.claim_due_checks()}
-    assert jobs.check_key(made.json()["id"]) is None
-    assert _checks(made.json()["id"]) == []
 
 
 def test_a_due_key_whose_admin_credential_is_invalid_is_flagged_not_rotated(linked):

@@ -24,7 +24,6 @@ __all__ = [
     "AdminError",
     "Minted",
     "admin_adapter",
-    "admin_checkable",
     "check_admin_credential",
     "check_admin_input",
 ]
@@ -42,13 +41,6 @@ MAX_ADMIN_SECRET = 16384
 
 def admin_adapter(provider: str) -> AdminAdapter | None:
     return ADMIN_ADAPTERS.get(provider)
-
-
-def admin_checkable(provider: str) -> bool:
-    """Whether Keyward can ask the provider's admin API if an admin credential works
-    (`check_admin_credential` makes a call), as it can wherever the API creates keys."""
-    adapter = admin_adapter(provider)
-    return adapter is not None and adapter.creates_keys
 
 
 def check_admin_input(provider: str, secret: str, values: dict[str, Any]) -> None:
