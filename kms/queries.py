@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from audit.recorder import PROBE_WITH
 from core import asql, sql
+from core.errors import InvalidInput
 from kms.keychoice import in_region, source_of
 from kms.models import (
+    KeyKind,
     KeyStatus,
     KeyVersion,
     ProviderKey,
@@ -31,6 +34,30 @@ def keys() -> QuerySet[ProviderKey]:
 
 def keys_with_versions() -> QuerySet[ProviderKey]:
     return keys().prefetch_related("versions")
+
+
+def admin_credential_of(tenant: Tenant, admin_id: UUID | None) -> ProviderKey | None:
+    """The key a request names as an admin credential, among the tenant's keys (whether
+    it may rotate a given key is the action's to decide)."""
+    if admin_id is None:
+        return None
+    found = keys().filter(pk=admin_id, tenant=tenant).first()
+    if found is None:
+        raise InvalidInput(
+            fields={"admin_credential": ["No such admin credential in this tenant."]}
+        )
+    return found
+
+
+def admin_credentials_for(key: ProviderKey) -> QuerySet[ProviderKey]:
+    """The live admin credentials of the key's tenant and provider: those that may rotate it."""
+    return (
+        ProviderKey.objects.filter(
+            tenant_id=key.tenant_id, provider=key.provider, kind=KeyKind.ADMIN
+        )
+        .exclude(status=KeyStatus.REVOKED)
+        .order_by("label")
+    )
 
 
 def recent_validations(key: ProviderKey, limit: int = 50) -> QuerySet[ValidationResult]:

@@ -23,3 +23,10 @@ BASE_URL_MESSAGE = (
 BASE_URL = RegexValidator(BASE_URL_PATTERN, BASE_URL_MESSAGE, "forbidden_base_url")
 
 ROTATION_PERIOD_DAYS = (1, 3650)
+
+# An admin credential's settings: ids, names and URLs, named in lower case.
+SETTING_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z", re.ASCII)
+SETTING_VALUE_PATTERN = re.compile(r"^[ -~]{1,500}\Z", re.ASCII)
+SETTING_VALUE = RegexValidator(
+    SETTING_VALUE_PATTERN, "Use 1-500 printable ASCII characters.", "invalid_setting"
+)

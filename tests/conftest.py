@@ -186,6 +186,19 @@ def provider_stub(settings: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
+def admin_api(settings: Any) -> Iterator[Any]:
+    """A stub of OpenAI's Administration API, where OpenAI admin credentials are sent."""
+    from tests.admin_stubs.openai import OpenAIAdminStub
+
+    stub = OpenAIAdminStub()
+    settings.PROVIDER_ADMIN_BASE_URLS = {"openai": stub.base_url}
+    try:
+        yield stub
+    finally:
+        stub.close()
+
+
+@pytest.fixture
 def world(actors: Actors, settings: Any) -> Any:
     from tests.kms.world import make_world
 

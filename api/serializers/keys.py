@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -14,7 +13,14 @@ from kms.actions.rotations import REQUEST_TOKEN
 from kms.exceptions import ForbiddenBaseUrl
 from kms.models import KeyKind, KeyVersion, ProviderKey, Rotation, Validation, ValidationResult
 from kms.providers import ADAPTERS, MAX_SECRET
-from kms.validators import BASE_URL_MESSAGE, BASE_URL_PATTERN, LABEL, ROTATION_PERIOD_DAYS
+from kms.validators import (
+    BASE_URL_MESSAGE,
+    BASE_URL_PATTERN,
+    LABEL,
+    ROTATION_PERIOD_DAYS,
+    SETTING_NAME_PATTERN,
+    SETTING_VALUE_PATTERN,
+)
 
 
 class BaseUrlShape(RegexValidator):
@@ -59,10 +65,6 @@ class SecretField(serializers.CharField):
         )
 
 
-SETTING_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z", re.ASCII)
-SETTING_VALUE = re.compile(r"^[ -~]{1,500}\Z", re.ASCII)
-
-
 @extend_schema_field(
     {
         "type": "object",
@@ -79,7 +81,7 @@ class UpstreamSettingsField(serializers.DictField):
         wrong = [
             name
             for name, value in values.items()
-            if not SETTING_NAME.match(name) or not SETTING_VALUE.match(value)
+            if not SETTING_NAME_PATTERN.match(name) or not SETTING_VALUE_PATTERN.match(value)
         ]
         if wrong or len(values) > 16:
             raise serializers.ValidationError(

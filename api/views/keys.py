@@ -26,7 +26,6 @@ from kms import queries
 from kms.actions import keys, rotations
 from kms.exceptions import KeyNotFound, RotationNotFound
 from kms.models import ProviderKey, Rotation
-from tenants.models import Tenant
 
 VALIDATE = OpenApiParameter(
     "validate", OpenApiTypes.BOOL, description="false skips the provider check"
@@ -40,18 +39,6 @@ def _validate_flag(request: Request) -> bool:
             "validate must be true or false.", fields={"validate": ["Must be true or false."]}
         )
     return raw in ("true", "1")
-
-
-def admin_credential_of(tenant: Tenant, admin_id: UUID | None) -> ProviderKey | None:
-    """The admin credential a request names, among the tenant's keys."""
-    if admin_id is None:
-        return None
-    found = queries.keys().filter(pk=admin_id, tenant=tenant).first()
-    if found is None:
-        raise InvalidInput(
-            fields={"admin_credential": ["No such admin credential in this tenant."]}
-        )
-    return found
 
 
 class KeyView(KeywardView):
@@ -85,7 +72,8 @@ class KeyListView(KeyView):
         body.is_valid(raise_exception=True)
         fields = dict(body.validated_data)
         admin = fields.pop("admin_credential", None)
-        data = keys.KeyInput(**fields, admin_credential=admin_credential_of(self.tenant, admin))
+        linked = queries.admin_credential_of(self.tenant, admin)
+        data = keys.KeyInput(**fields, admin_credential=linked)
         key = keys.do_onboard_key(self.tenant, data, validate=validate, actor=self.actor)
         return self.keyed(key, status.HTTP_201_CREATED)
 
@@ -107,7 +95,7 @@ class KeyDetailView(KeyView):
         body.is_valid(raise_exception=True)
         if "admin_credential" not in body.validated_data:
             return self.keyed(key)  # nothing asked to change
-        admin = admin_credential_of(self.tenant, body.validated_data["admin_credential"])
+        admin = queries.admin_credential_of(self.tenant, body.validated_data["admin_credential"])
         return self.keyed(keys.do_set_admin_credential(key, admin, actor=self.actor))
 
     @extend_schema(responses=KeySerializer)

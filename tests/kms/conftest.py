@@ -1,25 +1,13 @@
-"""Fixtures of the rotations that reach the provider: a stub of OpenAI's Administration
-API, and tenant A's admin credential with a key it rotates."""
+"""Fixtures of the rotations that reach the provider: tenant A's admin credential with a
+key it rotates (the stub of OpenAI's Administration API is the suite's `admin_api`)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 
 from kms.models import ProviderKey
-from tests.admin_stubs.openai import ADMIN_KEY, PROJECT, OpenAIAdminStub
+from tests.admin_stubs.openai import ADMIN_KEY, PROJECT
 from tests.kms.helpers import onboard, openai_key
-
-
-@pytest.fixture
-def admin_api(settings: Any) -> Any:
-    stub = OpenAIAdminStub()
-    settings.PROVIDER_ADMIN_BASE_URLS = {"openai": stub.base_url}
-    try:
-        yield stub
-    finally:
-        stub.close()
 
 
 @pytest.fixture
