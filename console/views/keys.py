@@ -28,8 +28,8 @@ from kms.actions.rotations import REQUEST_TOKEN
 from kms.actions.tokens import do_revoke_token
 from kms.models import RUNNING_ROTATION, KeyKind, KeyStatus, ProviderKey, Rotation, ScopedToken
 from kms.providers import ADAPTERS, MAX_SECRET, meaning
-from kms.providers.admin import admin_adapter
-from kms.validators import BASE_URL, LABEL, ROTATION_PERIOD_DAYS
+from kms.providers.admin import ADMIN_ADAPTERS, MAX_ADMIN_SECRET, admin_adapter
+from kms.validators import BASE_URL, LABEL, ROTATION_PERIOD_DAYS, SETTING_VALUE
 from stores.exceptions import StoreConflict
 from tenants.access import Access
 from tenants.actors import actor_for
@@ -57,6 +57,8 @@ CONSOLE_WORDING = {
 # What a redirect after a change tells the admin, by the `done` it carries.
 DONE = {
     "onboarded": "The key is onboarded.",
+    "onboarded-admin": "The admin credential is onboarded. Choose it on a key's page to have "
+    "it rotate that key at the provider.",
     "validated": "The key was checked with its provider; the result is at the top of its "
     "validation history.",
     "rotated": "The key is rotated: the new secret is current.",
@@ -82,11 +84,14 @@ STEP_NAMES = {
 LATEST_ROTATIONS = 10
 
 
-def _secret_field(label: str = "Secret") -> forms.CharField:
+def _secret_field(
+    label: str = "Secret", max_length: int = MAX_SECRET, help_text: str = ""
+) -> forms.CharField:
     """Never trimmed, never rendered back into the page."""
     return forms.CharField(
         label=label,
-        max_length=MAX_SECRET,
+        max_length=max_length,
+        help_text=help_text,
         strip=False,
         widget=forms.PasswordInput(
             render_value=False, attrs={"autocomplete": "off", "spellcheck": "false"}
@@ -94,13 +99,34 @@ def _secret_field(label: str = "Secret") -> forms.CharField:
     )
 
 
+KINDS = [(KeyKind.API_KEY, "API key"), (KeyKind.ADMIN, "Admin credential")]
+
+
+@dataclass(frozen=True)
+class SettingsSection:
+    """One provider's admin credential settings on the onboarding form."""
+
+    provider: str
+    creates_keys: bool
+    fields: list[forms.BoundField]
+
+
 class OnboardForm(forms.Form):
-    """A new key, checked as POST /api/v1/tenants/{slug}/keys checks one."""
+    """A new key or admin credential, checked as POST /api/v1/tenants/{slug}/keys checks
+    one. Each provider with an admin API has a section of the settings its adapter asks
+    for; only the section of the chosen provider is sent, and only for an admin
+    credential (the action refuses settings on a key, as the API does)."""
 
     tenant = forms.ChoiceField()
+    kind = forms.ChoiceField(choices=KINDS, required=False)
     provider = forms.ChoiceField(choices=[(name, name) for name in sorted(ADAPTERS)])
     label = forms.CharField(max_length=100, strip=False, validators=[LABEL])
-    secret = _secret_field()
+    # The action holds each kind to its own length (a key file is longer than a key).
+    secret = _secret_field(
+        max_length=max(MAX_SECRET, MAX_ADMIN_SECRET),
+        help_text="For an admin credential: its admin key, client secret or service "
+        "account key file (JSON).",
+    )
     rotation_period_days = forms.IntegerField(
         min_value=ROTATION_PERIOD_DAYS[0],
         max_value=ROTATION_PERIOD_DAYS[1],
@@ -113,7 +139,8 @@ class OnboardForm(forms.Form):
         strip=False,
         validators=[BASE_URL],
         label="Base URL (optional)",
-        help_text="An Azure OpenAI resource, a regional or an OpenAI-compatible gateway.",
+        help_text="An Azure OpenAI resource, a regional or an OpenAI-compatible gateway; "
+        "for an admin credential, where the provider's admin API lives.",
     )
     validate = forms.BooleanField(
         required=False, initial=True, label="Check the key with the provider first"
@@ -122,6 +149,65 @@ class OnboardForm(forms.Form):
     def __init__(self, *args: Any, slugs: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cast(forms.ChoiceField, self.fields["tenant"]).choices = [(s, s) for s in slugs]
+        # Field name -> (provider, setting), from what each admin adapter declares.
+        self.settings_of: dict[str, tuple[str, str]] = {}
+        for provider, adapter in sorted(ADMIN_ADAPTERS.items()):
+            for name, what in adapter.required_settings.items():
+                self._add_setting(provider, name, name, what)
+            for name, what in adapter.optional_settings.items():
+                self._add_setting(provider, name, f"{name} (optional)", what)
+
+    def _add_setting(self, provider: str, name: str, label: str, help_text: str) -> None:
+        field = f"{provider}-{name}"
+        self.fields[field] = forms.CharField(
+            label=label,
+            required=False,
+            max_length=500,
+            validators=[SETTING_VALUE],
+            help_text=help_text[:1].upper() + help_text[1:] + ".",
+        )
+        self.settings_of[field] = (provider, name)
+
+    def settings_sections(self) -> list[SettingsSection]:
+        return [
+            SettingsSection(
+                provider,
+                adapter.creates_keys,
+                [self[f] for f, (p, _) in self.settings_of.items() if p == provider],
+            )
+            for provider, adapter in sorted(ADMIN_ADAPTERS.items())
+        ]
+
+    def clean_kind(self) -> str:
+        return str(self.cleaned_data.get("kind") or KeyKind.API_KEY)
+
+    def clean(self) -> dict[str, Any]:
+        """The chosen provider's settings; a setting typed into another provider's section
+        is refused rather than dropped."""
+        data = super().clean() or {}
+        provider, upstream = data.get("provider"), {}
+        for field, (owner, name) in self.settings_of.items():
+            value = data.pop(field, "")
+            if not value or provider is None:
+                continue
+            if owner == provider:
+                upstream[name] = value
+            else:
+                self.add_error(field, f"A setting for {owner}, not {provider}: leave it empty.")
+        data["upstream"] = upstream
+        return data
+
+    def key_input(self) -> key_actions.KeyInput:
+        data = self.cleaned_data
+        return key_actions.KeyInput(
+            data["provider"],
+            data["label"],
+            data["secret"],
+            data["rotation_period_days"],
+            data["base_url"],
+            kind=data["kind"],
+            upstream=data["upstream"],
+        )
 
 
 def _grace_field(label: str) -> forms.TypedChoiceField:
@@ -304,17 +390,15 @@ def key_list(request: HttpRequest, access: Access) -> HttpResponseBase:
     form = OnboardForm(request.POST, slugs=[tenant.slug])
     if not form.is_valid():
         return _keys_page(request, access, form, 400)
-    data = dict(form.cleaned_data)
-    del data["tenant"]
-    validate = data.pop("validate")
+    validate = form.cleaned_data["validate"]
     try:
         key = key_actions.do_onboard_key(
-            tenant, key_actions.KeyInput(**data), validate=validate, actor=actor_for(request.user)
+            tenant, form.key_input(), validate=validate, actor=actor_for(request.user)
         )
     except DomainError as error:
         _refused(form, error)
         return _with_retry(_keys_page(request, access, form, error.status), error)
-    return _done(key, "onboarded")
+    return _done(key, "onboarded-admin" if key.kind == KeyKind.ADMIN else "onboarded")
 
 
 def _key(access: Access, slug: str, key_id: str) -> ProviderKey:

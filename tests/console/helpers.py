@@ -43,6 +43,12 @@ def signed_in(user: Any) -> Client:
     return client
 
 
+def key_url(key: ProviderKey, action: str = "") -> str:
+    """A key's console page, or the page of one of its actions."""
+    tail = f"{action}/" if action else ""
+    return f"/console/tenants/{key.tenant.slug}/keys/{key.pk}/{tail}"
+
+
 def sign_in(client: Client, username: str, password: str = PASSWORD) -> Any:
     return client.post("/console/login/", {"username": username, "password": password})
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from kms.models import KeyStatus, KeyVersion, ProviderKey, ScopedToken, Stage, ValidationResult
 from tests import provider_stub as docs
-from tests.console.helpers import make_console_user, signed_in
+from tests.console.helpers import key_url, make_console_user, signed_in
 from tests.kms.helpers import openai_key
 
 pytestmark = pytest.mark.django_db
@@ -44,11 +44,6 @@ def _onboard(client: Client, tenant: str, secret: str = "", **extra: Any) -> Any
     return client.post("/console/keys/", {k: v for k, v in form.items() if v is not None})
 
 
-def _url(key: ProviderKey, action: str = "") -> str:
-    tail = f"{action}/" if action else ""
-    return f"/console/tenants/{key.tenant.slug}/keys/{key.pk}/{tail}"
-
-
 @pytest.fixture
 def alice(actors: Any) -> Client:
     return signed_in(make_console_user("security_admin", name="alice"))
@@ -59,7 +54,7 @@ def test_a_key_is_onboarded_after_its_provider_accepts_it(world, provider_stub, 
     response = _onboard(alice, world.actors.tenant_a.slug, secret)
     assert response.status_code == 302, response.content.decode()
     key = ProviderKey.objects.get(label="prod-console")
-    assert response["Location"] == _url(key) + "?done=onboarded"
+    assert response["Location"] == key_url(key) + "?done=onboarded"
     assert provider_stub.seen[-1].headers["authorization"] == f"Bearer {secret}"
     page = alice.get(response["Location"]).content.decode()
     assert "The key is onboarded." in page and key.hint in page
@@ -140,11 +135,11 @@ def test_another_tenants_key_is_hidden_and_the_refusal_audited(world):
     bob = signed_in(make_console_user("security_admin", [world.actors.tenant_a], name="bob"))
     other = world.key_b
     wrong_tenant = f"/console/tenants/{world.actors.tenant_a.slug}/keys/{other.pk}/"
-    not_canonical = _url(world.key_a).replace(str(world.key_a.pk), world.key_a.pk.hex)
-    for url in (_url(other), wrong_tenant, "/console/tenants/a/keys/not-a-uuid/", not_canonical):
+    not_canonical = key_url(world.key_a).replace(str(world.key_a.pk), world.key_a.pk.hex)
+    for url in (key_url(other), wrong_tenant, "/console/tenants/a/keys/not-a-uuid/", not_canonical):
         assert bob.get(url).status_code == 404
     for action in ("validate", "rotate", "revoke"):
-        assert bob.post(_url(other, action), {"revoke-confirm": other.label}).status_code == 404
+        assert bob.post(key_url(other, action), {"revoke-confirm": other.label}).status_code == 404
     other.refresh_from_db()
     assert other.status == KeyStatus.ACTIVE
     hidden = AuditEvent.objects.filter(action="access.denied", details__status=404)
@@ -153,12 +148,12 @@ def test_another_tenants_key_is_hidden_and_the_refusal_audited(world):
 
 def test_an_auditor_reads_keys_but_changes_nothing(world, provider_stub):
     carol = signed_in(make_console_user("auditor", name="carol"))
-    page = carol.get(_url(world.key_a)).content.decode()
+    page = carol.get(key_url(world.key_a)).content.decode()
     assert world.key_a.label in page and "Rotate key" not in page and "Revoke key" not in page
     before = _state()
     assert _onboard(carol, world.actors.tenant_a.slug, openai_key()).status_code == 403
     for action in ("validate", "rotate", "revoke"):
-        assert carol.post(_url(world.key_a, action)).status_code == 403
+        assert carol.post(key_url(world.key_a, action)).status_code == 403
     assert _state() == before
     denied = AuditEvent.objects.filter(action="access.denied", details__status=403)
     assert denied.count() == 4
@@ -167,21 +162,21 @@ def test_an_auditor_reads_keys_but_changes_nothing(world, provider_stub):
 
 
 def test_anonymous_users_are_sent_to_sign_in(world):
-    response = Client().get(_url(world.key_a))
+    response = Client().get(key_url(world.key_a))
     assert response.status_code == 302 and response["Location"].startswith("/console/login/")
 
 
 def test_checking_a_key_records_the_result_with_what_it_means(world, provider_stub, alice):
     provider_stub.answer(429, docs.OPENAI_RATE)
-    response = alice.post(_url(world.key_a, "validate"))
+    response = alice.post(key_url(world.key_a, "validate"))
     assert response.status_code == 302  # recorded as a transient result, not refused
     world.key_a.refresh_from_db()
     assert world.key_a.status == KeyStatus.ACTIVE  # a rate limit never marks a key invalid
     provider_stub.answer(401, docs.OPENAI_INVALID)
-    assert alice.post(_url(world.key_a, "validate")).status_code == 302
+    assert alice.post(key_url(world.key_a, "validate")).status_code == 302
     world.key_a.refresh_from_db()
     assert world.key_a.status == KeyStatus.INVALID
-    page = alice.get(_url(world.key_a)).content.decode()
+    page = alice.get(key_url(world.key_a)).content.decode()
     assert "The provider does not know this key" in page
     assert "Incorrect API key provided" in page
     assert ValidationResult.objects.filter(key=world.key_a, result="invalid").exists()
@@ -191,7 +186,7 @@ def test_checking_a_key_records_the_result_with_what_it_means(world, provider_st
 def test_rotation_keeps_the_old_secret_for_the_grace_period(world, provider_stub, alice):
     key, secret = world.key_a, openai_key()
     response = alice.post(
-        _url(key, "rotate"),
+        key_url(key, "rotate"),
         {"rotate-secret": secret, "rotate-grace_period_seconds": "86400", "rotate-validate": "on"},
     )
     assert response.status_code == 302
@@ -221,7 +216,7 @@ def test_a_bad_rotation_is_refused_and_changes_nothing(world, provider_stub, ali
     secret = openai_key()
     sent = {name: value.replace("SECRET", secret) for name, value in form.items()}
     before = _state()
-    response = alice.post(_url(world.key_a, "rotate"), sent)
+    response = alice.post(key_url(world.key_a, "rotate"), sent)
     assert response.status_code == 400
     page = response.content.decode()
     assert 'role="alert"' in page and secret not in page
@@ -232,7 +227,7 @@ def test_a_rotation_the_provider_refuses_is_explained(world, provider_stub, alic
     provider_stub.answer(401, docs.OPENAI_INVALID)
     before = _state()
     response = alice.post(
-        _url(world.key_a, "rotate"),
+        key_url(world.key_a, "rotate"),
         {
             "rotate-secret": openai_key(),
             "rotate-grace_period_seconds": "3600",
@@ -247,32 +242,32 @@ def test_a_rotation_the_provider_refuses_is_explained(world, provider_stub, alic
 def test_revoking_needs_the_label_typed_and_ends_the_keys_tokens(world, alice):
     token = world.token()
     key = world.key_a
-    page = alice.get(_url(key)).content.decode()
+    page = alice.get(key_url(key)).content.decode()
     issued = ScopedToken.objects.get()
     assert str(issued.pk) in page and world.principal.name in page
     before = _state()
     for typed in ("", "PROD", key.label + " "):
-        assert alice.post(_url(key, "revoke"), {"revoke-confirm": typed}).status_code == 400
+        assert alice.post(key_url(key, "revoke"), {"revoke-confirm": typed}).status_code == 400
     assert _state() == before
-    response = alice.post(_url(key, "revoke"), {"revoke-confirm": key.label})
+    response = alice.post(key_url(key, "revoke"), {"revoke-confirm": key.label})
     assert response.status_code == 302 and response["Location"].endswith("?done=revoked")
     key.refresh_from_db()
     assert key.status == KeyStatus.REVOKED and key.secrets_destroyed_at is not None
     assert world.api(token).post("/api/v1/exchange").status_code == 401
     assert AuditEvent.objects.filter(action="key.revoked", target=f"key:{key.pk}").exists()
-    assert "Revoke key" not in alice.get(_url(key)).content.decode()
+    assert "Revoke key" not in alice.get(key_url(key)).content.decode()
 
 
 def test_a_live_token_is_revoked_from_its_keys_page(world, alice):
     token = world.token()
     issued = ScopedToken.objects.get()
-    response = alice.post(f"{_url(world.key_a)}tokens/{issued.pk}/revoke/")
+    response = alice.post(f"{key_url(world.key_a)}tokens/{issued.pk}/revoke/")
     assert response.status_code == 302
     issued.refresh_from_db()
     assert issued.revoked_at is not None
     assert world.api(token).post("/api/v1/exchange").status_code == 401
     assert AuditEvent.objects.filter(action="token.revoked").exists()
-    assert str(issued.pk) not in alice.get(_url(world.key_a)).content.decode()
+    assert str(issued.pk) not in alice.get(key_url(world.key_a)).content.decode()
 
 
 def test_a_token_is_revoked_only_through_its_own_key(world, alice):
@@ -280,9 +275,9 @@ def test_a_token_is_revoked_only_through_its_own_key(world, alice):
     issued = ScopedToken.objects.get()
     bob = signed_in(make_console_user("security_admin", [world.actors.tenant_b], name="bob"))
     for client, url in (
-        (alice, f"{_url(world.key_b)}tokens/{issued.pk}/revoke/"),
-        (alice, f"{_url(world.key_a)}tokens/not-a-uuid/revoke/"),
-        (bob, f"{_url(world.key_b)}tokens/{issued.pk}/revoke/"),
+        (alice, f"{key_url(world.key_b)}tokens/{issued.pk}/revoke/"),
+        (alice, f"{key_url(world.key_a)}tokens/not-a-uuid/revoke/"),
+        (bob, f"{key_url(world.key_b)}tokens/{issued.pk}/revoke/"),
     ):
         assert client.post(url).status_code == 404
     issued.refresh_from_db()
@@ -295,7 +290,7 @@ def test_changes_need_their_csrf_token(world, alice):
     strict = Client(enforce_csrf_checks=True, REMOTE_ADDR="10.9.9.8")
     strict.force_login(make_console_user("security_admin", name="alice"))
     before = _state()
-    response = strict.post(_url(world.key_a, "revoke"), {"revoke-confirm": world.key_a.label})
+    response = strict.post(key_url(world.key_a, "revoke"), {"revoke-confirm": world.key_a.label})
     assert response.status_code == 403
     assert _state() == before
 
@@ -324,7 +319,7 @@ def test_a_provider_outage_is_a_503_with_retry_after_and_stores_nothing(
     assert "untick" in response.content.decode()
     assert _state()[:3] == before[:3]
     rotated = alice.post(
-        _url(world.key_a, "rotate"),
+        key_url(world.key_a, "rotate"),
         {
             "rotate-secret": openai_key(),
             "rotate-grace_period_seconds": "0",
@@ -335,9 +330,9 @@ def test_a_provider_outage_is_a_503_with_retry_after_and_stores_nothing(
 
 
 def test_rotating_a_revoked_key_is_refused_in_plain_sight(world, alice):
-    alice.post(_url(world.key_a, "revoke"), {"revoke-confirm": world.key_a.label})
+    alice.post(key_url(world.key_a, "revoke"), {"revoke-confirm": world.key_a.label})
     response = alice.post(
-        _url(world.key_a, "rotate"),
+        key_url(world.key_a, "rotate"),
         {"rotate-secret": openai_key(), "rotate-grace_period_seconds": "0"},
     )
     assert response.status_code == 409
@@ -346,12 +341,12 @@ def test_rotating_a_revoked_key_is_refused_in_plain_sight(world, alice):
 
 def test_what_was_typed_to_confirm_a_revocation_is_not_shown_again(world, alice):
     typed = "sk-proj-" + "pasted" * 8
-    response = alice.post(_url(world.key_a, "revoke"), {"revoke-confirm": typed[:100]})
+    response = alice.post(key_url(world.key_a, "revoke"), {"revoke-confirm": typed[:100]})
     assert response.status_code == 400 and typed[:100] not in response.content.decode()
 
 
 def test_a_method_no_page_serves_is_405(world, alice):
     assert alice.put("/console/keys/").status_code == 405
-    assert alice.delete(_url(world.key_a)).status_code == 405
-    assert alice.get(_url(world.key_a, "revoke")).status_code == 405
+    assert alice.delete(key_url(world.key_a)).status_code == 405
+    assert alice.get(key_url(world.key_a, "revoke")).status_code == 405
     assert alice.post("/console/keys/", {"tenant": "no-such-tenant"}).status_code == 404
