@@ -66,6 +66,10 @@ DONE = {
     "revoking": "The key is revoked and no token can use it. The secret store did not "
     "answer, so its versions are destroyed in the background as soon as it does.",
     "token-revoked": "The token is revoked.",
+    "admin-credential-set": "The admin credential is set: staged rotations of this key use it "
+    "at the provider.",
+    "admin-credential-cleared": "The key has no admin credential now: each staged rotation "
+    "takes a new secret from a person.",
     "staged": "The staged rotation has started: a worker tests the new secret with the "
     "provider, then makes it current. Its steps are under Rotations.",
     "staged-automated": "The staged rotation has started: a worker has the provider create "
@@ -302,6 +306,26 @@ def _rotations_context(
     }
 
 
+class AdminCredentialForm(forms.Form):
+    """The admin credential that rotates a key at its provider, as PATCH .../keys/{id}
+    names one: the tenant's live admin credentials of the key's provider are offered, and
+    whatever id is sent is checked by the action."""
+
+    prefix = "admin"
+
+    admin_credential = forms.UUIDField(
+        required=False, label="Admin credential that rotates it", widget=forms.Select
+    )
+
+    def __init__(self, *args: Any, key: ProviderKey, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["admin_credential"].initial = key.admin_credential_id
+        self.offered = list(queries.admin_credentials_for(key))
+        choices = [("", "None: a person supplies each new secret")]
+        choices += [(str(admin.pk), f"{admin.label} ({admin.hint})") for admin in self.offered]
+        cast(forms.Select, self.fields["admin_credential"].widget).choices = choices
+
+
 class Unechoed(forms.TextInput):
     """A text box that never shows what was typed into it again (it may be pasted
     anything, a secret included)."""
@@ -423,6 +447,7 @@ def _key_page(
     rotate: RotateForm | None = None,
     revoke: RevokeForm | None = None,
     staged: StagedRotationForm | None = None,
+    admin_form: AdminCredentialForm | None = None,
     problem: str = "",
     rotation_problem: str = "",
     status: int = 200,
@@ -440,6 +465,7 @@ def _key_page(
         "rotated_keys": list(key.rotated_keys.exclude(status=KeyStatus.REVOKED)),
         "rotate": rotate or RotateForm(),
         "revoke": revoke or RevokeForm(label=key.label),
+        "admin_form": admin_form or AdminCredentialForm(key=key),
         "revoked": key.status == KeyStatus.REVOKED,
         "problem": problem,
         "done": DONE.get(request.GET.get("done", ""), ""),
@@ -490,6 +516,35 @@ def key_rotate(request: HttpRequest, access: Access, slug: str, key_id: str) -> 
 
 
 @staff_page("admin", methods=("POST",))
+def key_admin_credential(
+    request: HttpRequest, access: Access, slug: str, key_id: str
+) -> HttpResponseBase:
+    """Name, or clear, the admin credential that rotates the key at its provider."""
+    key = _key(access, slug, key_id)
+    form = AdminCredentialForm(request.POST, key=key)
+    if not form.is_valid():
+        return _admin_credential_refused(request, access, key, form, 400)
+    try:
+        admin = queries.admin_credential_of(key.tenant, form.cleaned_data["admin_credential"])
+        key_actions.do_set_admin_credential(key, admin, actor=actor_for(request.user))
+    except DomainError as error:
+        _refused(form, error)
+        shown = _admin_credential_refused(request, access, key, form, error.status)
+        return _with_retry(shown, error)
+    return _done(key, "admin-credential-set" if admin else "admin-credential-cleared")
+
+
+def _admin_credential_refused(
+    request: HttpRequest, access: Access, key: ProviderKey, form: AdminCredentialForm, status: int
+) -> HttpResponse:
+    """The key's page with the refusal on its form, or above the page where the page has
+    no such form (a revoked key, an admin credential)."""
+    unshown = key.status == KeyStatus.REVOKED or key.kind == KeyKind.ADMIN
+    above = " ".join(str(m) for errors in form.errors.values() for m in errors) if unshown else ""
+    return _key_page(request, access, key, admin_form=form, problem=above, status=status)
+
+
+@staff_page("admin", methods=("POST",))
 def key_revoke(request: HttpRequest, access: Access, slug: str, key_id: str) -> HttpResponseBase:
     """Revoke the key once its label is typed: no token can use it any more, and every
     version is destroyed in the secret store."""
@@ -524,6 +579,11 @@ urlpatterns = [
     path("tenants/<str:slug>/keys/<str:key_id>/validate/", key_validate, name="key-validate"),
     path("tenants/<str:slug>/keys/<str:key_id>/rotate/", key_rotate, name="key-rotate"),
     path("tenants/<str:slug>/keys/<str:key_id>/revoke/", key_revoke, name="key-revoke"),
+    path(
+        "tenants/<str:slug>/keys/<str:key_id>/admin-credential/",
+        key_admin_credential,
+        name="key-admin-credential",
+    ),
     path(
         "tenants/<str:slug>/keys/<str:key_id>/tokens/<str:token_id>/revoke/",
         token_revoke,

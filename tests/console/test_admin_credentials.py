@@ -16,7 +16,8 @@ from kms.actions import keys
 from kms.models import KeyKind, KeyVersion, ProviderKey
 from tests.admin_stubs.openai import ADMIN_KEY, PROJECT
 from tests.console.helpers import key_url, make_console_user, signed_in
-from tests.kms.world import SYSTEM
+from tests.kms.helpers import openai_key
+from tests.kms.world import SYSTEM, onboard_key
 
 pytestmark = pytest.mark.django_db
 
@@ -30,6 +31,10 @@ def _state() -> tuple[int, int, int]:
         KeyVersion.objects.count(),
         AuditEvent.objects.filter(action__in=["key.created", "key.admin_credential_set"]).count(),
     )
+
+
+def _choose(client: Client, key: ProviderKey, admin_id: str) -> Any:
+    return client.post(key_url(key, "admin-credential"), {"admin-admin_credential": admin_id})
 
 
 def _onboard_admin(client: Client, tenant: str, secret: str = ADMIN_KEY, **extra: str) -> Any:
@@ -141,3 +146,90 @@ def test_a_limited_admin_cannot_onboard_an_admin_credential_for_another_tenant(w
     assert _state() == before and admin_api.seen == []
     hidden = AuditEvent.objects.get(action="access.denied", details__status=404)
     assert hidden.tenant == b.slug
+
+
+def test_a_key_is_given_an_admin_credential_and_has_it_cleared_on_its_page(world, alice):
+    key = world.key_a
+    admin = _admin_credential(world.actors.tenant_a)
+    _admin_credential(world.actors.tenant_a, "anthropic", "other-provider")
+    _admin_credential(world.actors.tenant_b, label="other-tenant")
+    page = alice.get(key_url(key)).content.decode()
+    offered = page[page.index('id="h-admin-credential"') :]
+    assert f'value="{admin.pk}"' in offered and admin.label in offered
+    assert "other-provider" not in offered and "other-tenant" not in offered
+    response = _choose(alice, key, str(admin.pk))
+    assert response["Location"] == key_url(key) + "?done=admin-credential-set"
+    key.refresh_from_db()
+    assert key.admin_credential_id == admin.pk
+    shown = alice.get(response["Location"]).content.decode()
+    assert "Rotated by" in shown and f'value="{admin.pk}" selected' in shown
+    response = _choose(alice, key, "")
+    assert response["Location"] == key_url(key) + "?done=admin-credential-cleared"
+    key.refresh_from_db()
+    assert key.admin_credential_id is None
+    events = AuditEvent.objects.filter(action="key.admin_credential_set", target=f"key:{key.pk}")
+    assert [(e.details["admin_credential"], e.details["previous"]) for e in events] == [
+        (str(admin.pk), None),
+        (None, str(admin.pk)),
+    ]
+
+
+SAME_PROVIDER_ONLY = "Must be a live admin credential of this tenant for the same provider."
+
+
+@pytest.mark.parametrize(
+    ("chosen", "message"),
+    [
+        ("other-provider", SAME_PROVIDER_ONLY),
+        ("not-an-admin-credential", SAME_PROVIDER_ONLY),
+        ("other-tenant", "No such admin credential in this tenant."),
+        ("not-a-uuid", "Enter a valid UUID."),
+    ],
+)
+def test_an_admin_credential_that_cannot_rotate_the_key_is_refused_and_changes_nothing(
+    world, alice, chosen, message
+):
+    key, tenant_a = world.key_a, world.actors.tenant_a
+    current = _admin_credential(tenant_a)
+    keys.do_set_admin_credential(key, current, actor=SYSTEM)
+    named = {
+        "other-provider": lambda: _admin_credential(tenant_a, "anthropic").pk,
+        "not-an-admin-credential": lambda: onboard_key(tenant_a, openai_key(), "plain").pk,
+        "other-tenant": lambda: _admin_credential(world.actors.tenant_b).pk,
+        "not-a-uuid": lambda: "not-a-uuid",
+    }[chosen]()
+    before = _state()
+    response = _choose(alice, key, str(named))
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'id="id_admin-admin_credential_error"' in page and message in page
+    key.refresh_from_db()
+    assert key.admin_credential_id == current.pk
+    assert _state() == before
+
+
+def test_other_tenants_and_readers_cannot_set_a_keys_admin_credential(world):
+    key, a = world.key_a, world.actors.tenant_a
+    admin = _admin_credential(a)
+    bob = signed_in(make_console_user("security_admin", [world.actors.tenant_b], name="bob"))
+    carol = signed_in(make_console_user("auditor", name="carol"))
+    before = _state()
+    assert _choose(bob, key, str(admin.pk)).status_code == 404
+    assert _choose(carol, key, str(admin.pk)).status_code == 403
+    assert "Save admin credential" not in carol.get(key_url(key)).content.decode()
+    key.refresh_from_db()
+    assert key.admin_credential_id is None and _state() == before
+    assert AuditEvent.objects.get(action="access.denied", details__status=404).tenant == a.slug
+
+
+def test_an_admin_credentials_own_page_offers_none_and_one_cannot_be_set_on_it(world, alice):
+    admin = _admin_credential(world.actors.tenant_a)
+    page = alice.get(key_url(admin)).content.decode()
+    assert "Rotates" in page and 'id="h-admin-credential"' not in page
+    other = _admin_credential(world.actors.tenant_a, label="other")
+    before = _state()
+    response = _choose(alice, admin, str(other.pk))
+    assert response.status_code == 400
+    assert "An admin credential is not rotated by another." in response.content.decode()
+    admin.refresh_from_db()
+    assert admin.admin_credential_id is None and _state() == before
