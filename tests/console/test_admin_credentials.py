@@ -69,7 +69,7 @@ def alice(actors: Any) -> Client:
 
 def test_the_keys_page_offers_each_admin_apis_settings_with_what_they_mean(world, alice):
     page = alice.get("/console/keys/").content.decode()
-    assert 'name="kind" value="admin"' in page
+    assert 'name="kind" value="api_key" checked' in page and '<details class="settings">' in page
     assert 'name="openai-project_id"' in page and "The id (proj_...) of the project" in page
     assert 'name="azure_openai-client_id"' in page and 'name="openrouter-limit"' in page
     assert "workspace_id (optional)" in page  # anthropic's, which only retires keys
@@ -104,6 +104,7 @@ def test_an_admin_credential_its_admin_api_refuses_is_explained_and_not_stored(
     assert response.status_code == 422
     assert "The provider said:" in page and "Incorrect API key provided" in page
     assert 'id="h-onboard"' in page and 'role="alert"' in page  # beside the form
+    assert 'value="admin" checked' in page and '<details class="settings" open>' in page
     assert WRONG_ADMIN_KEY not in page
     assert _state() == before
     refused = AuditEvent.objects.get(action="key.onboard_refused")
