@@ -317,7 +317,8 @@ def _create_upstream(rotation: Rotation, actor: Actor) -> float | None:
     try:
         for orphan in adapter.minted(credential, name=name):
             adapter.retire(credential, upstream_id=orphan)
-        minted = adapter.mint(credential, name=name, current_upstream_id=current.upstream_id)
+        in_use = current.upstream_id or _identify(adapter, credential, current)
+        minted = adapter.mint(credential, name=name, current_upstream_id=in_use)
     except AdminError as refused:
         if refused.transient:
             _note_waiting(
@@ -328,6 +329,16 @@ def _create_upstream(rotation: Rotation, actor: Actor) -> float | None:
         return None
     _store_minted(rotation, key, minted, adapter, credential, actor)
     return None
+
+
+def _identify(adapter: AdminAdapter, credential: AdminCredential, current: KeyVersion) -> str:
+    """The provider's id of the current version where none was recorded (a key onboarded
+    by hand), recorded once found, so the version is retired upstream when its grace ends;
+    recognised by its fingerprint, so its value is never read for it."""
+    found = adapter.identify(credential, lambda value: audit_hmac(value) == current.fingerprint)
+    if found:
+        KeyVersion.objects.filter(pk=current.pk, upstream_id="").update(upstream_id=found)
+    return found
 
 
 def _claim(rotation: Rotation) -> float | None:

@@ -140,6 +140,8 @@ class AzureStub(ProviderStub):
     def _regenerate(self, seen: Seen) -> Reply:
         if seen.headers.get("authorization") not in [f"Bearer {t}" for t in self.tokens]:
             return Reply(401, BAD_TOKEN)
+        if seen.path == ACCOUNT_PATH + "/listKeys":
+            return Reply(200, dict(self.keys))
         if seen.path != ACCOUNT_PATH + "/regenerateKey":
             return Reply(404, NOT_FOUND)
         slot = {"Key1": "key1", "Key2": "key2"}.get(json.loads(seen.body or b"{}").get("keyName"))

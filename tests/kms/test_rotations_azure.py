@@ -58,9 +58,8 @@ def _onboard_admin(world: Any, stub: AzureStub, client_secret: str) -> Any:
 
 @pytest.fixture
 def linked(world, default_store, provider_stub, azure):
-    """Tenant A's service principal for its Azure OpenAI resource, and the resource's key
-    onboarded by hand. It is key2's value: with no slot recorded for a key a person
-    onboarded, the first rotation regenerates key1 (the adapter's choice)."""
+    """Tenant A's service principal for its Azure OpenAI resource, and the resource's key2
+    onboarded by hand (the first rotation finds its slot by listing the resource's keys)."""
     alice, slug = world.actors.as_("alice"), world.actors.tenant_a.slug
     admin = _onboard_admin(world, azure, CLIENT_SECRET)
     assert admin.status_code == 201, admin.content
@@ -96,33 +95,51 @@ def test_rotations_regenerate_the_slot_not_in_use_and_then_the_old_one(linked, c
     assert one.upstream_id == "key1" and one.version == 2
     assert get_store(key.store).get(key.store_path, 2) == stub.keys["key1"]
     assert stub.keys["key2"] == hand_made  # the key in use until now still works
+    # The slot of the key a person onboarded was found by listing the resource's keys.
+    assert KeyVersion.objects.get(key=key, version=1).upstream_id == "key2"
     assert end_grace() == 1
-    # No slot is recorded for the key a person onboarded: said, not guessed.
-    refused = AuditEvent.objects.get(action="key.upstream_retire_failed", target=f"key:{key.pk}")
-    assert refused.details["version"] == 1 and "no such key slot" in refused.details["reason"]
+    assert stub.keys["key2"] != hand_made  # its slot regenerated: the old value is dead
     minted_first = stub.keys["key1"]
     second = rotate(world, key, grace_period_seconds=0)
     assert settle(second["id"]).state == "retiring"
     two = _current(key)
     assert two.upstream_id == "key2" and stub.keys["key1"] == minted_first
     minted_second = stub.keys["key2"]
-    assert minted_second != hand_made
     assert end_grace() == 1
     assert stub.keys["key1"] != minted_first  # the old slot regenerated: its value is dead
     assert stub.keys["key2"] == minted_second
     assert _regenerated(stub) == [
         '{"keyName":"Key1"}',
         '{"keyName":"Key2"}',
+        '{"keyName":"Key2"}',
         '{"keyName":"Key1"}',
     ]
     assert [r.state for r in Rotation.objects.order_by("created_at")] == ["completed"] * 2
-    assert AuditEvent.objects.filter(action="key.upstream_retire_failed").count() == 1
+    assert not AuditEvent.objects.filter(action="key.upstream_retire_failed").exists()
     assert_kept_secret(
         world,
         key,
         [CLIENT_SECRET, hand_made, minted_first, minted_second, *stub.tokens],
         caplog.text,
     )
+
+
+def test_a_key_onboarded_from_key1_is_not_regenerated_while_in_use(linked):
+    world, _, stub = linked
+    alice, slug = world.actors.as_("alice"), world.actors.tenant_a.slug
+    admin = ProviderKey.objects.get(tenant=world.actors.tenant_a, kind="admin")
+    in_use = stub.keys["key1"]
+    made = onboard(
+        alice, slug, in_use, provider="azure_openai", admin_credential=str(admin.pk), label="k1"
+    )
+    assert made.status_code == 201, made.content
+    key = ProviderKey.objects.get(pk=made.json()["id"])
+    rotation = rotate(world, key, grace_period_seconds=0)
+    assert settle(rotation["id"]).state == "retiring"
+    assert stub.keys["key1"] == in_use  # still works through its grace period
+    assert _current(key).upstream_id == "key2"
+    assert get_store(key.store).get(key.store_path, 2) == stub.keys["key2"]
+    assert _regenerated(stub) == ['{"keyName":"Key2"}']
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,9 @@ Documented endpoints used:
   `POST {login}/{tenant}/oauth2/v2.0/token` (form: client_id, client_secret,
   grant_type=client_credentials, scope=https://management.azure.com/.default), answering
   `{"token_type", "expires_in", "access_token"}` or `{"error", "error_description", ...}`.
+- Azure Resource Manager, Accounts - List Keys (api-version 2023-05-01):
+  `POST .../accounts/{accountName}/listKeys`, answering `{"key1", "key2"}`: which slot
+  holds the key in use when no slot was recorded for it (a key onboarded by hand).
 - Azure Resource Manager, Accounts - Regenerate Key (api-version 2023-05-01):
   `POST /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/
   Microsoft.CognitiveServices/accounts/{accountName}/regenerateKey` with
@@ -20,6 +23,7 @@ its key leaves only a value nobody holds, replaced by the next attempt's."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -75,6 +79,13 @@ class AzureOpenAIAdmin(AdminAdapter):
         """Nothing: Azure keys carry no name (a repeated mint is safe, see the module)."""
         return []
 
+    def identify(self, admin: AdminCredential, is_current: Callable[[str], bool]) -> str:
+        """The slot holding the key in use, from ARM's listKeys: so that a key onboarded
+        by hand is neither regenerated while in use nor left alive when its grace ends."""
+        path = self._account_path(admin.settings) + "/listKeys"
+        keys = self._arm(admin, path)
+        return next((slot for slot in SLOTS if is_current(text(keys.get(slot)))), "")
+
     def probe(self, admin: AdminCredential) -> None:
         """Obtain an ARM token: `minted` asks Azure nothing, and the token proves the
         tenant, the client id and its secret. Whether the principal may regenerate keys
@@ -110,12 +121,17 @@ class AzureOpenAIAdmin(AdminAdapter):
     # -- the two requests ---------------------------------------------------------------
     def _regenerate(self, admin: AdminCredential, slot: str) -> dict[str, Any]:
         path = self._account_path(admin.settings) + "/regenerateKey"
+        return self._arm(admin, path, {"keyName": SLOTS[slot]})
+
+    def _arm(self, admin: AdminCredential, path: str, body: Any = None) -> dict[str, Any]:
+        """One ARM action on the account (POST, as regenerateKey and listKeys are); the
+        keys it answers with."""
         token = self._token(admin)
         answer = self.call(
             admin,
             "POST",
             path,
-            body={"keyName": SLOTS[slot]},
+            body=body,
             headers={"Authorization": f"Bearer {token}"},
             params={"api-version": API_VERSION},
             ok=(200,),

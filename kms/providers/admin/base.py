@@ -9,6 +9,7 @@ secret it was given or returned before it reaches an exception, a log or an even
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,12 @@ class AdminAdapter:
         """The upstream ids of keys named `name`: what an attempt that died after
         creating its key left behind (retired before minting again)."""
         raise NotImplementedError
+
+    def identify(self, admin: AdminCredential, is_current: Callable[[str], bool]) -> str:
+        """The provider's id of the key whose value `is_current` recognises, where the
+        admin API can list key values (a key onboarded by hand has no id recorded); ""
+        where it cannot, or no listed key matches."""
+        return ""
 
     def retire(self, admin: AdminCredential, *, upstream_id: str, hint: str = "") -> None:
         """Make an old key stop working upstream (delete it, or disable it where the
