@@ -169,8 +169,8 @@ _TENANT_GRANTS_KEYS = (
     + " FROM tenants_tenant n"
     " LEFT JOIN tenants_grant g ON g.principal_id = %s"
     " AND (g.tenant_id = n.id OR g.tenant_id IS NULL) AND g.provider IN (%s, '*')"
-    " LEFT JOIN kms_providerkey k ON k.provider = %s AND k.kind = %s AND (k.tenant_id = n.id"
-    " OR k.tenant_id IN (SELECT p.id FROM tenants_tenant p WHERE p.is_platform = %s))"
+    " LEFT JOIN kms_providerkey k ON k.provider = %s AND k.kind = %s AND k.tenant_id IN"
+    " (n.id, (SELECT p.id FROM tenants_tenant p WHERE p.is_platform = %s))"
     " WHERE n.slug = %s"
 )
 _ROW = _TENANT + _GRANT + _KEY
