@@ -153,3 +153,17 @@ class KeyPolicyRefused(Conflict):
 class ResidencyRefused(Conflict):
     code = "residency_refused"
     message = "The key is held in another region than the tenant's secret store."
+
+
+class TenantHasKeys(Conflict):
+    code = "tenant_has_keys"
+    message = "The tenant has live keys in another secret store."
+
+
+class PlatformTenantPinned(DomainError):
+    status = 400
+    code = "platform_tenant"
+    message = (
+        "The platform tenant is not pinned to a store: each platform key is placed in a store "
+        "of its own, so that every region has its own."
+    )

@@ -107,6 +107,14 @@ def committed_actors(committed_db: None) -> Actors:
     return make_actors()
 
 
+def _served(server: Any) -> Iterator[Any]:
+    """A server the session started, stopped when the session ends."""
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The OpenBao (or external Vault) every vault-backend test talks to."""
@@ -116,11 +124,27 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if external is not None:
         yield external
         return
-    server = bao_servers.start_dev_server(tmp_path_factory.mktemp("bao-dev"))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _served(bao_servers.start_dev_server(tmp_path_factory.mktemp("bao-dev")))
+
+
+@pytest.fixture(scope="session")
+def bao_second(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A second OpenBao dev server: the secret store of another region."""
+    from tests import bao as bao_servers
+
+    yield from _served(bao_servers.start_dev_server(tmp_path_factory.mktemp("bao-second")))
+
+
+@pytest.fixture
+def two_regions(bao: Any, bao_second: Any, settings: Any) -> tuple[Any, Any, str]:
+    """Two stores on two servers standing for two regions: `default` on `bao` in region
+    eu, `us` on `bao_second` in region us; returns the servers and this test's path prefix."""
+    prefix = "keyward-test-" + os.urandom(4).hex()
+    settings.SECRET_STORES = {
+        "default": bao.store_config(path_prefix=prefix, region="eu"),
+        "us": bao_second.store_config(path_prefix=prefix, region="us"),
+    }
+    return bao, bao_second, prefix
 
 
 @pytest.fixture(scope="session")
@@ -128,11 +152,7 @@ def bao_raft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A raft-backed OpenBao that tests may seal and unseal."""
     from tests import bao as bao_servers
 
-    server = bao_servers.start_raft_server(tmp_path_factory.mktemp("bao-raft"))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _served(bao_servers.start_raft_server(tmp_path_factory.mktemp("bao-raft")))
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from kms.validators import (
     SETTING_NAME_PATTERN,
     SETTING_VALUE_PATTERN,
 )
+from stores.registry import store_region
 
 
 class BaseUrlShape(RegexValidator):
@@ -126,6 +127,13 @@ class KeyCreateSerializer(StrictSerializer):
         help_text="The admin credential (of this tenant and provider) that rotates this key "
         "at its provider.",
     )
+    store = serializers.CharField(
+        max_length=63,
+        required=False,
+        help_text="The configured secret store to hold the key. A pinned tenant's keys go to "
+        "its store (naming another: 409 residency_refused); others default to the default "
+        "store.",
+    )
 
 
 class KeyUpdateSerializer(StrictSerializer):
@@ -170,6 +178,7 @@ class KeySerializer(serializers.ModelSerializer[ProviderKey]):
         read_only=True,
         help_text="Empty until the key's first check with its provider.",
     )
+    region = serializers.SerializerMethodField()
 
     class Meta:
         model = ProviderKey
@@ -192,6 +201,7 @@ class KeySerializer(serializers.ModelSerializer[ProviderKey]):
             "rotation_due_at",
             "base_url",
             "store",
+            "region",
             "revoked_at",
             "versions",
             "kind",
@@ -199,6 +209,10 @@ class KeySerializer(serializers.ModelSerializer[ProviderKey]):
             "admin_credential",
         )
         read_only_fields = fields
+
+    def get_region(self, obj: ProviderKey) -> str:
+        """The region of the store holding the key."""
+        return store_region(obj.store)
 
 
 class ValidationSerializer(serializers.ModelSerializer[ValidationResult]):

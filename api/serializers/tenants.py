@@ -37,6 +37,14 @@ class TenantUpdateSerializer(StrictSerializer):
         help_text="Under byok_preferred, use the platform key when the tenant's own key is "
         "invalid or revoked (otherwise such a request is refused).",
     )
+    store = serializers.CharField(
+        max_length=63,
+        allow_null=True,
+        required=False,
+        help_text="The configured secret store the tenant's keys are written to from now on; "
+        "null unpins it. Refused (409 tenant_has_keys) while it has live keys in another "
+        "store: those are moved with POST /api/v1/tenants/{slug}/moves.",
+    )
 
 
 class TenantSerializer(serializers.ModelSerializer[Tenant]):

@@ -21,6 +21,7 @@ from api.serializers.tenants import (
     TenantSerializer,
     TenantUpdateSerializer,
 )
+from kms.actions import residency
 from tenants import actions, queries
 from tenants.exceptions import PrincipalNotFound
 
@@ -62,7 +63,8 @@ class TenantListView(KeywardView):
 
 
 class TenantDetailView(KeywardView):
-    """One tenant: read, rename, suspend or reactivate."""
+    """One tenant: read, rename, suspend or reactivate, set its key policy, pin it to a
+    secret store."""
 
     permissions_by_method = {"GET": (StaffReader,), "PATCH": (SecurityAdmin,)}
 
@@ -74,7 +76,12 @@ class TenantDetailView(KeywardView):
     def patch(self, request: Request, slug: str) -> Response:
         body = TenantUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        tenant = actions.do_update_tenant(self.tenant, **body.validated_data, actor=self.actor)
+        fields = dict(body.validated_data)
+        tenant = self.tenant
+        # The pin first: it is the change that may be refused, before anything else changed.
+        if "store" in fields:
+            tenant = residency.do_pin_tenant_store(tenant, fields.pop("store"), actor=self.actor)
+        tenant = actions.do_update_tenant(tenant, **fields, actor=self.actor)
         return Response(TenantSerializer(tenant).data)
 
 

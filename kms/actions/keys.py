@@ -36,6 +36,7 @@ from kms.exceptions import (
     KeyRejectedByProvider,
     LabelTaken,
     ProviderUnavailable,
+    ResidencyRefused,
     RotationInProgress,
 )
 from kms.models import (
@@ -50,6 +51,7 @@ from kms.models import (
     Validation,
     ValidationResult,
 )
+from kms.placement import residency_message, store_for_new_key
 from kms.providers import (
     AUTHENTIC,
     TRANSIENT,
@@ -68,7 +70,7 @@ from kms.providers.admin import (
 )
 from notify.tasks import notify
 from stores.exceptions import StoreConflict, StoreUnavailable
-from stores.registry import DEFAULT_STORE, get_store
+from stores.registry import get_store, store_region
 from tenants.models import Tenant
 
 MAX_GRACE_SECONDS = 30 * 24 * 3600
@@ -85,6 +87,8 @@ class KeyInput:
     # An admin credential's settings; for a key, the admin credential that rotates it.
     upstream: dict[str, Any] = field(default_factory=dict)
     admin_credential: ProviderKey | None = None
+    # The secret store asked for ("": the tenant's own, else the default one).
+    store: str = ""
 
 
 def hint_of(secret: str) -> str:
@@ -134,6 +138,7 @@ def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Act
         "fingerprint": fingerprint,
         "hint": hint_of(data.secret),
     }
+    store_name = _placed(tenant, data.store, key_target(key_id), facts, actor)
     check = None
     if validate:
         check = (
@@ -142,8 +147,7 @@ def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Act
             else adapter.check(data.secret, base_url)
         )
     _refuse_on_check(check, "key.onboard_refused", tenant, key_target(key_id), facts, actor)
-    # Every key lives in the default store until tenants can be pinned to a store of their own.
-    store_name, path = DEFAULT_STORE, f"{tenant.id}/{key_id}"
+    path = f"{tenant.id}/{key_id}"
     store = get_store(store_name)
     try:
         version = store.put(path, data.secret, expected_version=0)
@@ -161,9 +165,54 @@ def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Act
         return _register(
             tenant, key_id, data, base_url, fingerprint, store_name, path, version, check, actor
         )
+    except ResidencyRefused as refusal:
+        # The tenant was pinned elsewhere while the secret was being written.
+        _destroy_quietly(store_name, path, [version])
+        pinned = Tenant.objects.values_list("store", flat=True).get(pk=tenant.pk)
+        _record_residency_refusal(
+            refusal, tenant, pinned, store_name, key_target(key_id), facts, actor
+        )
+        raise
     except BaseException:
         _destroy_quietly(store_name, path, [version])
         raise
+
+
+def _placed(tenant: Tenant, asked: str, target: str, facts: dict[str, Any], actor: Actor) -> str:
+    """The store the new key goes to; naming a store outside a pinned tenant's is refused
+    and audited before anything is written anywhere."""
+    try:
+        return store_for_new_key(tenant, asked)
+    except ResidencyRefused as refusal:
+        _record_residency_refusal(refusal, tenant, tenant.store, asked, target, facts, actor)
+        raise
+
+
+def _record_residency_refusal(
+    refusal: ResidencyRefused,
+    tenant: Tenant,
+    pinned: str,
+    asked: str,
+    target: str,
+    facts: dict[str, Any],
+    actor: Actor,
+) -> None:
+    record_refusal(
+        "key.onboard_refused",
+        actor=actor,
+        outcome=AuditOutcome.DENIED,
+        tenant=tenant.slug,
+        target=target,
+        details={
+            **facts,
+            "reason": "residency",
+            "store": asked,
+            "region": store_region(asked),
+            "tenant_store": pinned,
+            "tenant_region": store_region(pinned),
+        },
+        refusal=refusal,
+    )
 
 
 def _check_admin_link(tenant: Tenant, data: KeyInput) -> None:
@@ -277,6 +326,7 @@ def _register(
     now = timezone.now()
     try:
         with transaction.atomic(durable=True):
+            _still_placed(tenant, store_name)
             key = ProviderKey.objects.create(
                 id=key_id,
                 tenant=tenant,
@@ -325,6 +375,14 @@ def _register(
     except IntegrityError:
         raise DuplicateKey() from None
     return key
+
+
+def _still_placed(tenant: Tenant, store_name: str) -> None:
+    """Under the tenant's row lock (which pinning takes too): its pin, read again, still
+    allows the store the secret was written to."""
+    pinned = Tenant.objects.select_for_update().values_list("store", flat=True).get(pk=tenant.pk)
+    if pinned and pinned != store_name:
+        raise ResidencyRefused(residency_message(pinned, store_name))
 
 
 def _note_check(
