@@ -6,7 +6,12 @@ Each exported chain also carries its signed tree checkpoint (signed for the expo
 the chain grew since the last one) and what proves every exported event to be in it: the
 complete subtrees left of the first exported event, and a consistency proof from the last
 exported event's tree size to the checkpoint's. Events integrated after that checkpoint
-wait for the next export."""
+wait for the next export.
+
+Each exported event also carries `region`: the region of its tenant's secret store at the
+time of the export (null for global events). It is not part of the event's hash (a
+tenant's region can change after the event), but it is in the lines the manifest's
+`lines_sha256` digests, so the manifest's signature covers it."""
 
 from __future__ import annotations
 
@@ -35,8 +40,11 @@ from auditor.actions import do_note_export, do_save_checkpoint
 from auditor.archive import ArchiveConflict
 from auditor.checkpoints import CheckpointRefused
 from core.logging import log_unhandled
+from stores.registry import DEFAULT_STORE, store_region
+from tenants.models import Tenant
 
 COLUMNS = (*HASHED_FIELDS, "prev_hash", "hash")
+EXPORTED = (*COLUMNS, "region")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -124,6 +132,7 @@ class Export:
     def __init__(self, scope: Scope, fmt: str = "jsonl", *, actor: Actor) -> None:
         self.scope, self.fmt, self.actor = scope, fmt, actor
         self.count = 0
+        self._regions: dict[str, str | None] = {}
 
     def lines(self) -> Iterator[bytes]:
         """The export's lines. If anything stops it before the signed manifest, the file
@@ -147,12 +156,13 @@ class Export:
         chains: dict[str, dict[str, Any]] = {}
         signed, unproven = self._checkpoints()
         if self.fmt == "csv":
-            yield self._csv_row(COLUMNS)
+            yield self._csv_row(EXPORTED)
         for row in self.scope.events().values_list(*COLUMNS).iterator(chunk_size=2000):
             event = _record(row)
             held = signed.get(event["chain"])
             if held is not None and event["seq"] > held.checkpoint.size:
                 continue  # after the chain's checkpoint: in the next export
+            event["region"] = self._region(event["tenant"])
             line = canonical(event) + b"\n"
             digest.update(line)
             self._follow(chains, event)
@@ -160,7 +170,7 @@ class Export:
             yield (
                 line
                 if self.fmt == "jsonl"
-                else self._csv_row([_neutral(event[c]) for c in COLUMNS])
+                else self._csv_row([_neutral(event[c]) for c in EXPORTED])
             )
         proofs = {
             name: _proof(signed[name], chain) for name, chain in chains.items() if name in signed
@@ -171,6 +181,17 @@ class Export:
             "unproven": {name: unproven[name] for name in chains if name in unproven},
         }
         yield self._trailer(self._signed_manifest(digest.hexdigest(), chains, extra))
+
+    def _region(self, tenant: str) -> str | None:
+        """The region of the tenant's store now, looked up once per tenant; None for a
+        global event."""
+        if not tenant:
+            return None
+        if tenant not in self._regions:
+            stores = Tenant.objects.filter(slug=tenant).values_list("store", flat=True)
+            found = stores.first()
+            self._regions[tenant] = None if found is None else store_region(found or DEFAULT_STORE)
+        return self._regions[tenant]
 
     def _checkpoints(self) -> tuple[dict[str, proofs.Signed], dict[str, str]]:
         """Each chain of the scope's latest checkpoint, signed now if the chain grew; a

@@ -117,7 +117,7 @@ def test_every_manipulation_is_detected_and_the_line_named(
     assert not report.ok
     message = report.problems[0]
     if manipulation in ("edit", "reorder", "insert", "delete"):
-        assert f"line {middle + 1}:" in message or "manifest counts" in message, message
+        assert f"line {middle + 1}:" in message or "the manifest" in message, message
     if manipulation == "truncate":
         assert "truncated" in message or "line" in message
     if manipulation == "resign":
@@ -452,3 +452,50 @@ def test_offline_witnesses_must_be_cosigner_keys_and_all_are_required_by_default
     )
     args = argparse.Namespace(log_key=None, witness=[str(witness)], quorum=None)
     assert trust_of(args).quorum == 1
+
+
+def _exported_events(path: Path) -> list[dict[str, str | None]]:
+    """The event lines of a JSON Lines or CSV export, the manifest left out."""
+    import csv
+
+    text = path.read_text()
+    if text.startswith("id,"):
+        return list(csv.DictReader(text.splitlines()[:-1]))
+    return [json.loads(line) for line in text.splitlines()[:-1]]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_each_exported_event_carries_its_tenants_region_at_export_time(
+    actors, tmp_path, settings, fmt
+):
+    from kms.actions.residency import do_pin_tenant_store
+
+    settings.SECRET_STORES = {
+        "default": {"backend": "local", "region": "eu"},
+        "us": {"backend": "local", "region": "us"},
+    }
+    signing.reset()
+    a, b = actors.tenant_a, actors.tenant_b
+    record("test.before_the_pin", actor=Actor.system(), tenant=a.slug)
+    do_pin_tenant_store(a, "us", actor=Actor.system())
+    path, public = _export(actors, tmp_path, name=f"regions.{fmt}", format=fmt)
+    report = verify_file(path, public)
+    assert report.ok, report.problems
+    regions = {(e["tenant"] or None, e["region"] or None) for e in _exported_events(path)}
+    # Every event of a tenant, even one from before its pin, names its region now.
+    assert {(a.slug, "us"), (b.slug, "eu"), (None, None)} <= regions
+    assert len(regions) == len({tenant for tenant, _ in regions})
+
+
+def test_an_exported_region_is_covered_by_the_manifests_signature(actors, tmp_path, settings):
+    settings.SECRET_STORES = {"default": {"backend": "local", "region": "eu"}}
+    signing.reset()
+    path, public = _export(actors, tmp_path)
+    lines = _lines(path)
+    event = json.loads(lines[0])
+    assert event["region"] in ("eu", None)
+    event["region"] = "us"
+    lines[0] = canonical(event)
+    report = verify_file(_write(tmp_path / "moved.jsonl", lines), public)
+    assert not report.ok
+    assert "manifest" in report.problems[0]
