@@ -31,6 +31,7 @@ from kms.providers import ADAPTERS, MAX_SECRET, meaning
 from kms.providers.admin import ADMIN_ADAPTERS, MAX_ADMIN_SECRET, admin_adapter
 from kms.validators import BASE_URL, LABEL, ROTATION_PERIOD_DAYS, SETTING_VALUE
 from stores.exceptions import StoreConflict
+from stores.registry import store_region
 from tenants.access import Access
 from tenants.actors import actor_for
 
@@ -457,6 +458,7 @@ def _key_page(
     ]
     context = {
         "key": key,
+        "region": store_region(key.store),
         "versions": sorted(key.versions.all(), key=lambda v: v.version, reverse=True),
         "validations": validations,
         "last_meaning": meaning(key.last_validation_result),

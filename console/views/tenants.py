@@ -1,4 +1,5 @@
-"""Tenants: the list, a new tenant, suspending and reactivating one."""
+"""Tenants: the list (with the region of each one's secret store), a new tenant, suspending
+and reactivating one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.urls import path, reverse
 
 from console.pages import page, refuse, staff_page, visible_tenant
+from kms.keychoice import region_of
 from tenants.access import Access
 from tenants.actions import do_create_tenant, do_update_tenant
 from tenants.actors import actor_for
@@ -25,8 +27,10 @@ class TenantForm(forms.Form):
 def _tenants_page(
     request: HttpRequest, access: Access, form: TenantForm | None = None, status: int = 200
 ) -> HttpResponse:
+    tenants = list(access.tenants().order_by("slug"))
     context = {
-        "tenants": list(access.tenants().order_by("slug")),
+        "tenants": tenants,
+        "rows": [(tenant, region_of(tenant)) for tenant in tenants],
         "form": form or TenantForm(),
         "statuses": TenantStatus,
     }

@@ -350,3 +350,9 @@ def test_a_method_no_page_serves_is_405(world, alice):
     assert alice.delete(key_url(world.key_a)).status_code == 405
     assert alice.get(key_url(world.key_a, "revoke")).status_code == 405
     assert alice.post("/console/keys/", {"tenant": "no-such-tenant"}).status_code == 404
+
+
+def test_a_keys_page_names_its_secret_store_and_region(world, alice, settings):
+    settings.SECRET_STORES = {"default": {"backend": "local", "region": "eu-central"}}
+    page = alice.get(_url(world.key_a)).content.decode()
+    assert "<code>default</code>, region eu-central" in page

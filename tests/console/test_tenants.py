@@ -8,9 +8,10 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditEvent
+from kms.actions.residency import do_pin_tenant_store
 from tenants.models import Tenant, TenantStatus
 from tests.console.helpers import make_console_user, signed_in
-from tests.factories import rand
+from tests.factories import SYSTEM, rand
 
 pytestmark = pytest.mark.django_db
 
@@ -111,3 +112,18 @@ def test_a_status_change_needs_post_a_known_status_and_its_csrf_token(actors):
     assert strict.post(url, {"status": "suspended"}).status_code == 403
     actors.tenant_a.refresh_from_db()
     assert actors.tenant_a.status == TenantStatus.ACTIVE
+
+
+def test_the_tenants_page_shows_the_region_of_each_tenants_store(actors, settings):
+    settings.SECRET_STORES = {
+        "default": {"backend": "local", "region": "eu"},
+        "us": {"backend": "local", "region": "us"},
+    }
+    do_pin_tenant_store(actors.tenant_a, "us", actor=SYSTEM)
+    alice = signed_in(make_console_user("security_admin", name="alice"))
+    rows = alice.get("/console/tenants/").content.decode().split("<tr>")
+    [a] = [row for row in rows if f"<code>{actors.tenant_a.slug}</code>" in row]
+    [b] = [row for row in rows if f"<code>{actors.tenant_b.slug}</code>" in row]
+    assert '<th scope="col">Region</th>' in rows[1]
+    assert '<td>us <span class="muted">(pinned to <code>us</code>)</span></td>' in a
+    assert "<td>eu</td>" in b
