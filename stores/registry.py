@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -10,6 +11,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from stores.base import SecretStore, VersionInfo
+from stores.exceptions import StoreUnavailable
 from stores.local import LocalStore
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
 ]
 
 DEFAULT_STORE = "default"
+logger = logging.getLogger(__name__)
 
 _stores: dict[str, SecretStore] = {}
 _lock = threading.Lock()
@@ -55,6 +58,11 @@ def get_store(name: str = DEFAULT_STORE) -> SecretStore:
     store = _stores.get(name)
     if store is not None:
         return store
+    if name not in settings.SECRET_STORES:
+        # A key or a tenant's pin names a store no longer configured: fail closed, as for
+        # a store that does not answer, and say which.
+        logger.error("secret store %r is not configured (KEYWARD_SECRET_STORES)", name[:63])
+        raise StoreUnavailable(f"The secret store {name[:63]!r} is not configured.")
     with _lock:
         if name not in _stores:
             _stores[name] = _build(name, settings.SECRET_STORES[name])

@@ -1,5 +1,5 @@
 """Tenants: the list (with the region of each one's secret store), a new tenant, suspending
-and reactivating one."""
+and reactivating one, and each one's key policy."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tenants.access import Access
 from tenants.actions import do_create_tenant, do_update_tenant
 from tenants.actors import actor_for
 from tenants.exceptions import TenantExists
-from tenants.models import TenantStatus
+from tenants.models import KeyPolicy, TenantStatus
 from tenants.validators import NO_CONTROL_CHARACTERS, validate_slug
 
 
@@ -33,6 +33,7 @@ def _tenants_page(
         "rows": [(tenant, region_of(tenant)) for tenant in tenants],
         "form": form or TenantForm(),
         "statuses": TenantStatus,
+        "policies": KeyPolicy.choices,
     }
     return page(request, "tenants.html", context, status)
 
@@ -68,7 +69,27 @@ def tenant_status(request: HttpRequest, access: Access, slug: str) -> HttpRespon
     return HttpResponseRedirect(reverse("console:tenants"))
 
 
+class PolicyForm(forms.Form):
+    """A tenant's key policy, as PATCH /api/v1/tenants/{slug} takes it."""
+
+    key_policy = forms.ChoiceField(choices=KeyPolicy.choices)
+    platform_fallback = forms.BooleanField(required=False)
+
+
+@staff_page("admin", methods=("POST",))
+def tenant_policy(request: HttpRequest, access: Access, slug: str) -> HttpResponseBase:
+    """Set the key policy of a tenant the security admin covers (`tenant.key_policy_changed`;
+    404, audited, for one it does not cover)."""
+    tenant = visible_tenant(access, slug)
+    form = PolicyForm(request.POST)
+    if not form.is_valid():
+        return _tenants_page(request, access, status=400)
+    do_update_tenant(tenant, **form.cleaned_data, actor=actor_for(request.user))
+    return HttpResponseRedirect(reverse("console:tenants"))
+
+
 urlpatterns = [
     path("tenants/", tenant_list, name="tenants"),
     path("tenants/<str:slug>/status/", tenant_status, name="tenant-status"),
+    path("tenants/<str:slug>/policy/", tenant_policy, name="tenant-policy"),
 ]

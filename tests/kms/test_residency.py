@@ -265,3 +265,24 @@ def test_a_pin_made_while_a_secret_is_written_refuses_that_key_and_destroys_it(
     assert written.exists() and not written.filter(destroyed_at=None).exists()
     event = AuditEvent.objects.get(action="key.onboard_refused")
     assert (event.details["store"], event.details["tenant_store"]) == ("default", "us")
+
+
+def test_a_store_removed_from_configuration_fails_closed_with_a_clear_503(
+    actors, local_regions, settings
+):
+    tenant = actors.tenant_a
+    key = _key_of(tenant, "us")
+    Tenant.objects.filter(pk=tenant.pk).update(store="us")
+    settings.SECRET_STORES = {"default": {"backend": "local", "region": "eu"}}
+    alice = actors.as_("alice")
+    refused = onboard(alice, tenant.slug, validate=False)
+    assert refused.status_code == 503, refused.content
+    assert "'us' is not configured" in refused.json()["error"]["message"]
+    assert list(ProviderKey.objects.filter(tenant=tenant)) == [key]
+    rotated = alice.post(
+        f"/api/v1/tenants/{tenant.slug}/keys/{key.pk}/rotate",
+        {"secret": openai_key(), "grace_period_seconds": 0},
+        format="json",
+    )
+    assert rotated.status_code == 503, rotated.content
+    assert ProviderKey.objects.get(pk=key.pk).current_version == 1
