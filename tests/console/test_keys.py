@@ -354,5 +354,5 @@ def test_a_method_no_page_serves_is_405(world, alice):
 
 def test_a_keys_page_names_its_secret_store_and_region(world, alice, settings):
     settings.SECRET_STORES = {"default": {"backend": "local", "region": "eu-central"}}
-    page = alice.get(_url(world.key_a)).content.decode()
+    page = alice.get(key_url(world.key_a)).content.decode()
     assert "<code>default</code>, region eu-central" in page
