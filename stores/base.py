@@ -20,7 +20,7 @@ class VersionInfo:
 
 
 class SecretStore(ABC):
-    """put / get / versions / destroy / health over versioned secrets."""
+    """put / get / versions / destroy / purge / health over versioned secrets."""
 
     backend: str = ""
 
@@ -52,6 +52,12 @@ class SecretStore(ABC):
     @abstractmethod
     def destroy(self, path: str, versions: list[int]) -> None:
         """Irrecoverably destroy these versions; destroying twice is not an error."""
+
+    @abstractmethod
+    def purge(self, path: str) -> None:
+        """Remove everything at `path`: every version and what the store knows of them
+        (a tenant moved to another store leaves nothing behind); purging twice is not an
+        error."""
 
     @abstractmethod
     def health(self) -> bool:

@@ -86,6 +86,9 @@ class LocalStore(SecretStore):
             destroyed_at=timezone.now(), ciphertext=None, wrapped_key=b"", key_nonce=b"", nonce=b""
         )
 
+    def purge(self, path: str) -> None:
+        LocalSecret.objects.filter(path=path).delete()
+
     def health(self) -> bool:
         return bool(settings.MASTER_KEYS)
 

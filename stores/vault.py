@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import ssl
@@ -204,6 +205,15 @@ class VaultStore(SecretStore):
             )
 
         self._call(destroy)
+
+    def purge(self, path: str) -> None:
+        def purge(client: hvac.Client) -> None:
+            client.secrets.kv.v2.delete_metadata_and_all_versions(
+                path=self._path(path), mount_point=self.options.kv_mount
+            )
+
+        with contextlib.suppress(SecretMissing):  # nothing there (any more)
+            self._call(purge)
 
     def transit_sign(self, key_name: str, data: bytes) -> bytes:
         """An Ed25519 signature by a Transit key (created on first use); the key never leaves."""
