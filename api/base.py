@@ -16,7 +16,7 @@ from api.authentication import actor_of_credential
 from api.errors import audit_refusal
 from audit.actors import Actor
 from core.errors import NotFound
-from kms.models import ProviderKey, ScopedToken
+from kms.models import ProviderKey, ScopedToken, TenantMove
 from kms.ratelimit import check_rate
 from tenants.access import NO_ACCESS, Access, access_for
 from tenants.exceptions import TenantNotFound
@@ -28,7 +28,7 @@ M = TypeVar("M", bound=Model)
 # Kinds of object that belong to no tenant: visible to whoever passes the permissions.
 UNSCOPED: tuple[type[Model], ...] = (ServicePrincipal,)
 # Kinds of object that belong to one tenant (None for a grant over every tenant).
-SCOPED: tuple[type[Model], ...] = (Tenant, ProviderKey, ScopedToken, Grant)
+SCOPED: tuple[type[Model], ...] = (Tenant, ProviderKey, ScopedToken, Grant, TenantMove)
 
 
 def _owner(found: Model) -> tuple[bool, Tenant | None]:

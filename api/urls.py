@@ -4,7 +4,7 @@ from django.urls import URLPattern, URLResolver, include, path, register_convert
 from drf_spectacular.views import SpectacularAPIView
 
 from api.schema import DocsView
-from api.views import audit, audit_proofs, grants, hot, keys, tenants, tokens
+from api.views import audit, audit_proofs, grants, hot, keys, moves, tenants, tokens
 from tenants.validators import SLUG_PATTERN
 
 Routes = list[URLPattern | URLResolver]
@@ -74,6 +74,12 @@ urlpatterns: Routes = [
     path("tenants/<tenant_slug:slug>", tenants.TenantDetailView.as_view(), name="tenant-detail"),
     path("tenants/<tenant_slug:slug>/keys", keys.KeyListView.as_view(), name="key-list"),
     path("tenants/<tenant_slug:slug>/keys/<uuid:key_id>", include(key_routes)),
+    path("tenants/<tenant_slug:slug>/moves", moves.MoveListView.as_view(), name="move-list"),
+    path(
+        "tenants/<tenant_slug:slug>/moves/<uuid:move_id>",
+        moves.MoveDetailView.as_view(),
+        name="move-detail",
+    ),
     path("principals", tenants.PrincipalListView.as_view(), name="principal-list"),
     path("principals/<uuid:principal_id>", include(principal_routes)),
     path("grants", grants.GrantListView.as_view(), name="grant-list"),

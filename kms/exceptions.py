@@ -167,3 +167,26 @@ class PlatformTenantPinned(DomainError):
         "The platform tenant is not pinned to a store: each platform key is placed in a store "
         "of its own, so that every region has its own."
     )
+
+
+class MoveNotFound(NotFound):
+    code = "move_not_found"
+    message = "No such move."
+
+
+class MoveInProgress(Conflict):
+    code = "move_in_progress"
+    message = "A move of this tenant between stores is running; wait for it to end."
+
+
+class TenantMoving(Conflict):
+    code = "tenant_moving"
+    message = (
+        "The tenant's keys are being moved to another secret store; no key is added or "
+        "rotated until its keys are switched. Try again shortly."
+    )
+
+
+class AlreadyOnStore(Conflict):
+    code = "already_on_store"
+    message = "The tenant's keys are already in this store."

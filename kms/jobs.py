@@ -23,6 +23,7 @@ from kms.actions.keys import (
     do_retire_version,
     do_validate_key,
 )
+from kms.actions.moves import MoveAdvanced, do_advance_move
 from kms.actions.rotations import (
     Advanced,
     RotationRequest,
@@ -30,15 +31,18 @@ from kms.actions.rotations import (
     do_start_rotation,
 )
 from kms.actions.tokens import do_purge_expired_tokens
-from kms.exceptions import KeyNotActive, RequestTokenReused, RotationInProgress
+from kms.exceptions import KeyNotActive, RequestTokenReused, RotationInProgress, TenantMoving
 from kms.models import (
+    RUNNING_MOVE,
     RUNNING_ROTATION,
     KeyStatus,
     KeyVersion,
+    MoveState,
     ProviderKey,
     Rotation,
     RotationState,
     Stage,
+    TenantMove,
 )
 from kms.providers.admin import admin_adapter
 from kms.ratelimit import take_finished_auth_failures
@@ -178,9 +182,9 @@ def _rotate_or_flag(key: ProviderKey, now: datetime) -> bool:
         _, started = do_start_rotation(
             key, RotationRequest(client_request_token=attempt_token(key, now)), actor=JOBS
         )
-    except (RotationInProgress, KeyNotActive):
+    except (RotationInProgress, KeyNotActive, TenantMoving):
         # A rotation runs (a person's, which has priority, or an earlier attempt still
-        # waiting on the provider), or the key went.
+        # waiting on the provider), the key went, or its tenant is moving between stores.
         started = False
     except RequestTokenReused:  # a person's rotation took this attempt's name
         return do_flag_rotation_due(key.pk, actor=JOBS, now=now)
@@ -269,5 +273,25 @@ def stalled_rotations(now: datetime | None = None) -> list[str]:
     stalled = Rotation.objects.filter(
         Q(state__in=RUNNING_ROTATION, updated_at__lt=cutoff) & ~waiting
         | Q(Exists(left), state__in=[RotationState.FAILED, RotationState.CANCELLED])
+    )
+    return [str(pk) for pk in stalled.values_list("id", flat=True)]
+
+
+# A running move no step has touched for this long lost its message or its worker.
+MOVE_STALLED = timedelta(seconds=60)
+
+
+def advance_move(move_id: UUID | str) -> MoveAdvanced:
+    return do_advance_move(move_id, actor=JOBS)
+
+
+def stalled_moves(now: datetime | None = None) -> list[str]:
+    """Moves a worker should take up again: running ones untouched for a minute (and not
+    waiting for a rotation), and failed ones whose copies are not yet destroyed (the
+    target store did not answer when they failed)."""
+    now = now or timezone.now()
+    stalled = TenantMove.objects.filter(
+        Q(state__in=RUNNING_MOVE, updated_at__lt=now - MOVE_STALLED) & ~Q(not_before__gt=now)
+        | Q(state=MoveState.FAILED, discarded_at=None)
     )
     return [str(pk) for pk in stalled.values_list("id", flat=True)]

@@ -250,3 +250,66 @@ class RateCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bucket}={self.count}"
+
+
+class MoveState(models.TextChoices):
+    """Where a move of a tenant between secret stores stands; the running states are the
+    steps still to do. Until `switching` is done the tenant works on the source store,
+    from then on on the target."""
+
+    COPYING = "copying"  # every live version is to be written to the target store
+    VERIFYING = "verifying"  # copied; each copy is to be read back and compared
+    SWITCHING = "switching"  # verified; every key is to point at the target
+    DESTROYING = "destroying"  # switched; the source store is to be emptied
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+# A tenant has at most one move in these states at a time.
+RUNNING_MOVE = (
+    MoveState.COPYING,
+    MoveState.VERIFYING,
+    MoveState.SWITCHING,
+    MoveState.DESTROYING,
+)
+# While a move is in these states the tenant's keys gain no version and no key is added.
+BEFORE_SWITCH = (MoveState.COPYING, MoveState.VERIFYING, MoveState.SWITCHING)
+
+
+class TenantMove(models.Model):
+    """A move of one tenant's secrets from the store it is on to another: copy every live
+    version to a fresh path per key in the target (keeping the version numbers), verify
+    each copy, switch the keys and the tenant in one transaction, then empty the source.
+    `keys` holds, per key id, where it came from, where it goes and what was copied."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="moves")
+    source = models.CharField(max_length=63)
+    target = models.CharField(max_length=63)
+    state = models.CharField(max_length=16, choices=MoveState.choices)
+    steps = models.JSONField(default=list)
+    keys = models.JSONField(default=dict)
+    failure = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    switched_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # No step before this (a rotation that started in the race with the move must end).
+    not_before = models.DateTimeField(null=True, blank=True)
+    # When the copies of a failed move were emptied out of the target store.
+    discarded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "id")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("tenant",),
+                condition=Q(state__in=RUNNING_MOVE),
+                name="kms_one_running_move",
+            ),
+        ]
+        indexes = [models.Index(fields=("state", "updated_at"), name="kms_move_state")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} move {self.source}->{self.target} {self.state}"

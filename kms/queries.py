@@ -15,12 +15,14 @@ from core import asql, sql
 from core.errors import InvalidInput
 from kms.keychoice import in_region, source_of
 from kms.models import (
+    BEFORE_SWITCH,
     KeyKind,
     KeyStatus,
     KeyVersion,
     ProviderKey,
     ScopedToken,
     Stage,
+    TenantMove,
     ValidationResult,
 )
 from tenants import credentials
@@ -58,6 +60,11 @@ def admin_credentials_for(key: ProviderKey) -> QuerySet[ProviderKey]:
         .exclude(status=KeyStatus.REVOKED)
         .order_by("label")
     )
+
+
+def tenant_moving(tenant_id: Any) -> bool:
+    """Whether the tenant's keys are being copied to another store (not yet switched)."""
+    return TenantMove.objects.filter(tenant_id=tenant_id, state__in=BEFORE_SWITCH).exists()
 
 
 def recent_validations(key: ProviderKey, limit: int = 50) -> QuerySet[ValidationResult]:

@@ -23,6 +23,11 @@ RETRY_TRANSIENT: dict[str, Any] = {
     "retry_jitter": True,
     "max_retries": 8,
 }
+# Steps that call the secret store: a store that cannot answer is retried too.
+RETRY_STORE: dict[str, Any] = {
+    **RETRY_TRANSIENT,
+    "autoretry_for": (*TRANSIENT_ERRORS, StoreUnavailable),
+}
 
 
 @shared_task(name="keyward.kms.check_key", bind=True, acks_late=True, **RETRY_TRANSIENT)
@@ -87,16 +92,7 @@ def summarise_auth_failures() -> None:
     jobs.summarise_auth_failures()
 
 
-@shared_task(
-    name="keyward.kms.advance_rotation",
-    bind=True,
-    acks_late=True,
-    autoretry_for=(*TRANSIENT_ERRORS, StoreUnavailable),
-    retry_backoff=settings.JOB_RETRY_BASE_SECONDS,
-    retry_backoff_max=settings.JOB_MAX_COUNTDOWN,
-    retry_jitter=True,
-    max_retries=8,
-)
+@shared_task(name="keyward.kms.advance_rotation", bind=True, acks_late=True, **RETRY_STORE)
 def advance_rotation(self: Any, rotation_id: str) -> None:
     """Run a staged rotation's next steps; a transient provider answer is tried again
     later (the `resume_rotations` sweep takes it up once these retries are spent)."""
@@ -115,3 +111,21 @@ def resume_rotations() -> None:
     """Hand stalled rotations, and pending versions left by ended ones, to a worker."""
     for rotation_id in jobs.stalled_rotations():
         advance_rotation.delay(rotation_id)
+
+
+@shared_task(name="keyward.kms.advance_move", bind=True, acks_late=True, **RETRY_STORE)
+def advance_move(self: Any, move_id: str) -> None:
+    """Run a move's next steps; a store that cannot answer is tried again later (the
+    `resume_moves` sweep takes it up once these retries are spent). Waiting for a
+    rotation of the tenant's keys spends no retry."""
+    advanced = jobs.advance_move(move_id)
+    if advanced.retry_after is not None:
+        countdown = min(advanced.retry_after + 0.5, settings.JOB_MAX_COUNTDOWN)
+        advance_move.apply_async((move_id,), countdown=countdown)
+
+
+@shared_task(name="keyward.kms.resume_moves", acks_late=True, **RETRY_TRANSIENT)
+def resume_moves() -> None:
+    """Hand stalled moves, and the copies left by failed ones, to a worker."""
+    for move_id in jobs.stalled_moves():
+        advance_move.delay(move_id)

@@ -581,6 +581,7 @@ _SCHEDULE = {
     "keyward.kms.schedule_key_checks": ("KEYWARD_SCHEDULE_KEY_CHECKS", 60),
     "keyward.kms.retire_versions": ("KEYWARD_SCHEDULE_RETIRE_VERSIONS", 300),
     "keyward.kms.resume_rotations": ("KEYWARD_SCHEDULE_RESUME_ROTATIONS", 60),
+    "keyward.kms.resume_moves": ("KEYWARD_SCHEDULE_RESUME_MOVES", 60),
     "keyward.kms.flag_rotation_due": ("KEYWARD_SCHEDULE_ROTATION_DUE", 3600),
     "keyward.kms.purge_expired_tokens": ("KEYWARD_SCHEDULE_PURGE_TOKENS", 3600),
     "keyward.kms.rewrap_local_store": ("KEYWARD_SCHEDULE_REWRAP", 24 * 3600),

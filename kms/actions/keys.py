@@ -28,6 +28,7 @@ from audit.models import Outcome as AuditOutcome
 from audit.recorder import record, record_refusal
 from core import asql
 from core.errors import InvalidInput
+from kms import queries
 from kms.egress import check_base_url
 from kms.exceptions import (
     DuplicateKey,
@@ -38,6 +39,7 @@ from kms.exceptions import (
     ProviderUnavailable,
     ResidencyRefused,
     RotationInProgress,
+    TenantMoving,
 )
 from kms.models import (
     RUNNING_ROTATION,
@@ -131,6 +133,8 @@ def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Act
         base_url = _checked_base_url(data.provider, data.base_url)
     fingerprint = audit_hmac(data.secret)
     _refuse_duplicates(tenant, data, fingerprint)
+    if queries.tenant_moving(tenant.pk):
+        raise TenantMoving()
     key_id = uuid.uuid4()
     facts = {
         "provider": data.provider,
@@ -592,6 +596,8 @@ def do_rotate_key(
         raise KeyNotActive("The key is revoked.")
     if Rotation.objects.filter(key=key, state__in=RUNNING_ROTATION).exists():
         raise RotationInProgress()
+    if queries.tenant_moving(key.tenant_id):
+        raise TenantMoving()
     shape_check(key, secret)
     fingerprint = audit_hmac(secret)
     refuse_known_secret(key.tenant, fingerprint)
@@ -637,7 +643,11 @@ def _promote(
     now = timezone.now()
     with transaction.atomic(durable=True):
         locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
-        if locked.status == KeyStatus.REVOKED or locked.current_version != key.current_version:
+        if (
+            locked.status == KeyStatus.REVOKED
+            or locked.current_version != key.current_version
+            or locked.store_path != key.store_path  # moved to another store meanwhile
+        ):
             raise StoreConflict("The key changed meanwhile; nothing was rotated.")
         if Rotation.objects.filter(key=locked, state__in=RUNNING_ROTATION).exists():
             raise RotationInProgress()  # a staged rotation started meanwhile

@@ -30,6 +30,7 @@ from audit.hmac import audit_hmac
 from audit.models import Outcome as AuditOutcome
 from audit.recorder import record
 from core.errors import InvalidInput
+from kms import queries
 from kms.actions.keys import (
     admin_in_hand,
     check_now,
@@ -49,6 +50,7 @@ from kms.exceptions import (
     RequestTokenReused,
     RotationInProgress,
     RotationNotCancellable,
+    TenantMoving,
 )
 from kms.models import (
     RUNNING_ROTATION,
@@ -129,6 +131,8 @@ def _refuse_start(key: ProviderKey) -> None:
         raise KeyNotActive("The key is revoked.")
     if Rotation.objects.filter(key=key, state__in=RUNNING_ROTATION).exists():
         raise RotationInProgress()
+    if queries.tenant_moving(key.tenant_id):
+        raise TenantMoving()
 
 
 def _start_automated(
@@ -220,6 +224,8 @@ def _begin(
             locked = ProviderKey.objects.select_for_update().get(pk=key.pk)
             if locked.status == KeyStatus.REVOKED:
                 raise KeyNotActive("The key is revoked.")
+            if locked.store_path != key.store_path:  # moved to another store meanwhile
+                raise StoreConflict("The key changed meanwhile; nothing was rotated.")
             KeyVersion.objects.create(
                 key=locked,
                 version=version,
