@@ -148,18 +148,6 @@ def two_regions(bao: Any, bao_second: Any, settings: Any) -> tuple[Any, Any, str
 
 
 @pytest.fixture(scope="session")
-def bao_second(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A second OpenBao dev server, standing for a store in another region."""
-    from tests import bao as bao_servers
-
-    server = bao_servers.start_dev_server(tmp_path_factory.mktemp("bao-second"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
 def bao_raft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A raft-backed OpenBao that tests may seal and unseal."""
     from tests import bao as bao_servers

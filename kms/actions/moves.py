@@ -39,7 +39,12 @@ from audit.hmac import audit_hmac
 from audit.models import Outcome as AuditOutcome
 from audit.recorder import record
 from core.errors import InvalidInput
-from kms.exceptions import AlreadyOnStore, MoveInProgress, RotationInProgress
+from kms.exceptions import (
+    AlreadyOnStore,
+    MoveInProgress,
+    PlatformTenantPinned,
+    RotationInProgress,
+)
 from kms.models import (
     BEFORE_SWITCH,
     RUNNING_MOVE,
@@ -96,6 +101,8 @@ def do_start_move(tenant: Tenant, store: str, *, actor: Actor) -> TenantMove:
     """Start moving the tenant's keys to `store`; the steps run on a worker."""
     if store not in settings.SECRET_STORES:
         raise InvalidInput(fields={"store": ["No secret store of this name is configured."]})
+    if tenant.is_platform:
+        raise PlatformTenantPinned()  # each platform key stays in the region it serves
     with transaction.atomic(durable=True):
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
         source = store_of(locked)

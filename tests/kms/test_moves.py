@@ -21,7 +21,7 @@ from kms.actions import keys, moves
 from kms.models import KeyVersion, ProviderKey, Rotation, TenantMove
 from stores.models import LocalSecret
 from stores.registry import get_store
-from tenants.actions import do_create_grant
+from tenants.actions import do_create_grant, do_create_tenant
 from tenants.models import Tenant
 from tests.factories import client, make_principal
 from tests.kms.helpers import openai_key
@@ -368,3 +368,15 @@ def test_the_sweep_takes_up_stalled_moves_and_failed_ones_left_with_copies(rig):
     assert jobs.stalled_moves() == [str(move_id)]
     assert jobs.advance_move(move_id).state == "failed"
     assert jobs.stalled_moves(later) == []
+
+
+def test_the_platform_tenant_is_not_moved(actors, settings):
+    settings.SECRET_STORES = {
+        "default": {"backend": "local", "region": "eu"},
+        "us": {"backend": "local", "region": "us"},
+    }
+    platform = do_create_tenant("platform", "Platform", platform=True, actor=SYSTEM)
+    refused = actors.as_("alice").post(_url(platform), {"store": "us"}, format="json")
+    assert refused.status_code == 400, refused.content
+    assert refused.json()["error"]["code"] == "platform_tenant"
+    assert not TenantMove.objects.filter(tenant=platform).exists()
