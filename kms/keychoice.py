@@ -47,16 +47,18 @@ def choose_key(
     the tenant's one active key, or the platform's; each refusal names its reason."""
     source = _source(tenant, own)
     if source == Source.TENANT:
-        if ref and _named(platform, ref) and not _named(own, ref):
-            raise KeyPolicyRefused(
-                "This tenant's key policy uses its own keys for this provider, not the platform's."
-            )
+        # A platform key a request names is no key of this tenant's: not found, so that
+        # its existence is not told.
         return Chosen(_pick(own, ref), source)
-    if ref and _named(own, ref) and not _named(platform, ref):
-        raise KeyPolicyRefused(
-            f"This tenant's key policy ({tenant.key_policy}) uses the platform key for this "
-            "provider, not the tenant's own."
-        )
+    if ref and _named_any(own, ref):
+        if tenant.key_policy == KeyPolicy.PLATFORM_ONLY:
+            raise KeyPolicyRefused(
+                "This tenant's key policy (platform_only) uses the platform key for this "
+                "provider, not the tenant's own."
+            )
+        # byok_preferred serves the platform's only while the tenant's own is not active:
+        # the key named is the tenant's own, and it is refused as such, never swapped.
+        raise KeyNotActive("The tenant's own key named is not active.")
     return Chosen(_pick_platform(tenant, platform, ref), source)
 
 
@@ -81,6 +83,11 @@ def _named(keys: list[ProviderKey], ref: str) -> list[ProviderKey]:
     return [k for k in keys if str(k.id) == ref] or [
         k for k in keys if k.label == ref and k.status != KeyStatus.REVOKED
     ]
+
+
+def _named_any(keys: list[ProviderKey], ref: str) -> bool:
+    """`ref` names one of `keys`, by id or label, whatever its status."""
+    return any(str(k.id) == ref or k.label == ref for k in keys)
 
 
 def _pick(keys: list[ProviderKey], ref: str) -> ProviderKey:

@@ -133,6 +133,8 @@ def inactive_reason(token: ScopedToken, now: datetime | None = None) -> str | No
     tenant, principal = token.tenant, token.principal
     if tenant.status != TenantStatus.ACTIVE or _before(token, tenant.tokens_revoked_before):
         return "tenant_suspended"
+    if _before(token, tenant.key_policy_changed_at):
+        return "key_policy_changed"
     if _before(token, principal.secret_rotated_at):
         return "principal_secret_rotated"
     key = token.provider_key
@@ -164,7 +166,16 @@ def in_grace(key: ProviderKey, version: int, now: datetime) -> bool:
 
 _TOKEN = sql.Columns(list(ScopedToken._meta.concrete_fields))
 _TOKEN_TENANT = sql.Columns.of(
-    Tenant, ["id", "slug", "status", "tokens_revoked_before", "key_policy", "store"]
+    Tenant,
+    [
+        "id",
+        "slug",
+        "status",
+        "tokens_revoked_before",
+        "key_policy_changed_at",
+        "key_policy",
+        "store",
+    ],
 )
 _TOKEN_KEY = sql.Columns.of(
     ProviderKey,

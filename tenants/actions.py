@@ -20,6 +20,7 @@ from tenants.actors import actor_for
 from tenants.exceptions import (
     PlatformTenantExists,
     PlatformTenantGranted,
+    PlatformTenantSettings,
     PrincipalExists,
     PrincipalNotFound,
     TenantExists,
@@ -68,8 +69,9 @@ def do_update_tenant(
     key_policy: str | None = None,
     platform_fallback: bool | None = None,
 ) -> Tenant:
-    """Rename, suspend or reactivate a tenant, or set its key policy: each kind of change
-    is its own event, so an auditor searching for policy changes finds every one."""
+    """Rename, suspend or reactivate a tenant, or set its key policy (which ends the
+    tenant's live tokens): each kind of change is its own event, so an auditor searching
+    for policy changes finds every one. The platform tenant is only renamed."""
     with transaction.atomic(durable=True):
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
         asked = {
@@ -85,12 +87,17 @@ def do_update_tenant(
         }
         if not changes:
             return locked
+        if locked.is_platform and set(changes) - {"name"}:
+            raise PlatformTenantSettings()
         for field, (_, value) in changes.items():
             setattr(locked, field, value)
         fields = [*changes, "updated_at"]
         if changes.get("status", [None, None])[1] == TenantStatus.SUSPENDED:
             locked.tokens_revoked_before = timezone.now()
             fields.append("tokens_revoked_before")
+        if {"key_policy", "platform_fallback"} & set(changes):
+            locked.key_policy_changed_at = timezone.now()
+            fields.append("key_policy_changed_at")
         locked.save(update_fields=fields)
         for action, part in _tenant_events(changes):
             record(

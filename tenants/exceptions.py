@@ -34,3 +34,11 @@ class PlatformTenantGranted(DomainError):
         "The platform tenant's keys are used on behalf of other tenants by their key policy;"
         " grant access to those tenants instead."
     )
+
+
+class PlatformTenantSettings(DomainError):
+    code = "platform_tenant"
+    message = (
+        "The platform tenant has no status or key policy of its own: to stop its keys serving"
+        " tenants, revoke them or set those tenants' key policy to byok_required."
+    )

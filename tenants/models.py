@@ -47,6 +47,9 @@ class Tenant(models.Model):
     # Under byok_preferred, whether a tenant key that is invalid or revoked gives way to the
     # platform key (otherwise such a tenant is refused, never switched silently).
     platform_fallback = models.BooleanField(default=False)
+    # A policy change ends the tokens issued before it, so none outlives the policy that
+    # chose its key.
+    key_policy_changed_at = models.DateTimeField(null=True, blank=True)
     # The named secret store the tenant is pinned to ("": unpinned, the default store).
     store = models.CharField(max_length=63, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,6 +27,8 @@ from tenants import actions, queries
 from tenants.exceptions import PrincipalNotFound
 
 NO_STORE = {"Cache-Control": "no-store"}
+POLICY_FIELDS = {"key_policy", "platform_fallback"}
+POLICY_ADMINS = "Only security admins over every tenant set a tenant's key policy."
 
 
 class SlugCursor(CursorPagination):
@@ -77,6 +80,9 @@ class TenantDetailView(KeywardView):
         body = TenantUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         fields = dict(body.validated_data)
+        if POLICY_FIELDS & set(fields) and not self.access.is_global_security_admin:
+            # The policy decides whether the deployment's own keys serve the tenant.
+            raise PermissionDenied(POLICY_ADMINS)
         tenant = self.tenant
         # The pin first: it is the change that may be refused, before anything else changed.
         if "store" in fields:

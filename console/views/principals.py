@@ -192,7 +192,8 @@ def _grants_page(
     context = {
         "grants": list(grants.order_by("principal__name", "created_at")),
         "principals": list(principals.order_by("name")),
-        "tenants": list(access.tenants().order_by("slug")),
+        # The platform tenant's keys serve other tenants by their policy: it is not granted.
+        "tenants": list(access.tenants().filter(is_platform=False).order_by("slug")),
         "providers": GRANT_PROVIDERS,
         "scopes": Scope.choices,
         "ttl_help": f"From {GRANT_TTL_MIN} to {grant_ttl_max()} (KEYWARD_TOKEN_MAX_TTL).",

@@ -78,9 +78,11 @@ class PolicyForm(forms.Form):
 
 @staff_page("admin", methods=("POST",))
 def tenant_policy(request: HttpRequest, access: Access, slug: str) -> HttpResponseBase:
-    """Set the key policy of a tenant the security admin covers (`tenant.key_policy_changed`;
-    404, audited, for one it does not cover)."""
+    """Set a tenant's key policy (`tenant.key_policy_changed`): security admins over every
+    tenant only, as in the API (404, audited, for a tenant the admin does not cover)."""
     tenant = visible_tenant(access, slug)
+    if not access.is_global_security_admin:
+        return refuse(request, slug)  # the policy decides whether the deployment's keys serve it
     form = PolicyForm(request.POST)
     if not form.is_valid():
         return _tenants_page(request, access, status=400)

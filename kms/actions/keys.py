@@ -450,13 +450,16 @@ def _destroy_quietly(store_name: str, path: str, versions: list[int]) -> None:
 
 
 # -- reading a secret --------------------------------------------------------------------
-def read_secret(key: ProviderKey, version: int, *, actor: Actor, purpose: str) -> str:
+def read_secret(
+    key: ProviderKey, version: int, *, actor: Actor, purpose: str, tenant: str = ""
+) -> str:
     """The cleartext of one version, for the duration of the caller's use. A store outage
-    is audited and fails closed."""
+    is audited, in the chain of `tenant` (on whose behalf it was read; by default the
+    key's), and fails closed."""
     try:
         return get_store(key.store).get(key.store_path, version)
     except StoreUnavailable as outage:
-        _record_read_outage(outage, key, version, actor, purpose)
+        _record_read_outage(outage, key, version, actor, purpose, tenant)
         raise
 
 
@@ -467,24 +470,30 @@ async def aread_secret(
     actor: Actor,
     purpose: str,
     begun: Awaitable[str] | None = None,
+    tenant: str = "",
 ) -> str:
     """`read_secret` on an event loop, or the end of the same read `begun` earlier; the
     outage event, when there is one, is written in a thread."""
     try:
         return await (begun or get_store(key.store).aget(key.store_path, version))
     except StoreUnavailable as outage:
-        await asql.in_thread(_record_read_outage)(outage, key, version, actor, purpose)
+        await asql.in_thread(_record_read_outage)(outage, key, version, actor, purpose, tenant)
         raise
 
 
 def _record_read_outage(
-    outage: StoreUnavailable, key: ProviderKey, version: int, actor: Actor, purpose: str
+    outage: StoreUnavailable,
+    key: ProviderKey,
+    version: int,
+    actor: Actor,
+    purpose: str,
+    tenant: str = "",
 ) -> None:
     _record_store_outage(
         outage,
         f"{purpose}_failed",
         actor=actor,
-        tenant=key.tenant.slug,
+        tenant=tenant or key.tenant.slug,
         target=key_target(key.id),
         version=version,
     )

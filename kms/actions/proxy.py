@@ -155,7 +155,14 @@ async def _open(
     # read for a call refused here never leaves this function.
     admitted, secret = await asyncio.gather(
         acheck_rate(str(token.principal_id)),
-        aread_secret(key, key.current_version, actor=actor, purpose="proxy.request", begun=begun),
+        aread_secret(
+            key,
+            key.current_version,
+            actor=actor,
+            purpose="proxy.request",
+            begun=begun,
+            tenant=token.tenant.slug,
+        ),
         return_exceptions=True,
     )
     for outcome in (admitted, secret):  # the refusal of the first check that refused

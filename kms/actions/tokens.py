@@ -292,7 +292,9 @@ def _release(token: ScopedToken, actor: Actor) -> dict[str, Any]:
     _check_use(token, "release", actor)
     key = token.provider_key
     version = key.current_version if token.key_version is None else token.key_version
-    secret = read_secret(key, version, actor=actor, purpose="credential.release")
+    secret = read_secret(
+        key, version, actor=actor, purpose="credential.release", tenant=token.tenant.slug
+    )
     try:
         _count_use_and_record(token, key, version, actor)
     except TokenInactive as refusal:
@@ -352,11 +354,12 @@ def do_open_proxy_call(token: ScopedToken, provider: str, *, actor: Actor) -> Pr
         raise mismatch
     version = key.current_version if token.key_version is None else token.key_version
     probe()  # the event is written when the call ends: none starts while the log is down
+    call_tenant = token.tenant.slug
     if token.max_uses is not None and not _count_use(token):
         used_up = TokenInactive("used_up")
         _refuse_use(used_up, token, "used_up", actor)
         raise used_up
-    secret = read_secret(key, version, actor=actor, purpose="proxy.request")
+    secret = read_secret(key, version, actor=actor, purpose="proxy.request", tenant=call_tenant)
     return ProxyCall(
         provider=key.provider,
         base_url=get_adapter(key.provider).proxy_base(key.base_url),
@@ -380,7 +383,12 @@ def do_check_proxy_model(call: ProxyCall, model: str | None, *, actor: Actor) ->
             actor=actor,
             tenant=call.tenant,
             target=f"token:{call.token_id}",
-            details={"reason": "model_not_allowed", "principal": call.principal, "model": model},
+            details={
+                "reason": "model_not_allowed",
+                "principal": call.principal,
+                "model": model,
+                "credential_source": call.credential_source,
+            },
             refusal=refusal,
         )
         raise refusal

@@ -129,23 +129,32 @@ def test_the_tenants_page_shows_the_region_of_each_tenants_store(actors, setting
     assert "<td>eu</td>" in b
 
 
-def test_a_tenants_key_policy_is_set_by_the_admins_who_cover_it_and_audited(actors):
+def test_a_tenants_key_policy_is_set_by_admins_of_every_tenant_and_audited(actors):
+    alice = signed_in(make_console_user("security_admin", name="alice"))
     bob = signed_in(make_console_user("security_admin", [actors.tenant_a], name="bob"))
     carol = signed_in(make_console_user("auditor", name="carol"))
     own, other = actors.tenant_a, actors.tenant_b
     wanted = {"key_policy": "byok_preferred", "platform_fallback": "on"}
     assert bob.post(f"/console/tenants/{other.slug}/policy/", wanted).status_code == 404
-    assert carol.post(f"/console/tenants/{own.slug}/policy/", wanted).status_code == 403
-    bad = bob.post(f"/console/tenants/{own.slug}/policy/", {"key_policy": "sometimes"})
+    for refused in (bob, carol):  # bob covers the tenant, but not every tenant
+        assert refused.post(f"/console/tenants/{own.slug}/policy/", wanted).status_code == 403
+    bad = alice.post(f"/console/tenants/{own.slug}/policy/", {"key_policy": "sometimes"})
     assert bad.status_code == 400
     for tenant in (own, other):
         assert Tenant.objects.get(pk=tenant.pk).key_policy == "byok_required"
     assert not AuditEvent.objects.filter(action="tenant.key_policy_changed").exists()
-    done = bob.post(f"/console/tenants/{own.slug}/policy/", wanted)
+    done = alice.post(f"/console/tenants/{own.slug}/policy/", wanted)
     assert done.status_code == 302, done.content
     saved = Tenant.objects.get(pk=own.pk)
     assert (saved.key_policy, saved.platform_fallback) == ("byok_preferred", True)
     event = AuditEvent.objects.get(action="tenant.key_policy_changed", tenant=own.slug)
     assert event.details["changes"]["key_policy"] == ["byok_required", "byok_preferred"]
-    page = bob.get("/console/tenants/").content.decode()
+    page = alice.get("/console/tenants/").content.decode()
     assert 'value="byok_preferred" selected' in page
+
+
+def test_an_admin_of_some_tenants_sees_their_key_policy_without_a_form(actors):
+    bob = signed_in(make_console_user("security_admin", [actors.tenant_a], name="bob"))
+    page = bob.get("/console/tenants/").content.decode()
+    assert "<code>byok_required</code>" in page
+    assert "/policy/" not in page

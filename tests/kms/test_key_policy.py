@@ -129,15 +129,37 @@ def test_a_request_naming_a_key_the_policy_does_not_allow_is_refused(world, plat
     shared, _ = _platform_key(platform)
     tenant = world.actors.tenant_a
     before = ScopedToken.objects.count()
-    named_platform = world.issue(key=str(shared.id))  # byok_required
+    # Under byok_required a platform key is no key of this tenant's: not found, by id or
+    # label, so that a principal learns nothing of the platform's keys.
+    for ref in (str(shared.id), shared.label):
+        hidden = world.issue(key=ref)
+        assert hidden.status_code == 404, hidden.content
+        assert hidden.json()["error"]["code"] == "key_not_found"
     _set_policy(tenant, "platform_only")
     named_own = world.issue(key=str(world.key_a.id))
-    for response in (named_platform, named_own):
-        assert response.status_code == 409, response.content
-        assert response.json()["error"]["code"] == "key_policy_refused"
+    assert named_own.status_code == 409, named_own.content
+    assert named_own.json()["error"]["code"] == "key_policy_refused"
     assert ScopedToken.objects.count() == before
     _set_policy(tenant, "byok_preferred")  # the tenant has an active key of its own
-    assert world.issue(key=str(shared.id)).json()["error"]["code"] == "key_policy_refused"
+    assert world.issue(key=str(shared.id)).json()["error"]["code"] == "key_not_found"
+
+
+@pytest.mark.parametrize("ref", ["id", "label"])
+@pytest.mark.parametrize("situation", ["invalid", "revoked"])
+def test_naming_the_tenants_own_key_that_stopped_working_never_swaps_in_a_platform_key(
+    world, platform, ref, situation
+):
+    """A fallback serves the platform key by default, never in place of an own key the
+    request names, even when a platform key has the same label."""
+    _platform_key(platform, label=world.key_a.label)
+    _put_tenant_key_in(world, situation)
+    _set_policy(world.actors.tenant_a, "byok_preferred", fallback=True)
+    before = ScopedToken.objects.count()
+    named = world.issue(key=str(world.key_a.id) if ref == "id" else world.key_a.label)
+    assert named.status_code == 409, named.content
+    assert named.json()["error"]["code"] == "key_not_active"
+    assert ScopedToken.objects.count() == before
+    assert _exchanged(world)[1]["credential_source"] == PLATFORM  # the default still falls back
 
 
 def test_a_platform_key_is_named_by_id_or_label_and_the_oldest_serves_by_default(world, platform):
@@ -159,7 +181,7 @@ def test_a_platform_token_stops_working_when_the_policy_no_longer_allows_it(worl
     refused = client(token).post("/api/v1/exchange")
     assert refused.status_code == 401
     denied = AuditEvent.objects.get(action="credential.denied")
-    assert denied.details["reason"] == "key_policy"
+    assert denied.details["reason"] == "key_policy_changed"
     assert denied.details["credential_source"] == PLATFORM
     assert not AuditEvent.objects.filter(action="credential.released").exists()
 
@@ -221,9 +243,10 @@ def test_platform_keys_are_managed_by_admins_of_every_tenant_only(world, platfor
 def test_changing_a_tenants_policy_is_audited_and_bad_values_change_nothing(world):
     tenant = world.actors.tenant_a
     url = f"/api/v1/tenants/{tenant.slug}"
-    bob = client(world.actors.tokens["bob"])
+    alice = client(world.actors.tokens["alice"])
+    bob = client(world.actors.tokens["bob"])  # a security admin of tenant A only
     for bad in ({"key_policy": "sometimes"}, {"platform_fallback": "perhaps"}):
-        refused = bob.patch(url, bad, format="json")
+        refused = alice.patch(url, bad, format="json")
         assert refused.status_code == 400, refused.content
     other = bob.patch(
         f"/api/v1/tenants/{world.actors.tenant_b.slug}",
@@ -233,7 +256,7 @@ def test_changing_a_tenants_policy_is_audited_and_bad_values_change_nothing(worl
     assert other.status_code == 404
     assert Tenant.objects.get(pk=world.actors.tenant_b.pk).key_policy == "byok_required"
     assert not AuditEvent.objects.filter(action="tenant.key_policy_changed").exists()
-    changed = bob.patch(
+    changed = alice.patch(
         url, {"key_policy": "byok_preferred", "platform_fallback": True}, format="json"
     )
     assert changed.status_code == 200, changed.content
@@ -291,3 +314,59 @@ def test_a_platform_token_stops_working_when_its_tenant_is_pinned_elsewhere(
     assert AuditEvent.objects.get(action="credential.denied").details["reason"] == "residency"
     listed = client(world.actors.tokens["alice"]).get(f"/api/v1/tenants/{tenant.slug}").json()
     assert (listed["store"], listed["region"]) == ("us", "us")
+
+
+def test_a_policy_change_ends_the_tokens_issued_before_it_for_good(world, platform):
+    tenant = world.actors.tenant_a
+    _platform_key(platform)
+    _put_tenant_key_in(world, "revoked")
+    _set_policy(tenant, "byok_preferred", fallback=True)
+    token = world.token()
+    _set_policy(tenant, "byok_preferred", fallback=False)  # no longer allowed: ended
+    assert client(token).post("/api/v1/exchange").status_code == 401
+    denied = AuditEvent.objects.get(action="credential.denied")
+    assert denied.details["reason"] == "key_policy_changed"
+    _set_policy(tenant, "byok_preferred", fallback=True)  # allowed again: still ended
+    assert client(token).post("/api/v1/exchange").status_code == 401
+    assert client(world.token()).post("/api/v1/exchange").status_code == 200
+
+
+def test_only_admins_of_every_tenant_set_a_key_policy(world, platform):
+    tenant = world.actors.tenant_a
+    url = f"/api/v1/tenants/{tenant.slug}"
+    bob = client(world.actors.tokens["bob"])  # a security admin of tenant A only
+    for body in ({"key_policy": "platform_only"}, {"platform_fallback": True}):
+        refused = bob.patch(url, body, format="json")
+        assert refused.status_code == 403, refused.content
+    assert Tenant.objects.get(pk=tenant.pk).key_policy == "byok_required"
+    assert not AuditEvent.objects.filter(action="tenant.key_policy_changed").exists()
+    assert AuditEvent.objects.filter(action="access.denied", tenant=tenant.slug).count() == 2
+    assert bob.patch(url, {"name": "Renamed"}, format="json").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body", [{"status": "suspended"}, {"key_policy": "platform_only"}, {"platform_fallback": True}]
+)
+def test_the_platform_tenant_has_no_status_or_policy_to_change(world, platform, body):
+    alice = client(world.actors.tokens["alice"])
+    refused = alice.patch(f"/api/v1/tenants/{platform.slug}", body, format="json")
+    assert refused.status_code == 400, refused.content
+    assert refused.json()["error"]["code"] == "platform_tenant"
+    saved = Tenant.objects.get(pk=platform.pk)
+    assert (saved.status, saved.key_policy, saved.platform_fallback) == (
+        "active",
+        "byok_required",
+        False,
+    )
+
+
+def test_a_store_outage_reading_a_platform_key_is_recorded_in_the_tenants_chain(
+    world, platform, settings
+):
+    shared, _ = _platform_key(platform)
+    _set_policy(world.actors.tenant_a, "platform_only")
+    token = world.token()
+    ProviderKey.objects.filter(pk=shared.pk).update(store="gone")  # a store no longer there
+    assert client(token).post("/api/v1/exchange").status_code == 503
+    failed = AuditEvent.objects.get(action="credential.release_failed")
+    assert failed.tenant == world.actors.tenant_a.slug
