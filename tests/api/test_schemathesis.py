@@ -227,9 +227,9 @@ KNOWN_GAPS += [
 ]
 KNOWN_GAPS.append(
     KnownGap(
-        "By design: a tenant moves only to a secret store this deployment configures"
-        " (settings' SECRET_STORES); no schema states their names.",
-        frozenset({"POST /api/v1/tenants/{slug}/moves"}),
+        "By design: a tenant moves, or is pinned, only to a secret store this deployment"
+        " configures (settings' SECRET_STORES); no schema states their names.",
+        frozenset({"POST /api/v1/tenants/{slug}/moves", "PATCH /api/v1/tenants/{slug}"}),
         lambda sent: "store" in sent.body,
         field="store",
     )
