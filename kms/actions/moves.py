@@ -31,7 +31,7 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -231,7 +231,9 @@ def _copy(move: TenantMove) -> None:
 def _copy_key(move: TenantMove, key: ProviderKey, target: SecretStore) -> int:
     path, source = target_path(move, key.id), get_store(key.store)
     wanted = live_versions(key)
-    top, written = max(wanted, default=0), 0
+    # Every number the key has used, live or not (a cancelled rotation's destroyed
+    # pending version too): the key's next version in the target must follow them all.
+    top, written = max(_head(source, key.store_path), _highest_row(key)), 0
     while (head := _head(target, path)) < top:
         number = head + 1
         secret = FILLER
@@ -251,6 +253,11 @@ def _copy_key(move: TenantMove, key: ProviderKey, target: SecretStore) -> int:
         written += 1
         del secret
     return written
+
+
+def _highest_row(key: ProviderKey) -> int:
+    highest = KeyVersion.objects.filter(key=key).aggregate(top=Max("version"))["top"]
+    return int(highest or 0)
 
 
 def _verify(move: TenantMove, actor: Actor) -> None:

@@ -380,3 +380,27 @@ def test_the_platform_tenant_is_not_moved(actors, settings):
     assert refused.status_code == 400, refused.content
     assert refused.json()["error"]["code"] == "platform_tenant"
     assert not TenantMove.objects.filter(tenant=platform).exists()
+
+
+def test_a_key_rotates_after_a_move_when_its_newest_number_was_a_cancelled_pending_version(rig):
+    base = f"/api/v1/tenants/{rig.tenant.slug}/keys/{rig.plain.pk}"
+    staged = rig.alice.post(f"{base}/rotations", {"secret": openai_key()}, format="json")
+    assert staged.status_code == 202, staged.content
+    cancelled = rig.alice.post(f"{base}/rotations/{staged.json()['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.content
+    assert KeyVersion.objects.get(key=rig.plain, version=2).stage == "destroyed"
+    assert _run(rig.start().json()["id"], rig) == "completed"
+    plain = ProviderKey.objects.get(pk=rig.plain.pk)
+    assert rig.regions.held("us", rig.tenant)[plain.store_path] == {
+        1: rig.secrets[("plain", 1)],
+        2: None,  # the cancelled version's number, kept free in the target too
+    }
+
+    new = openai_key()
+    rotated = rig.alice.post(f"{base}/rotate?validate=false", {"secret": new}, format="json")
+    assert rotated.status_code == 200, rotated.content
+    assert ProviderKey.objects.get(pk=rig.plain.pk).current_version == 3
+    assert rig.release(plain) == new
+    again = rig.alice.post(f"{base}/rotations", {"secret": openai_key()}, format="json")
+    assert again.status_code == 202, again.content
+    assert again.json()["pending_version"] == 4
