@@ -810,9 +810,17 @@ def do_retire_version(version_pk: int, *, actor: Actor, now: datetime | None = N
     if version is None or version.retire_after is None:
         return False
     key = version.key
+    destroyed_in = (key.store, key.store_path)
     get_store(key.store).destroy(key.store_path, [version.version])
     retire_upstream(key, version, actor)
     with transaction.atomic(durable=True):
+        # The key's lock orders this with a move's switch: either the switch sees the
+        # version destroyed (and destroys its copy), or this sees where the key went.
+        held_in = (
+            ProviderKey.objects.select_for_update()
+            .values_list("store", "store_path")
+            .get(pk=key.pk)
+        )
         won = KeyVersion.objects.filter(
             pk=version.pk, stage=Stage.PREVIOUS, destroyed_at=None
         ).update(stage=Stage.DESTROYED, destroyed_at=timezone.now())
@@ -836,6 +844,8 @@ def do_retire_version(version_pk: int, *, actor: Actor, now: datetime | None = N
             target=key_target(key.id),
             details={"version": version.version, "retire_after": version.retire_after.isoformat()},
         )
+    if held_in != destroyed_in:  # moved to another store since it was read: its copy too
+        get_store(held_in[0]).destroy(held_in[1], [version.version])
     return True
 
 

@@ -388,10 +388,7 @@ def _destroy(move: TenantMove, actor: Actor) -> None:
         if key.status == KeyStatus.REVOKED:
             target.purge(entry["path"])
             continue
-        retired = KeyVersion.objects.filter(
-            key=key, version__in=entry["verified"], destroyed_at__isnull=False
-        )
-        target.destroy(entry["path"], list(retired.values_list("version", flat=True)))
+        target.destroy(entry["path"], _copies_not_live(key, entry, target))
     with transaction.atomic(durable=True):
         locked = _locked(move)
         if locked is None or locked.state != MoveState.DESTROYING:
@@ -404,6 +401,17 @@ def _destroy(move: TenantMove, actor: Actor) -> None:
             target=move_target(move),
             details={**_stores(move), "emptied": len(move.keys)},
         )
+
+
+def _copies_not_live(key: ProviderKey, entry: dict[str, Any], target: SecretStore) -> list[int]:
+    """The copied numbers the key no longer holds live (retired since the copy, whatever
+    its row says yet); the versions the key gained in the target after the switch are
+    above them and left alone."""
+    copied, live = max(entry["verified"], default=0), live_versions(key)
+    held = target.versions(entry["path"])
+    return [
+        v.version for v in held if not v.destroyed and v.version <= copied and v.version not in live
+    ]
 
 
 # -- failing and cleaning up ----------------------------------------------------------------
