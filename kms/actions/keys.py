@@ -151,6 +151,8 @@ def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Act
             else adapter.check(data.secret, base_url)
         )
     _refuse_on_check(check, "key.onboard_refused", tenant, key_target(key_id), facts, actor)
+    if queries.tenant_moving(tenant.pk):  # again: a move may have started during the check
+        raise TenantMoving()
     path = f"{tenant.id}/{key_id}"
     store = get_store(store_name)
     try:
@@ -171,14 +173,14 @@ def do_onboard_key(tenant: Tenant, data: KeyInput, *, validate: bool, actor: Act
         )
     except ResidencyRefused as refusal:
         # The tenant was pinned elsewhere while the secret was being written.
-        _destroy_quietly(store_name, path, [version])
+        _purge_quietly(store_name, path)  # the new key's own path: nothing else in it
         pinned = Tenant.objects.values_list("store", flat=True).get(pk=tenant.pk)
         _record_residency_refusal(
             refusal, tenant, pinned, store_name, key_target(key_id), facts, actor
         )
         raise
     except BaseException:
-        _destroy_quietly(store_name, path, [version])
+        _purge_quietly(store_name, path)  # the new key's own path: nothing else in it
         raise
 
 
@@ -449,6 +451,11 @@ def _destroy_quietly(store_name: str, path: str, versions: list[int]) -> None:
         get_store(store_name).destroy(path, versions)
 
 
+def _purge_quietly(store_name: str, path: str) -> None:
+    with contextlib.suppress(StoreUnavailable):
+        get_store(store_name).purge(path)
+
+
 # -- reading a secret --------------------------------------------------------------------
 def read_secret(
     key: ProviderKey, version: int, *, actor: Actor, purpose: str, tenant: str = ""
@@ -618,6 +625,11 @@ def do_rotate_key(
     }
     check = check_now(key, secret) if validate else None
     _refuse_on_check(check, "key.rotate_refused", key.tenant, key_target(key.id), facts, actor)
+    # Read again just before the write: a whole move may have run during the check, and
+    # the secret must go where the key is now, never to the store it left.
+    key = ProviderKey.objects.select_related("tenant").get(pk=key.pk)
+    if queries.tenant_moving(key.tenant_id):
+        raise TenantMoving()
     store = get_store(key.store)
     try:
         version = store.put(key.store_path, secret, expected_version=store_head(key))
@@ -636,8 +648,18 @@ def do_rotate_key(
             key, version, fingerprint, hint_of(secret), grace_period_seconds, check, actor
         )
     except BaseException:
-        _destroy_quietly(key.store, key.store_path, [version])
+        _discard_written(key, version)
         raise
+
+
+def _discard_written(key: ProviderKey, version: int) -> None:
+    """Destroy a version written for `key` and not recorded; if the key moved to another
+    store meanwhile, the path it left holds nothing else of it and is purged whole."""
+    moved = ProviderKey.objects.filter(pk=key.pk).exclude(store_path=key.store_path).exists()
+    if not moved:
+        _destroy_quietly(key.store, key.store_path, [version])
+        return
+    _purge_quietly(key.store, key.store_path)
 
 
 def _promote(

@@ -404,3 +404,20 @@ def test_a_key_rotates_after_a_move_when_its_newest_number_was_a_cancelled_pendi
     again = rig.alice.post(f"{base}/rotations", {"secret": openai_key()}, format="json")
     assert again.status_code == 202, again.content
     assert again.json()["pending_version"] == 4
+
+
+def test_a_rotation_that_read_the_key_before_a_move_writes_its_secret_to_the_target(rig):
+    stale = ProviderKey.objects.get(pk=rig.plain.pk)  # read before the move, as a slow check
+    old_path = stale.store_path
+    assert _run(rig.start().json()["id"]) == "completed"
+    new = openai_key()
+    rotated = keys.do_rotate_key(
+        stale, secret=new, grace_period_seconds=600, validate=False, actor=SYSTEM
+    )
+    assert (rotated.store, rotated.current_version) == ("us", 2)
+    assert rig.release(rotated) == new
+    assert rig.regions.held("us", rig.tenant)[rotated.store_path] == {
+        1: rig.secrets[("plain", 1)],
+        2: new,
+    }
+    assert old_path not in rig.regions.held("default", rig.tenant), "nothing in the old region"
