@@ -39,6 +39,7 @@ from audit.hmac import audit_hmac
 from audit.models import Outcome as AuditOutcome
 from audit.recorder import record
 from core.errors import InvalidInput
+from kms.actions.residency import live_keys
 from kms.exceptions import (
     AlreadyOnStore,
     MoveInProgress,
@@ -106,7 +107,8 @@ def do_start_move(tenant: Tenant, store: str, *, actor: Actor) -> TenantMove:
     with transaction.atomic(durable=True):
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
         source = store_of(locked)
-        if store == source:
+        # Where the keys are, not only the pin: an unpinned tenant's may sit elsewhere.
+        if store == source and not live_keys(locked).exclude(store=store).exists():
             raise AlreadyOnStore()
         if TenantMove.objects.filter(tenant=locked, state__in=RUNNING_MOVE).exists():
             raise MoveInProgress()

@@ -12,7 +12,7 @@ import hvac.exceptions
 import pytest
 
 from audit.models import AuditEvent
-from kms.actions import keys
+from kms.actions import keys, moves
 from kms.exceptions import ResidencyRefused
 from kms.models import KeyStatus, ProviderKey
 from stores.models import LocalSecret
@@ -265,6 +265,23 @@ def test_a_pin_made_while_a_secret_is_written_refuses_that_key_and_destroys_it(
     assert not LocalSecret.objects.filter(path__startswith=f"{tenant.id}/").exists()
     event = AuditEvent.objects.get(action="key.onboard_refused")
     assert (event.details["store"], event.details["tenant_store"]) == ("default", "us")
+
+
+def test_an_unpinned_tenant_whose_keys_sit_in_another_store_can_move_to_the_default_one(
+    actors, local_regions
+):
+    tenant = actors.tenant_a
+    key = _key_of(tenant, "us")
+    alice = actors.as_("alice")
+    refused = _pin(alice, tenant, "default")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "tenant_has_keys"
+    started = alice.post(
+        f"/api/v1/tenants/{tenant.slug}/moves", {"store": "default"}, format="json"
+    )
+    assert started.status_code == 202, started.content
+    assert moves.do_advance_move(started.json()["id"], actor=SYSTEM).state == "completed"
+    assert ProviderKey.objects.get(pk=key.pk).store == "default"
+    assert Tenant.objects.get(pk=tenant.pk).store == "default"
 
 
 def test_a_store_removed_from_configuration_fails_closed_with_a_clear_503(
