@@ -80,6 +80,11 @@ urlpatterns: Routes = [
         moves.MoveDetailView.as_view(),
         name="move-detail",
     ),
+    path(
+        "tenants/<tenant_slug:slug>/moves/<uuid:move_id>/cancel",
+        moves.MoveCancelView.as_view(),
+        name="move-cancel",
+    ),
     path("principals", tenants.PrincipalListView.as_view(), name="principal-list"),
     path("principals/<uuid:principal_id>", include(principal_routes)),
     path("grants", grants.GrantListView.as_view(), name="grant-list"),

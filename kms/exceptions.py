@@ -179,6 +179,11 @@ class MoveInProgress(Conflict):
     message = "A move of this tenant between stores is running; wait for it to end."
 
 
+class MoveNotCancellable(Conflict):
+    code = "move_not_cancellable"
+    message = "Only a move that has not switched the tenant's keys can be cancelled."
+
+
 class TenantMoving(Conflict):
     code = "tenant_moving"
     message = (

@@ -33,11 +33,11 @@ from kms.actions.rotations import (
 from kms.actions.tokens import do_purge_expired_tokens
 from kms.exceptions import KeyNotActive, RequestTokenReused, RotationInProgress, TenantMoving
 from kms.models import (
+    ABANDONED_MOVE,
     RUNNING_MOVE,
     RUNNING_ROTATION,
     KeyStatus,
     KeyVersion,
-    MoveState,
     ProviderKey,
     Rotation,
     RotationState,
@@ -287,11 +287,11 @@ def advance_move(move_id: UUID | str) -> MoveAdvanced:
 
 def stalled_moves(now: datetime | None = None) -> list[str]:
     """Moves a worker should take up again: running ones untouched for a minute (and not
-    waiting for a rotation), and failed ones whose copies are not yet destroyed (the
-    target store did not answer when they failed)."""
+    waiting: for a rotation, a back-off or a lease), and failed or cancelled ones whose
+    copies are not yet destroyed (the target store did not answer when they ended)."""
     now = now or timezone.now()
     stalled = TenantMove.objects.filter(
         Q(state__in=RUNNING_MOVE, updated_at__lt=now - MOVE_STALLED) & ~Q(not_before__gt=now)
-        | Q(state=MoveState.FAILED, discarded_at=None)
+        | Q(state__in=ABANDONED_MOVE, discarded_at=None)
     )
     return [str(pk) for pk in stalled.values_list("id", flat=True)]

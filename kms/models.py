@@ -263,6 +263,7 @@ class MoveState(models.TextChoices):
     DESTROYING = "destroying"  # switched; the source store is to be emptied
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # stopped before the switch by a security admin
 
 
 # A tenant has at most one move in these states at a time.
@@ -274,6 +275,8 @@ RUNNING_MOVE = (
 )
 # While a move is in these states the tenant's keys gain no version and no key is added.
 BEFORE_SWITCH = (MoveState.COPYING, MoveState.VERIFYING, MoveState.SWITCHING)
+# A move that ended in these states left the tenant on its source; its copies are to go.
+ABANDONED_MOVE = (MoveState.FAILED, MoveState.CANCELLED)
 
 
 class TenantMove(models.Model):
@@ -295,9 +298,12 @@ class TenantMove(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     switched_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # No step before this (a rotation that started in the race with the move must end).
+    # No step before this: a rotation that started in the race with the move must end,
+    # or a version missing from the copy is given time to settle.
     not_before = models.DateTimeField(null=True, blank=True)
-    # When the copies of a failed move were emptied out of the target store.
+    # How often the move went back to copying a version it lacked (it fails past a cap).
+    recopies = models.PositiveSmallIntegerField(default=0)
+    # When the copies of a failed or cancelled move were emptied out of the target store.
     discarded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -38,14 +38,31 @@ class MoveListView(KeywardView):
         return Response(MoveSerializer(move).data, status=status.HTTP_202_ACCEPTED)
 
 
-class MoveDetailView(KeywardView):
+class MoveView(KeywardView):
+    def move(self, move_id: UUID) -> TenantMove:
+        found = TenantMove.objects.filter(tenant=self.tenant, pk=move_id).first()
+        if found is None:
+            raise MoveNotFound()
+        return found
+
+
+class MoveDetailView(MoveView):
     """One move: its state, each step's, and what was verified."""
 
     permissions_by_method = {"GET": (StaffReader,)}
 
     @extend_schema(responses=MoveSerializer)
     def get(self, request: Request, slug: str, move_id: UUID) -> Response:
-        found = TenantMove.objects.filter(tenant=self.tenant, pk=move_id).first()
-        if found is None:
-            raise MoveNotFound()
-        return Response(MoveSerializer(found).data)
+        return Response(MoveSerializer(self.move(move_id)).data)
+
+
+class MoveCancelView(MoveView):
+    """Stop a move that has not switched: the tenant stays on its source and the copies
+    are destroyed; 409 once it has switched or ended."""
+
+    permissions_by_method = {"POST": (SecurityAdmin,)}
+
+    @extend_schema(request=None, responses=MoveSerializer)
+    def post(self, request: Request, slug: str, move_id: UUID) -> Response:
+        cancelled = moves.do_cancel_move(self.move(move_id), actor=self.actor)
+        return Response(MoveSerializer(cancelled).data)

@@ -22,10 +22,11 @@ move back to copying it.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import current_app
@@ -43,10 +44,12 @@ from kms.actions.residency import live_keys
 from kms.exceptions import (
     AlreadyOnStore,
     MoveInProgress,
+    MoveNotCancellable,
     PlatformTenantPinned,
     RotationInProgress,
 )
 from kms.models import (
+    ABANDONED_MOVE,
     BEFORE_SWITCH,
     RUNNING_MOVE,
     RUNNING_ROTATION,
@@ -59,7 +62,7 @@ from kms.models import (
     TenantMove,
 )
 from stores.base import SecretStore
-from stores.exceptions import SecretMissing, StoreConflict
+from stores.exceptions import SecretMissing, StoreConflict, StoreUnavailable
 from stores.registry import DEFAULT_STORE, get_store, store_region
 from tenants.models import Tenant
 
@@ -69,6 +72,13 @@ STEPS = ("copy", "verify", "switch", "destroy")
 FILLER = "keyward: a version number kept free by a move between stores"
 # How long a move waits for a rotation that started in the race with it.
 ROTATION_WAIT = 5.0
+# A copy that lacks a live version goes back to copying after this wait, doubled each
+# time, and the move fails after this many returns: a version whose row is live but that
+# the source cannot yield (a retirement killed between the store and its row, a local
+# ciphertext that no longer decrypts) would otherwise send it round for ever.
+RECOPY_WAIT = 5.0
+RECOPY_LIMIT = 5
+STEP_OF = {MoveState.COPYING: "copy", MoveState.VERIFYING: "verify", MoveState.SWITCHING: "switch"}
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,10 @@ class MoveAdvanced:
 
 class CopyDiffers(Exception):
     """A copy in the target store is not the version it copies: the move fails."""
+
+
+class CopyLacks(Exception):
+    """A live version is not in the target store: the move goes back to copying."""
 
 
 def store_of(tenant: Tenant) -> str:
@@ -182,9 +196,9 @@ def do_run_move_step(move_id: uuid.UUID | str, *, actor: Actor) -> MoveAdvanced:
     move = _move(move_id)
     if move is None:
         return MoveAdvanced("gone")
-    now = timezone.now()
-    if move.state in BEFORE_SWITCH and move.not_before is not None and move.not_before > now:
-        return MoveAdvanced(move.state, (move.not_before - now).total_seconds())
+    waiting = _wait(move)
+    if waiting is not None:
+        return MoveAdvanced(move.state, waiting)
     if move.state == MoveState.COPYING:
         try:
             _copy(move)
@@ -192,14 +206,22 @@ def do_run_move_step(move_id: uuid.UUID | str, *, actor: Actor) -> MoveAdvanced:
             fail_move(move, "copy", str(differs), actor)
     elif move.state == MoveState.VERIFYING:
         _verify(move, actor)
-    elif move.state == MoveState.SWITCHING and _switch(move, actor):
-        return MoveAdvanced(MoveState.COPYING, ROTATION_WAIT)
+    elif move.state == MoveState.SWITCHING:
+        _switch(move, actor)
     elif move.state == MoveState.DESTROYING:
         _destroy(move, actor)
     move = _move(move_id) or move
-    if move.state == MoveState.FAILED and move.discarded_at is None:
+    if move.state in ABANDONED_MOVE and move.discarded_at is None:
         discard_copies(move)
-    return MoveAdvanced(move.state)
+    return MoveAdvanced(move.state, _wait(move))
+
+
+def _wait(move: TenantMove) -> float | None:
+    """Seconds before the move's next step may run (a rotation to end, a back-off)."""
+    now = timezone.now()
+    if move.state in BEFORE_SWITCH and move.not_before is not None and move.not_before > now:
+        return (move.not_before - now).total_seconds()
+    return None
 
 
 def _move(move_id: uuid.UUID | str) -> TenantMove | None:
@@ -271,16 +293,6 @@ def _verify(move: TenantMove, actor: Actor) -> None:
     try:
         for key in _live_keys(move.tenant_id):
             verified = _verify_key(move, key, target)
-            if verified is None:
-                _set_state(
-                    move,
-                    MoveState.VERIFYING,
-                    MoveState.COPYING,
-                    step="verify",
-                    detail="a version appeared since the copy",
-                    ended="waiting",
-                )
-                return
             plan[str(key.id)] = {
                 "source": key.store,
                 "source_path": key.store_path,
@@ -290,19 +302,25 @@ def _verify(move: TenantMove, actor: Actor) -> None:
     except CopyDiffers as differs:
         fail_move(move, "verify", str(differs), actor)
         return
+    except CopyLacks as lacks:
+        with transaction.atomic(durable=True):
+            locked = _locked(move)
+            if locked is not None and locked.state == MoveState.VERIFYING:
+                _back_to_copying(locked, "verify", str(lacks), actor)
+        return
     detail = f"{len(plan)} keys, {sum(len(e['verified']) for e in plan.values())} versions"
     _set_state(
         move, MoveState.VERIFYING, MoveState.SWITCHING, step="verify", detail=detail, keys=plan
     )
 
 
-def _verify_key(move: TenantMove, key: ProviderKey, target: SecretStore) -> list[int] | None:
+def _verify_key(move: TenantMove, key: ProviderKey, target: SecretStore) -> list[int]:
     path, source = target_path(move, key.id), get_store(key.store)
     held = {v.version: v.destroyed for v in target.versions(path)}
     verified = []
     for number, fingerprint in sorted(live_versions(key).items()):
         if number not in held:
-            return None
+            raise CopyLacks(_lacks(key, number))
         try:
             original = audit_hmac(source.get(key.store_path, number))
         except SecretMissing:  # retired meanwhile: nothing to compare, nothing to keep
@@ -319,25 +337,26 @@ def _verify_key(move: TenantMove, key: ProviderKey, target: SecretStore) -> list
     return verified
 
 
-def _switch(move: TenantMove, actor: Actor) -> bool:
+def _switch(move: TenantMove, actor: Actor) -> None:
     """Point every key of the tenant and the tenant at the target, in one transaction
-    under their locks, with `tenant.store_moved`; True when a rotation that raced the
-    start still runs (the move goes back to copying and waits for it)."""
+    under their locks, with `tenant.store_moved`. A rotation that raced the start and
+    still runs sends the move back to copying, to wait for it."""
     now = timezone.now()
     with transaction.atomic(durable=True):
         locked = _locked(move)
         if locked is None or locked.state != MoveState.SWITCHING:
-            return False
+            return
         tenant = Tenant.objects.select_for_update().get(pk=move.tenant_id)
         keys = list(ProviderKey.objects.select_for_update().filter(tenant=tenant))
         if Rotation.objects.filter(key__tenant=tenant, state__in=RUNNING_ROTATION).exists():
-            locked.not_before = now + timedelta(seconds=ROTATION_WAIT)
-            _change(locked, MoveState.COPYING, "switch", "waiting", "a rotation runs")
-            return True
+            wait = now + timedelta(seconds=ROTATION_WAIT)
+            _change(locked, MoveState.COPYING, "switch", "waiting", "a rotation runs", wait)
+            return
         plan: dict[str, Any] = dict(locked.keys)
-        if _changed_since_copy(keys, plan):
-            _change(locked, MoveState.COPYING, "switch", "waiting", "a version appeared")
-            return False
+        lacking = _changed_since_copy(keys, plan)
+        if lacking:
+            _back_to_copying(locked, "switch", lacking, actor)
+            return
         for key in keys:
             entry = plan.setdefault(str(key.id), _revoked_entry(move, key))
             key.store, key.store_path = move.target, entry["path"]
@@ -361,18 +380,36 @@ def _switch(move: TenantMove, actor: Actor) -> bool:
                 "revoked_keys": len(plan) - len(live),
             },
         )
-    return False
 
 
-def _changed_since_copy(keys: list[ProviderKey], plan: dict[str, Any]) -> bool:
-    """A live key that was not verified, or one with a version that was not."""
+def _changed_since_copy(keys: list[ProviderKey], plan: dict[str, Any]) -> str:
+    """What the copy lacks: a live key that was not verified, or a version that was
+    not ("" when nothing)."""
     for key in keys:
         if key.status == KeyStatus.REVOKED:
             continue
         entry = plan.get(str(key.id))
-        if entry is None or not set(live_versions(key)) <= set(entry["verified"]):
-            return True
-    return False
+        if entry is None:
+            return f"The copy lacks key {key.id}."
+        unverified = sorted(set(live_versions(key)) - set(entry["verified"]))
+        if unverified:
+            return _lacks(key, unverified[0])
+    return ""
+
+
+def _lacks(key: ProviderKey, number: int) -> str:
+    return f"The copy lacks version {number} of key {key.id}, live in the source."
+
+
+def _back_to_copying(locked: TenantMove, step: str, lacking: str, actor: Actor) -> None:
+    """Send the move back to copying what it lacks, a while later each time; one that
+    keeps coming back fails (call under its lock)."""
+    if locked.recopies >= RECOPY_LIMIT:
+        _fail(locked, step, f"{lacking} Gave up after {RECOPY_LIMIT} attempts.", actor)
+        return
+    wait = timedelta(seconds=RECOPY_WAIT * 2**locked.recopies)
+    locked.recopies += 1
+    _change(locked, MoveState.COPYING, step, "waiting", lacking, timezone.now() + wait)
 
 
 def _revoked_entry(move: TenantMove, key: ProviderKey) -> dict[str, Any]:
@@ -424,26 +461,55 @@ def fail_move(move: TenantMove, step: str, failure: str, actor: Actor) -> None:
         locked = _locked(move)
         if locked is None or locked.state not in BEFORE_SWITCH:
             return
-        locked.failure = failure[:500]
-        _change(locked, MoveState.FAILED, step, "failed", failure)
-        record(
-            "tenant.move_failed",
-            actor=actor,
-            outcome=AuditOutcome.ERROR,
-            tenant=move.tenant.slug,
-            target=move_target(move),
-            details={**_stores(move), "step": step, "reason": failure[:300]},
-        )
+        _fail(locked, step, failure, actor)
     move.state = MoveState.FAILED
 
 
+def _fail(locked: TenantMove, step: str, failure: str, actor: Actor) -> None:
+    """Mark the move failed with `tenant.move_failed` (call under its lock)."""
+    locked.failure = failure[:500]
+    _change(locked, MoveState.FAILED, step, "failed", failure)
+    record(
+        "tenant.move_failed",
+        actor=actor,
+        outcome=AuditOutcome.ERROR,
+        tenant=locked.tenant.slug,
+        target=move_target(locked),
+        details={**_stores(locked), "step": step, "reason": failure[:300]},
+    )
+
+
+def do_cancel_move(move: TenantMove, *, actor: Actor) -> TenantMove:
+    """Stop a move that has not switched: the tenant stays on its source and the copies
+    are destroyed (now, or by the sweep while the target cannot answer); 409 once it
+    has switched or ended."""
+    with transaction.atomic(durable=True):
+        locked = _locked(move)
+        if locked is None or locked.state not in BEFORE_SWITCH:
+            raise MoveNotCancellable()
+        step = STEP_OF[MoveState(locked.state)]
+        locked.failure = "Cancelled."
+        _change(locked, MoveState.CANCELLED, step, "cancelled")
+        record(
+            "tenant.move_cancelled",
+            actor=actor,
+            tenant=locked.tenant.slug,
+            target=move_target(locked),
+            details={**_stores(locked), "step": step},
+        )
+    with contextlib.suppress(StoreUnavailable):  # the sweep finishes it
+        discard_copies(locked)
+    return _move(move.pk) or locked
+
+
 def discard_copies(move: TenantMove) -> bool:
-    """Empty the target of a failed move's copies, for every key of the tenant (a killed
-    run may have copied a key before it was noted); False if it was done already."""
+    """Empty the target of a failed or cancelled move's copies, for every key of the
+    tenant (a killed run may have copied a key before it was noted); False if that was
+    noted already (the purge runs again all the same)."""
     target = get_store(move.target)
     for key_id in ProviderKey.objects.filter(tenant_id=move.tenant_id).values_list("id", flat=True):
         target.purge(target_path(move, key_id))
-    done = TenantMove.objects.filter(pk=move.pk, state=MoveState.FAILED, discarded_at=None)
+    done = TenantMove.objects.filter(pk=move.pk, state__in=ABANDONED_MOVE, discarded_at=None)
     return bool(done.update(discarded_at=timezone.now()))
 
 
@@ -459,7 +525,6 @@ def _set_state(
     *,
     step: str,
     detail: str = "",
-    ended: str = "done",
     keys: dict[str, Any] | None = None,
 ) -> bool:
     """A compare-and-set from `old` to `new` under the move's lock."""
@@ -469,19 +534,28 @@ def _set_state(
             return False
         if keys is not None:
             locked.keys = keys
-        _change(locked, new, step, ended, detail)
+        _change(locked, new, step, "done", detail)
     move.state = new
     return True
 
 
-def _change(move: TenantMove, state: str, step: str, ended: str, detail: str = "") -> None:
-    """The move's new state with `step` marked as it ended (call under its lock)."""
+def _change(
+    move: TenantMove,
+    state: str,
+    step: str,
+    ended: str,
+    detail: str = "",
+    not_before: datetime | None = None,
+) -> None:
+    """The move's new state with `step` marked as it ended, and no step before
+    `not_before` (call under its lock)."""
     now = timezone.now()
     mark = {"step": step, "state": ended, "at": now.isoformat()}
     if detail:
         mark["detail"] = detail[:500]
     move.steps = [mark if s["step"] == step else s for s in move.steps]
     move.state = state
-    if state in (MoveState.COMPLETED, MoveState.FAILED):
+    move.not_before = not_before
+    if state in (MoveState.COMPLETED, *ABANDONED_MOVE):
         move.finished_at = now
     move.save()

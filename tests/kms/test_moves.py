@@ -16,14 +16,14 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from kms import jobs
+from kms import jobs, queries
 from kms.actions import keys, moves
 from kms.models import KeyVersion, ProviderKey, Rotation, TenantMove
 from stores.models import LocalSecret
 from stores.registry import get_store
 from tenants.actions import do_create_grant, do_create_tenant
 from tenants.models import Tenant
-from tests.factories import client, make_principal
+from tests.factories import client, make_admin, make_principal
 from tests.kms.helpers import openai_key
 from tests.kms.world import SYSTEM, onboard_key
 
@@ -421,3 +421,110 @@ def test_a_rotation_that_read_the_key_before_a_move_writes_its_secret_to_the_tar
         2: new,
     }
     assert old_path not in rig.regions.held("default", rig.tenant), "nothing in the old region"
+
+
+def _backoff_passes(move_id: Any) -> None:
+    """The time a move waits before copying again has passed."""
+    TenantMove.objects.filter(pk=move_id).update(not_before=timezone.now() - timedelta(seconds=1))
+
+
+def _left_in_target(rig: Rig, move_id: Any) -> list[str]:
+    return [p for p in rig.regions.held("us", rig.tenant) if p.endswith(str(move_id))]
+
+
+def _on_its_source(rig: Rig) -> None:
+    """The tenant works on the source store alone and may add keys again."""
+    assert Tenant.objects.get(pk=rig.tenant.pk).store == ""
+    stores = ProviderKey.objects.filter(tenant=rig.tenant).values_list("store", flat=True)
+    assert set(stores) == {"default"}
+    assert not queries.tenant_moving(rig.tenant.pk)
+
+
+def test_a_move_whose_source_lost_a_live_version_backs_off_then_fails_on_the_source(rig):
+    move_id = rig.start().json()["id"]
+    # A retirement killed between the store call and the row: v2 is gone, its row live.
+    get_store("default").destroy(rig.rotated.store_path, [2])
+    steps = [moves.do_run_move_step(move_id, actor=SYSTEM) for _ in range(3)]
+    assert [s.state for s in steps] == ["verifying", "switching", "copying"]
+    assert steps[-1].retry_after is not None and steps[-1].retry_after > 0
+    waited = TenantMove.objects.get(pk=move_id)
+    assert waited.not_before is not None and waited.not_before > timezone.now()
+    copies = rig.regions.held("us", rig.tenant)
+    # Before the back-off has passed neither a delivery nor the sweep copies again.
+    again = moves.do_run_move_step(move_id, actor=SYSTEM)
+    assert again.state == "copying" and again.retry_after is not None
+    assert jobs.stalled_moves(timezone.now() + timedelta(seconds=1)) == []
+    assert rig.regions.held("us", rig.tenant) == copies
+
+    for _ in range(3 * moves.RECOPY_LIMIT):
+        _backoff_passes(move_id)
+        advanced = moves.do_advance_move(move_id, actor=SYSTEM)
+        if advanced.state == "failed":
+            break
+        assert advanced.state == "copying" and advanced.retry_after is not None
+    failed = TenantMove.objects.get(pk=move_id)
+    assert failed.state == "failed", failed.steps
+    assert f"version 2 of key {rig.rotated.pk}" in failed.failure
+    assert f"{moves.RECOPY_LIMIT} attempts" in failed.failure
+    assert failed.discarded_at is not None and failed.switched_at is None
+    assert _left_in_target(rig, move_id) == []
+    _on_its_source(rig)
+    assert rig.release(rig.plain) == rig.secrets[("plain", 1)]
+    assert rig.release(rig.rotated) == rig.secrets[("rotated", 3)]
+    assert AuditEvent.objects.filter(action="tenant.move_failed").count() == 1
+
+
+def test_a_move_is_cancelled_before_the_switch_and_the_tenant_stays_on_its_source(rig):
+    move_id = rig.start().json()["id"]
+    moves.do_run_move_step(move_id, actor=SYSTEM)  # copied
+    assert _left_in_target(rig, move_id)
+    url = _url(rig.tenant, f"/{move_id}/cancel")
+    before = (_snapshot(rig.tenant), TenantMove.objects.get(pk=move_id).state)
+    other_admin = client(make_admin("security_admin", [rig.actors.tenant_b])[1])
+    refused = {
+        "another tenant's admin": other_admin.post(url).status_code,
+        "through another tenant": rig.alice.post(
+            _url(rig.actors.tenant_b, f"/{move_id}/cancel")
+        ).status_code,
+        "an auditor": rig.actors.as_("carol").post(url).status_code,
+        "no role": rig.actors.as_("charlie").post(url).status_code,
+    }
+    assert refused == {
+        "another tenant's admin": 404,
+        "through another tenant": 404,
+        "an auditor": 403,
+        "no role": 403,
+    }
+    assert (_snapshot(rig.tenant), TenantMove.objects.get(pk=move_id).state) == before
+
+    cancelled = rig.actors.as_("bob").post(url)
+    assert cancelled.status_code == 200, cancelled.content
+    body = cancelled.json()
+    assert body["state"] == "cancelled" and body["finished_at"] and body["switched_at"] is None
+    assert _left_in_target(rig, move_id) == [], "its copies were destroyed"
+    assert TenantMove.objects.get(pk=move_id).discarded_at is not None
+    _on_its_source(rig)
+    rig.releases_everything()
+    event = AuditEvent.objects.get(action="tenant.move_cancelled")
+    assert (event.tenant, event.details["move"]) == (rig.tenant.slug, str(move_id))
+    # A delivery that arrives later does nothing; the tenant can move again.
+    assert moves.do_advance_move(move_id, actor=SYSTEM).state == "cancelled"
+    assert _left_in_target(rig, move_id) == []
+    twice = rig.alice.post(url)
+    assert twice.status_code == 409 and twice.json()["error"]["code"] == "move_not_cancellable"
+    assert rig.start().status_code == 202
+
+
+def test_a_move_is_not_cancelled_once_switched(rig):
+    move_id = rig.start().json()["id"]
+    for _ in range(3):
+        moves.do_run_move_step(move_id, actor=SYSTEM)  # copied, verified, switched
+    url = _url(rig.tenant, f"/{move_id}/cancel")
+    switched = _snapshot(rig.tenant)
+    refused = rig.alice.post(url)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "move_not_cancellable"
+    assert TenantMove.objects.get(pk=move_id).state == "destroying"
+    assert _snapshot(rig.tenant) == switched
+    assert not AuditEvent.objects.filter(action="tenant.move_cancelled").exists()
+    assert _run(move_id, rig) == "completed"
+    assert rig.alice.post(url).status_code == 409
