@@ -78,6 +78,9 @@ ROTATION_WAIT = 5.0
 # ciphertext that no longer decrypts) would otherwise send it round for ever.
 RECOPY_WAIT = 5.0
 RECOPY_LIMIT = 5
+# How long a worker holds the copy step: renewed before each version it writes, so it
+# spans one store call or two and keeps the move fresh for the `resume_moves` sweep.
+COPY_LEASE = timedelta(seconds=30)
 STEP_OF = {MoveState.COPYING: "copy", MoveState.VERIFYING: "verify", MoveState.SWITCHING: "switch"}
 
 
@@ -96,6 +99,11 @@ class CopyDiffers(Exception):
 
 class CopyLacks(Exception):
     """A live version is not in the target store: the move goes back to copying."""
+
+
+class MoveLeftStep(Exception):
+    """The move left the step this run was doing (another worker failed, cancelled or
+    finished it): the run writes nothing more."""
 
 
 def store_of(tenant: Tenant) -> str:
@@ -199,10 +207,12 @@ def do_run_move_step(move_id: uuid.UUID | str, *, actor: Actor) -> MoveAdvanced:
     waiting = _wait(move)
     if waiting is not None:
         return MoveAdvanced(move.state, waiting)
+    wrote = False
     if move.state == MoveState.COPYING:
         try:
-            _copy(move)
+            wrote = _copy(move)
         except CopyDiffers as differs:
+            wrote = True
             fail_move(move, "copy", str(differs), actor)
     elif move.state == MoveState.VERIFYING:
         _verify(move, actor)
@@ -211,7 +221,9 @@ def do_run_move_step(move_id: uuid.UUID | str, *, actor: Actor) -> MoveAdvanced:
     elif move.state == MoveState.DESTROYING:
         _destroy(move, actor)
     move = _move(move_id) or move
-    if move.state in ABANDONED_MOVE and move.discarded_at is None:
+    # A copy that was writing while another worker discarded the copies may have written
+    # after the purge: it discards them again.
+    if move.state in ABANDONED_MOVE and (wrote or move.discarded_at is None):
         discard_copies(move)
     return MoveAdvanced(move.state, _wait(move))
 
@@ -240,16 +252,39 @@ def _head(store: SecretStore, path: str) -> int:
     return max((v.version for v in store.versions(path)), default=0)
 
 
-def _copy(move: TenantMove) -> None:
+def _copy(move: TenantMove) -> bool:
     """Write every live version of every live key to the target, each at its own number;
-    a run that was killed goes on from the target's newest version."""
-    target = get_store(move.target)
-    copied = 0
-    keys = list(_live_keys(move.tenant_id))
-    for key in keys:
-        copied += _copy_key(move, key, target)
+    a run that was killed goes on from the target's newest version. False when another
+    worker holds the step (nothing written)."""
+    try:
+        if _hold_copy(move, claim=True) is not None:
+            return False
+        target = get_store(move.target)
+        copied = 0
+        keys = list(_live_keys(move.tenant_id))
+        for key in keys:
+            copied += _copy_key(move, key, target)
+    except MoveLeftStep:
+        return True
     detail = f"{len(keys)} keys, {copied} versions written"
     _set_state(move, MoveState.COPYING, MoveState.VERIFYING, step="copy", detail=detail)
+    return True
+
+
+def _hold_copy(move: TenantMove, *, claim: bool) -> float | None:
+    """Hold the copy step for one worker for COPY_LEASE (as a rotation's create step):
+    the seconds to wait when claiming it while another holds it; MoveLeftStep once the
+    move is no longer copying, so nothing is written after its copies were discarded."""
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        locked = _locked(move)
+        if locked is None or locked.state != MoveState.COPYING:
+            raise MoveLeftStep()
+        if claim and locked.not_before is not None and locked.not_before > now:
+            return (locked.not_before - now).total_seconds()
+        locked.not_before = now + COPY_LEASE
+        locked.save(update_fields=["not_before", "updated_at"])
+    return None
 
 
 def _copy_key(move: TenantMove, key: ProviderKey, target: SecretStore) -> int:
@@ -260,6 +295,7 @@ def _copy_key(move: TenantMove, key: ProviderKey, target: SecretStore) -> int:
     top, written = max(_head(source, key.store_path), _highest_row(key)), 0
     while (head := _head(target, path)) < top:
         number = head + 1
+        _hold_copy(move, claim=False)
         secret = FILLER
         if number in wanted:
             try:
@@ -302,6 +338,8 @@ def _verify(move: TenantMove, actor: Actor) -> None:
     except CopyDiffers as differs:
         fail_move(move, "verify", str(differs), actor)
         return
+    except MoveLeftStep:
+        return
     except CopyLacks as lacks:
         with transaction.atomic(durable=True):
             locked = _locked(move)
@@ -333,7 +371,11 @@ def _verify_key(move: TenantMove, key: ProviderKey, target: SecretStore) -> list
             raise CopyDiffers(f"The copy of version {number} of key {key.id} differs.")
         verified.append(number)
     strays = [n for n, destroyed in held.items() if not destroyed and n not in verified]
-    target.destroy(path, strays)
+    if strays:
+        # After the switch the path is the key's own: a version it gained there is no stray.
+        if not TenantMove.objects.filter(pk=move.pk, state=MoveState.VERIFYING).exists():
+            raise MoveLeftStep()
+        target.destroy(path, strays)
     return verified
 
 

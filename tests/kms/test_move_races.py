@@ -15,8 +15,10 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from kms import jobs
 from kms.actions import keys, moves
 from kms.models import KeyVersion, ProviderKey, TenantMove
+from stores.models import LocalSecret
 from tests.factories import make_tenant
 from tests.kms import test_moves
 from tests.kms.helpers import openai_key
@@ -61,15 +63,17 @@ class Job(threading.Thread):
 
 
 @contextmanager
-def row_held(version_pk: int) -> Iterator[threading.Event]:
-    """Another connection holds the version's row lock until the event is set."""
+def held_by_another(take: Callable[[], object]) -> Iterator[threading.Event]:
+    """Another connection runs `take` in a transaction and keeps it open (its locks held)
+    until the event is set, then rolls it back."""
     taken, release = threading.Event(), threading.Event()
 
     def hold() -> None:
         with transaction.atomic():
-            KeyVersion.objects.select_for_update().get(pk=version_pk)
+            take()
             taken.set()
             release.wait(30)
+            transaction.set_rollback(True)
 
     holder = Job(hold)
     holder.start()
@@ -79,6 +83,11 @@ def row_held(version_pk: int) -> Iterator[threading.Event]:
     finally:
         release.set()
         holder.join(30)
+
+
+def row_held(version_pk: int) -> Any:
+    """Another connection holds the version's row lock until the event is set."""
+    return held_by_another(lambda: KeyVersion.objects.select_for_update().get(pk=version_pk))
 
 
 def test_a_version_retired_while_the_move_switches_is_not_left_readable_in_the_target(
@@ -121,3 +130,50 @@ def test_a_version_retired_while_the_move_switches_is_not_left_readable_in_the_t
 def _finish(move_id: Any) -> None:
     while moves.do_run_move_step(move_id, actor=SYSTEM).state in ("switching", "destroying"):
         pass
+
+
+def numbers_held(paths: list[str]) -> Any:
+    """Another connection has written version 1 of each path and not yet committed, so a
+    write of that number waits for it; rolled back when the event is set."""
+
+    def write() -> None:
+        for path in paths:
+            LocalSecret.objects.create(
+                path=path, version=1, master_key_id=1, wrapped_key=b"", key_nonce=b"", nonce=b""
+            )
+
+    return held_by_another(write)
+
+
+def test_a_copy_that_outlives_its_failed_move_leaves_nothing_in_the_target(
+    committed_db, settings: Any
+):
+    settings.SECRET_STORES = {
+        "default": {"backend": "local", "region": "eu"},
+        "us": {"backend": "local", "region": "us"},
+    }
+    tenant = make_tenant()
+    for label in ("first", "second"):
+        onboard_key(tenant, openai_key(), label=label)
+    move = moves.do_start_move(tenant, "us", actor=SYSTEM)
+    # Its message waited in the broker: the move was last touched minutes ago.
+    TenantMove.objects.filter(pk=move.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    paths = [moves.target_path(move, k.id) for k in ProviderKey.objects.filter(tenant=tenant)]
+
+    with numbers_held(paths) as release:
+        copy = Job(lambda: moves.do_run_move_step(move.id, actor=SYSTEM))
+        copy.start()
+        _until(lambda: _waiting_locks() >= 1)  # the copy waits to write its first version
+        stalled = jobs.stalled_moves()
+        # Another worker fails the move and empties the target meanwhile.
+        moves.fail_move(move, "copy", "The target store is being retired.", SYSTEM)
+        assert moves.discard_copies(move)
+        release.set()
+        copy.join(30)
+    assert copy.error is None, copy.error
+
+    assert TenantMove.objects.get(pk=move.pk).state == "failed"
+    left = list(LocalSecret.objects.filter(path__in=paths).values_list("path", "version"))
+    # The copy held the move, so the sweep gave it no second worker; what it wrote after
+    # the purge was discarded too.
+    assert (stalled, left) == ([], [])

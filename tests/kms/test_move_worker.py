@@ -1,5 +1,5 @@
 """Moves between two OpenBao servers on real Celery workers over Redis: a worker SIGKILLed
-in the middle of the copy or of the switch, its task delivered again to another worker,
+as the copy begins or in the middle of the switch, its task delivered again to another worker,
 and the move completed exactly once, with every exchange answered meanwhile and nothing
 left in the old store."""
 
@@ -22,6 +22,7 @@ from tests import pg
 from tests.celery_worker import Worker, redis_dump, wait_for
 from tests.factories import make_tenant
 from tests.kms.test_canary import assert_absent, canary
+from tests.kms.test_move_races import _waiting_locks
 from tests.kms.test_moves import Regions
 from tests.kms.test_rotation_worker import _exchanger
 from tests.kms.world import SYSTEM
@@ -116,7 +117,7 @@ def _moved_once(regions: Regions, tenant: Tenant, key: ProviderKey, secrets: dic
     assert regions.held("default", tenant) == {}
 
 
-def test_a_worker_killed_mid_copy_moves_the_tenant_once_after_redelivery(
+def test_a_worker_killed_as_the_copy_begins_moves_the_tenant_once_after_redelivery(
     committed_db, provider_stub, regions, tmp_path, settings
 ):
     tenant, key, secrets, move = _start()
@@ -125,9 +126,9 @@ def test_a_worker_killed_mid_copy_moves_the_tenant_once_after_redelivery(
         provider_stub.url,
         tmp_path,
         move,
-        # the copy is written; noting it waits for the move's row
+        # the copy waits for the move's row to take its lease: killed holding nothing
         f"SELECT id FROM kms_tenantmove WHERE id = '{move.pk}' FOR UPDATE",
-        lambda: regions.held("us", tenant) != {},
+        lambda: _waiting_locks() >= 1,
         _exchanger(key),
     )
     _moved_once(regions, tenant, key, secrets)

@@ -528,3 +528,22 @@ def test_a_move_is_not_cancelled_once_switched(rig):
     assert not AuditEvent.objects.filter(action="tenant.move_cancelled").exists()
     assert _run(move_id, rig) == "completed"
     assert rig.alice.post(url).status_code == 409
+
+
+def test_a_verify_run_left_from_before_the_switch_keeps_a_pending_version_made_after_it(rig):
+    move_id = rig.start().json()["id"]
+    moves.do_run_move_step(move_id, actor=SYSTEM)  # copied
+    stale = TenantMove.objects.select_related("tenant").get(pk=move_id)  # a slow verify run
+    assert _run(move_id) == "completed"  # another worker verified, switched and emptied
+    pending = openai_key()
+    base = f"/api/v1/tenants/{rig.tenant.slug}/keys/{rig.rotated.pk}"
+    staged = rig.alice.post(f"{base}/rotations", {"secret": pending}, format="json")
+    assert staged.status_code == 202, staged.content
+    assert staged.json()["pending_version"] == 4
+
+    moves._verify(stale, SYSTEM)  # the slow run reaches the key only now
+
+    rotated = ProviderKey.objects.get(pk=rig.rotated.pk)
+    assert rig.regions.held("us", rig.tenant)[rotated.store_path][4] == pending
+    assert KeyVersion.objects.get(key=rotated, version=4).stage == "pending"
+    assert TenantMove.objects.get(pk=move_id).state == "completed"
