@@ -46,10 +46,12 @@ from kms.models import (
     KeyKind,
     KeyStatus,
     KeyVersion,
+    MoveState,
     ProviderKey,
     Rotation,
     RotationState,
     Stage,
+    TenantMove,
     Validation,
     ValidationResult,
 )
@@ -71,6 +73,7 @@ from kms.providers.admin import (
     check_admin_input,
 )
 from notify.tasks import notify
+from stores.base import SecretStore
 from stores.exceptions import StoreConflict, StoreUnavailable
 from stores.registry import get_store, store_region
 from tenants.models import Tenant
@@ -772,10 +775,12 @@ def do_destroy_key_secrets(key_id: uuid.UUID | str, *, actor: Actor) -> Provider
     # What Keyward created at the provider goes too; a person's own key stays theirs.
     for made in KeyVersion.objects.filter(key=key, destroyed_at=None).exclude(upstream_id=""):
         retire_upstream(key, made, actor, transient_too=True)
-    store = get_store(key.store)
     try:
-        alive = [v.version for v in store.versions(key.store_path) if not v.destroyed]
-        store.destroy(key.store_path, alive)
+        alive: list[int] = []
+        for store, path in _paths_holding(key):
+            held = [v.version for v in store.versions(path) if not v.destroyed]
+            store.destroy(path, held)
+            alive += held
     except StoreUnavailable as outage:
         _record_store_outage(
             outage,
@@ -800,9 +805,20 @@ def do_destroy_key_secrets(key_id: uuid.UUID | str, *, actor: Actor) -> Provider
             actor=actor,
             tenant=locked.tenant.slug,
             target=key_target(locked.id),
-            details={"versions": alive, "store": locked.store},
+            details={"versions": sorted(set(alive)), "store": locked.store},
         )
     return locked
+
+
+def _paths_holding(key: ProviderKey) -> list[tuple[SecretStore, str]]:
+    """Where the key's secrets are: its own path, and while its tenant's move empties the
+    source (the step may be retrying), the path it left there."""
+    paths = [(get_store(key.store), key.store_path)]
+    move = TenantMove.objects.filter(tenant_id=key.tenant_id, state=MoveState.DESTROYING).first()
+    left = move.keys.get(str(key.id)) if move is not None else None
+    if left is not None:
+        paths.append((get_store(left["source"]), left["source_path"]))
+    return paths
 
 
 def admin_in_hand(key: ProviderKey, actor: Actor) -> tuple[AdminAdapter, AdminCredential] | None:

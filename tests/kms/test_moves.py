@@ -547,3 +547,23 @@ def test_a_verify_run_left_from_before_the_switch_keeps_a_pending_version_made_a
     assert rig.regions.held("us", rig.tenant)[rotated.store_path][4] == pending
     assert KeyVersion.objects.get(key=rotated, version=4).stage == "pending"
     assert TenantMove.objects.get(pk=move_id).state == "completed"
+
+
+def test_a_key_revoked_after_the_switch_is_destroyed_in_the_source_it_left_too(rig):
+    old_path = rig.plain.store_path
+    move_id = rig.start().json()["id"]
+    for _ in range(3):
+        moves.do_run_move_step(move_id, actor=SYSTEM)  # copied, verified, switched
+    assert TenantMove.objects.get(pk=move_id).state == "destroying"
+    assert rig.regions.held("default", rig.tenant)[old_path] == {1: rig.secrets[("plain", 1)]}
+
+    revoked = rig.alice.delete(f"/api/v1/tenants/{rig.tenant.slug}/keys/{rig.plain.pk}")
+    assert revoked.status_code == 204, revoked.content
+    plain = ProviderKey.objects.get(pk=rig.plain.pk)
+    assert plain.secrets_destroyed_at is not None
+    assert AuditEvent.objects.filter(action="key.secrets_destroyed").count() == 1
+    # Recorded destroyed only once no store holds it: the source it left neither.
+    assert rig.regions.held("default", rig.tenant)[old_path] == {1: None}
+    assert rig.regions.held("us", rig.tenant)[plain.store_path] == {1: None}
+    assert _run(move_id) == "completed"
+    assert rig.release(rig.rotated) == rig.secrets[("rotated", 3)]
