@@ -16,14 +16,9 @@ from django.utils import timezone
 from audit.actors import Actor
 from audit.models import Outcome
 from audit.recorder import record
-from kms.actions.keys import (
-    KeyCheck,
-    do_destroy_key_secrets,
-    do_flag_rotation_due,
-    do_retire_version,
-    do_validate_key,
-)
+from kms.actions.keys import KeyCheck, do_validate_key
 from kms.actions.moves import MoveAdvanced, do_advance_move
+from kms.actions.retirement import do_destroy_key_secrets, do_flag_rotation_due, do_retire_version
 from kms.actions.rotations import (
     Advanced,
     RotationRequest,

@@ -23,7 +23,7 @@ from api.serializers.keys import (
 )
 from core.errors import InvalidInput
 from kms import queries
-from kms.actions import keys, rotations
+from kms.actions import keys, retirement, rotations
 from kms.exceptions import KeyNotFound, RotationNotFound
 from kms.models import ProviderKey, Rotation
 
@@ -104,7 +104,7 @@ class KeyDetailView(KeyView):
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, slug: str, key_id: UUID) -> Response:
-        revoked = keys.do_revoke_key(self.key(key_id), actor=self.actor)
+        revoked = retirement.do_revoke_key(self.key(key_id), actor=self.actor)
         if revoked.secrets_destroyed_at is not None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         pending = {

@@ -23,6 +23,7 @@ from console.pages import page, refuse, staff_page, visible_object, visible_tena
 from core.errors import DomainError
 from kms import queries
 from kms.actions import keys as key_actions
+from kms.actions import retirement
 from kms.actions.keys import MAX_GRACE_SECONDS
 from kms.actions.rotations import REQUEST_TOKEN
 from kms.actions.tokens import do_revoke_token
@@ -554,7 +555,7 @@ def key_revoke(request: HttpRequest, access: Access, slug: str, key_id: str) -> 
     form = RevokeForm(request.POST, label=key.label)
     if not form.is_valid():
         return _key_page(request, access, key, revoke=form, status=400)
-    revoked = key_actions.do_revoke_key(key, actor=actor_for(request.user))
+    revoked = retirement.do_revoke_key(key, actor=actor_for(request.user))
     return _done(key, "revoked" if revoked.secrets_destroyed_at else "revoking")
 
 

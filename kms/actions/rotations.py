@@ -32,7 +32,6 @@ from audit.recorder import record
 from core.errors import InvalidInput
 from kms import queries
 from kms.actions.keys import (
-    admin_in_hand,
     check_now,
     hint_of,
     key_target,
@@ -40,11 +39,10 @@ from kms.actions.keys import (
     read_secret,
     record_rotated,
     refuse_known_secret,
-    retire_upstream,
-    retire_upstream_id,
     shape_check,
     store_head,
 )
+from kms.actions.retirement import admin_in_hand, retire_upstream, retire_upstream_id
 from kms.exceptions import (
     KeyNotActive,
     RequestTokenReused,

@@ -14,7 +14,7 @@ from django.test import Client
 
 from audit.models import AuditEvent
 from kms import jobs
-from kms.actions import keys
+from kms.actions import keys, retirement
 from kms.actions.rotations import RotationRequest, do_start_rotation
 from kms.models import KeyVersion, ProviderKey, Rotation, RotationState, Stage
 from tests import provider_stub as docs
@@ -238,7 +238,7 @@ def test_changes_need_their_csrf_token_and_a_signed_in_user(world, provider_stub
 def test_a_revoked_key_offers_no_staged_rotation_and_refuses_one(world, provider_stub, alice):
     key = world.key_a
     token = _token(alice, key)
-    keys.do_revoke_key(key, actor=SYSTEM)
+    retirement.do_revoke_key(key, actor=SYSTEM)
     assert "Start staged rotation" not in alice.get(_url(key)).content.decode()
     before = _state()
     response = alice.post(_url(key, "rotations"), _form(token, openai_key()))

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from audit.models import AuditEvent
-from kms.actions import keys
+from kms.actions import retirement
 from kms.models import KeyStatus, ProviderKey, ScopedToken
 from tenants.actions import do_create_grant, do_create_tenant, do_update_tenant
 from tenants.models import Tenant
@@ -39,7 +39,7 @@ def _put_tenant_key_in(world: Any, situation: str) -> None:
     if situation == "invalid":
         ProviderKey.objects.filter(pk=world.key_a.pk).update(status=KeyStatus.INVALID)
     elif situation == "revoked":
-        keys.do_revoke_key(world.key_a, actor=SYSTEM)
+        retirement.do_revoke_key(world.key_a, actor=SYSTEM)
     elif situation == "absent":
         ProviderKey.objects.filter(pk=world.key_a.pk).delete()
 
@@ -190,7 +190,7 @@ def test_revoking_the_platform_key_ends_every_tenants_tokens_on_it(world, platfo
     shared, _ = _platform_key(platform)
     _set_policy(world.actors.tenant_a, "platform_only")
     token = world.token()
-    keys.do_revoke_key(shared, actor=SYSTEM)
+    retirement.do_revoke_key(shared, actor=SYSTEM)
     assert client(token).post("/api/v1/exchange").status_code == 401
 
 

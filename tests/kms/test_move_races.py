@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from kms import jobs
-from kms.actions import keys, moves
+from kms.actions import keys, moves, retirement
 from kms.models import KeyVersion, ProviderKey, TenantMove
 from stores.models import LocalSecret
 from tests.factories import make_tenant
@@ -108,7 +108,7 @@ def test_a_version_retired_while_the_move_switches_is_not_left_readable_in_the_t
     with row_held(previous.pk) as release:
         # The retirement reads the key where it is now, destroys v1 there, and waits for
         # the version's row; the switch and the destroy step run meanwhile.
-        retire = Job(lambda: keys.do_retire_version(previous.pk, actor=SYSTEM, now=later))
+        retire = Job(lambda: retirement.do_retire_version(previous.pk, actor=SYSTEM, now=later))
         retire.start()
         _until(lambda: _waiting_locks() >= 1)
         finish = Job(lambda: _finish(move.id))

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from kms import jobs, queries
-from kms.actions import keys, moves
+from kms.actions import keys, moves, retirement
 from kms.models import KeyVersion, ProviderKey, Rotation, TenantMove
 from stores.models import LocalSecret
 from stores.registry import get_store
@@ -157,7 +157,9 @@ def rig(regions: Regions, actors: Any, provider_stub: Any) -> Rig:
             actor=SYSTEM,
         )
     first = KeyVersion.objects.get(key=rotated, version=1)
-    assert keys.do_retire_version(first.pk, actor=SYSTEM, now=timezone.now() + timedelta(hours=1))
+    assert retirement.do_retire_version(
+        first.pk, actor=SYSTEM, now=timezone.now() + timedelta(hours=1)
+    )
     secrets[("plain", 1)] = openai_key()
     plain = onboard_key(tenant, secrets[("plain", 1)], label="plain")
     principal, principal_secret = make_principal()
@@ -323,7 +325,7 @@ def test_a_version_retired_during_the_move_is_destroyed_in_the_target_too(rig):
     moves.do_run_move_step(move_id, actor=SYSTEM)  # copied, v2 with them
     previous = KeyVersion.objects.get(key=rig.rotated, version=2)
     later = timezone.now() + timedelta(hours=1)
-    assert keys.do_retire_version(previous.pk, actor=SYSTEM, now=later)
+    assert retirement.do_retire_version(previous.pk, actor=SYSTEM, now=later)
     assert _run(move_id, rig) == "completed"
     rotated = ProviderKey.objects.get(pk=rig.rotated.pk)
     held = rig.regions.held("us", rig.tenant)[rotated.store_path]

@@ -12,7 +12,7 @@ import hvac.exceptions
 import pytest
 
 from audit.models import AuditEvent
-from kms.actions import keys, moves
+from kms.actions import keys, moves, retirement
 from kms.exceptions import ResidencyRefused
 from kms.models import KeyStatus, ProviderKey
 from stores.models import LocalSecret
@@ -214,7 +214,7 @@ def test_a_revoked_key_holds_a_tenant_back_until_its_secrets_are_destroyed(actor
     # Revoked while the store could not destroy its versions: the secret is still there.
     ProviderKey.objects.filter(pk=key.pk).update(status=KeyStatus.REVOKED)
     assert _pin(actors.as_("alice"), tenant, "us").status_code == 409
-    keys.do_revoke_key(ProviderKey.objects.get(pk=key.pk), actor=SYSTEM)
+    retirement.do_revoke_key(ProviderKey.objects.get(pk=key.pk), actor=SYSTEM)
     assert ProviderKey.objects.get(pk=key.pk).secrets_destroyed_at is not None
     assert _pin(actors.as_("alice"), tenant, "us").status_code == 200
 

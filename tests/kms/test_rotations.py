@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from kms import jobs
-from kms.actions import keys
+from kms.actions import keys, retirement
 from kms.models import KeyVersion, ProviderKey, Rotation, ScopedToken, Stage
 from stores.registry import get_store
 from tests import provider_stub as docs
@@ -86,7 +86,7 @@ def test_a_rotation_tests_promotes_and_retires_without_a_moment_without_a_curren
     assert _released(world, key) == new
     assert world.api(world.token(key=str(key.pk))).post("/api/v1/exchange").status_code == 200
     previous = KeyVersion.objects.get(key=key, version=1)
-    assert keys.do_retire_version(
+    assert retirement.do_retire_version(
         previous.pk, actor=jobs.JOBS, now=timezone.now() + timedelta(seconds=601)
     )
     rotation = Rotation.objects.get(pk=body["id"])
@@ -191,7 +191,7 @@ def test_a_rotation_is_cancelled_until_its_version_is_current(rig):
 def test_revoking_the_key_cancels_its_running_rotation(rig):
     world, key, _, _ = rig
     body = _start(world.actors.as_("alice"), key, openai_key()).json()
-    keys.do_revoke_key(key, actor=jobs.JOBS)
+    retirement.do_revoke_key(key, actor=jobs.JOBS)
     rotation = Rotation.objects.get(pk=body["id"])
     assert rotation.state == "cancelled" and rotation.failure == "The key was revoked."
     assert jobs.advance_rotation(body["id"]).state == "cancelled"

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from kms import jobs
-from kms.actions import keys
+from kms.actions import retirement
 from kms.models import KeyVersion, ProviderKey, Rotation, Stage
 from stores.registry import get_store
 from tests.admin_stubs.openai import ADMIN_KEY, FORBIDDEN, PROJECT, RATE_LIMITED, OpenAIAdminStub
@@ -100,11 +100,11 @@ def test_the_provider_creates_the_new_key_and_the_old_one_is_retired_upstream(li
     assert minted.startswith("sk-svcacct-")
     hand_made = KeyVersion.objects.get(key=key, version=1)
     later = timezone.now() + timedelta(seconds=61)
-    assert keys.do_retire_version(hand_made.pk, actor=jobs.JOBS, now=later)
+    assert retirement.do_retire_version(hand_made.pk, actor=jobs.JOBS, now=later)
     assert not [k for k in stub.project.keys.values() if k["owner"]["type"] == "user"]
     second = _rotate(world, key, grace_period_seconds=0)
     jobs.advance_rotation(second["id"])
-    keys.do_retire_version(current.pk, actor=jobs.JOBS, now=later)
+    retirement.do_retire_version(current.pk, actor=jobs.JOBS, now=later)
     assert account not in stub.project.accounts  # retired at OpenAI with its version
     assert Rotation.objects.get(pk=first["id"]).state == "completed"
     events = str(list(AuditEvent.objects.values_list("details", flat=True)))
@@ -235,7 +235,7 @@ def test_revoking_mid_rotation_retires_at_the_provider_what_keyward_made(linked,
     provider_stub.answer(429, {"error": {"message": "slow down"}})  # stops at the test step
     jobs.advance_rotation(rotation["id"])
     assert len(_accounts(stub, rotation["id"])) == 1
-    keys.do_revoke_key(key, actor=jobs.JOBS)
+    retirement.do_revoke_key(key, actor=jobs.JOBS)
     assert _accounts(stub, rotation["id"]) == []
     assert Rotation.objects.get(pk=rotation["id"]).state == "cancelled"
 
@@ -244,7 +244,7 @@ def test_revoking_a_retiring_rotations_key_ends_the_rotation_and_the_key_upstrea
     world, key, _, stub = linked
     rotation = _rotate(world, key)
     assert jobs.advance_rotation(rotation["id"]).state == "retiring"
-    keys.do_revoke_key(key, actor=jobs.JOBS)
+    retirement.do_revoke_key(key, actor=jobs.JOBS)
     assert Rotation.objects.get(pk=rotation["id"]).state == "cancelled"
     assert _accounts(stub, rotation["id"]) == []
 

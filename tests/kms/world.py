@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.actors import Actor
-from kms.actions import keys, tokens
+from kms.actions import keys, retirement, tokens
 from kms.models import ProviderKey, ScopedToken
 from tenants.actions import do_create_grant, do_delete_grant
 from tenants.models import Grant, ServicePrincipal
@@ -46,7 +46,7 @@ class World:
         if what == "token":
             tokens.do_revoke_token(ScopedToken.objects.get(), actor=SYSTEM)
         elif what == "key":
-            keys.do_revoke_key(self.key_a, actor=SYSTEM)
+            retirement.do_revoke_key(self.key_a, actor=SYSTEM)
         else:
             do_delete_grant(self.grant, actor=SYSTEM)
 
