@@ -9,9 +9,10 @@ exported event's tree size to the checkpoint's. Events integrated after that che
 wait for the next export.
 
 Each exported event also carries `region`: the region of its tenant's secret store at the
-time of the export (null for global events). It is not part of the event's hash (a
-tenant's region can change after the event), but it is in the lines the manifest's
-`lines_sha256` digests, so the manifest's signature covers it."""
+time of the export (null for global events, and for the platform tenant's, whose keys are
+placed per key: each key's `key.created` event names its store and region). It is not
+part of the event's hash (a tenant's region can change after the event), but it is in the
+lines the manifest's `lines_sha256` digests, so the manifest's signature covers it."""
 
 from __future__ import annotations
 
@@ -184,13 +185,15 @@ class Export:
 
     def _region(self, tenant: str) -> str | None:
         """The region of the tenant's store now, looked up once per tenant; None for a
-        global event."""
+        global event and for the platform tenant, which has no region of its own."""
         if not tenant:
             return None
         if tenant not in self._regions:
-            stores = Tenant.objects.filter(slug=tenant).values_list("store", flat=True)
-            found = stores.first()
-            self._regions[tenant] = None if found is None else store_region(found or DEFAULT_STORE)
+            found = Tenant.objects.filter(slug=tenant).values_list("store", "is_platform").first()
+            region = None
+            if found is not None and not found[1]:
+                region = store_region(found[0] or DEFAULT_STORE)
+            self._regions[tenant] = region
         return self._regions[tenant]
 
     def _checkpoints(self) -> tuple[dict[str, proofs.Signed], dict[str, str]]:

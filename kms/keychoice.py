@@ -118,6 +118,11 @@ def _pick_platform(tenant: Tenant, keys: list[ProviderKey], ref: str) -> Provide
             raise KeyNotActive("The platform key for this provider is not active.")
         raise KeyNotFound("No platform key for this provider.")
     placed = [k for k in active if in_region(tenant, k)]
+    if not placed and ref:
+        raise ResidencyRefused(
+            f"The platform key named is held in region {store_region(active[0].store)}, "
+            f"not in the region of the tenant's store ({region_of(tenant)})."
+        )
     if not placed:
         raise ResidencyRefused(
             "No platform key for this provider is held in the region of the tenant's store "

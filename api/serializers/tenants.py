@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from api.base import StrictSerializer
@@ -48,7 +49,12 @@ class TenantUpdateSerializer(StrictSerializer):
 
 
 class TenantSerializer(serializers.ModelSerializer[Tenant]):
+    """A tenant. The platform tenant has no key policy and no region of its own (each of
+    its keys is placed in the store of the region it serves): those fields are null."""
+
     platform = serializers.BooleanField(source="is_platform", read_only=True)
+    key_policy = serializers.SerializerMethodField()
+    platform_fallback = serializers.SerializerMethodField()
     store = serializers.SerializerMethodField()
     region = serializers.SerializerMethodField()
 
@@ -69,13 +75,24 @@ class TenantSerializer(serializers.ModelSerializer[Tenant]):
         )
         read_only_fields = fields
 
+    @extend_schema_field(serializers.ChoiceField(choices=KeyPolicy.choices, allow_null=True))
+    def get_key_policy(self, obj: Tenant) -> str | None:
+        """Whose keys its tokens use; null for the platform tenant."""
+        return None if obj.is_platform else obj.key_policy
+
+    def get_platform_fallback(self, obj: Tenant) -> bool | None:
+        """Under byok_preferred, the platform key when its own stopped working; null for
+        the platform tenant."""
+        return None if obj.is_platform else obj.platform_fallback
+
     def get_store(self, obj: Tenant) -> str | None:
         """The store the tenant is pinned to; null when unpinned (the default store)."""
         return obj.store or None
 
-    def get_region(self, obj: Tenant) -> str:
-        """The region of the store its keys are written to."""
-        return store_region(obj.store or DEFAULT_STORE)
+    def get_region(self, obj: Tenant) -> str | None:
+        """The region of the store its keys are written to; null for the platform tenant,
+        whose keys are placed per key."""
+        return None if obj.is_platform else store_region(obj.store or DEFAULT_STORE)
 
 
 class PrincipalCreateSerializer(StrictSerializer):

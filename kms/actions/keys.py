@@ -369,6 +369,7 @@ def _register(
                     "hint": key.hint,
                     "version": version,
                     "store": store_name,
+                    "region": store_region(store_name),
                     "validated": check is not None,
                     "base_url": base_url,
                 },

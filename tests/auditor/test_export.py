@@ -487,6 +487,21 @@ def test_each_exported_event_carries_its_tenants_region_at_export_time(
     assert len(regions) == len({tenant for tenant, _ in regions})
 
 
+def test_the_platform_tenants_events_carry_no_region_of_their_own(actors, tmp_path, settings):
+    from tenants.actions import do_create_tenant
+
+    settings.SECRET_STORES = {"default": {"backend": "local", "region": "eu"}}
+    signing.reset()
+    platform = do_create_tenant("platform", "The platform", platform=True, actor=Actor.system())
+    record("test.platform_event", actor=Actor.system(), tenant=platform.slug)
+    path, public = _export(actors, tmp_path)
+    assert verify_file(path, public).ok
+    regions = {(e["tenant"], e["region"]) for e in _exported_events(path)}
+    assert (platform.slug, None) in regions
+    assert (actors.tenant_a.slug, "eu") in regions
+    assert not {region for tenant, region in regions if tenant == platform.slug} - {None}
+
+
 def test_an_exported_region_is_covered_by_the_manifests_signature(actors, tmp_path, settings):
     settings.SECRET_STORES = {"default": {"backend": "local", "region": "eu"}}
     signing.reset()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from audit.models import AuditEvent
-from kms.actions import retirement
+from kms.actions import keys, retirement
 from kms.models import KeyStatus, ProviderKey, ScopedToken
 from tenants.actions import do_create_grant, do_create_tenant, do_update_tenant
 from tenants.models import Tenant
@@ -302,6 +302,29 @@ def test_a_pinned_tenant_gets_a_platform_key_of_its_region_only(world, platform,
     assert (status, released["api_key"]) == (201, platform_secret)
 
 
+def test_a_platform_key_named_from_another_region_is_refused_with_its_region(
+    world, platform, regions
+):
+    tenant = world.actors.tenant_a
+    _platform_key(platform, label="eu-shared")  # the default store: region eu
+    us_key = keys.do_onboard_key(
+        platform,
+        keys.KeyInput("openai", "us-shared", openai_key("plat-us"), store="us"),
+        validate=False,
+        actor=SYSTEM,
+    )
+    _set_policy(tenant, "platform_only")
+    _pin(tenant, "eu-2")
+    before = ScopedToken.objects.count()
+    refused = world.issue(key=us_key.label)
+    assert refused.status_code == 409, refused.content
+    assert refused.json()["error"]["code"] == "residency_refused"
+    message = refused.json()["error"]["message"]
+    assert "held in region us" in message and "(eu)" in message
+    assert ScopedToken.objects.count() == before
+    assert world.issue(key="eu-shared").status_code == 201  # the one of its region serves
+
+
 def test_a_platform_token_stops_working_when_its_tenant_is_pinned_elsewhere(
     world, platform, regions
 ):
@@ -358,6 +381,16 @@ def test_the_platform_tenant_has_no_status_or_policy_to_change(world, platform, 
         "byok_required",
         False,
     )
+
+
+def test_the_platform_tenant_shows_no_policy_and_no_region_of_its_own(world, platform):
+    alice = client(world.actors.tokens["alice"])
+    shown = alice.get(f"/api/v1/tenants/{platform.slug}").json()
+    assert shown["platform"] is True
+    assert [shown[f] for f in ("key_policy", "platform_fallback", "store", "region")] == [None] * 4
+    listed = {t["slug"]: t for t in alice.get("/api/v1/tenants").json()["results"]}
+    assert listed[platform.slug]["region"] is None
+    assert listed[world.actors.tenant_a.slug]["key_policy"] == "byok_required"
 
 
 def test_a_store_outage_reading_a_platform_key_is_recorded_in_the_tenants_chain(

@@ -62,6 +62,8 @@ def test_a_pinned_tenants_keys_exist_only_in_its_regions_server(actors, regions)
     created = onboard(alice, tenant.slug, secret, validate=False)
     assert created.status_code == 201, created.content
     assert (created.json()["store"], created.json()["region"]) == ("us", "us")
+    event = AuditEvent.objects.get(action="key.created", target=f"key:{created.json()['id']}")
+    assert (event.details["store"], event.details["region"]) == ("us", "us")
     assert _secrets_in(us, prefix, tenant) == {created.json()["id"]: secret}
     assert _secrets_in(eu, prefix, tenant) == {}
     rotated = alice.post(

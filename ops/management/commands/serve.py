@@ -103,6 +103,13 @@ class Command(BaseCommand):
             raise CommandError("a child process stopped; everything was shut down", returncode=code)
 
 
+def _this_python() -> str:
+    """The interpreter running this, as the shell would name it from here."""
+    here = os.path.abspath(sys.executable)
+    inside = here.startswith(os.getcwd() + os.sep)
+    return os.path.relpath(here) if inside else here
+
+
 def supervise(host: str, port: int, web_workers: int, proxy_port: int) -> int:
     """Start the children and wait until one exits or a signal arrives, then stop all."""
     env = {**os.environ, "KEYWARD_QUIET_EMBEDDED": "1"}
@@ -113,7 +120,7 @@ def supervise(host: str, port: int, web_workers: int, proxy_port: int) -> int:
         f"\nKeyward is starting on {url}  (API docs: {url}/api/v1/docs/)\n"
         f"The proxy listens on http://{host}:{proxy_port}/api/v1/proxy/\n"
         "Create the first admin and get an API token (shown once):\n"
-        "    .venv/bin/python manage.py create_admin alice --role security_admin\n"
+        f"    {_this_python()} manage.py create_admin alice --role security_admin\n"
         "Stop with Ctrl-C.\n",
         flush=True,
     )
