@@ -17,10 +17,15 @@ so a DNS answer that changes between the check and the connection changes nothin
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import os
 import socket
+import ssl
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+import certifi
 
 
 class Refused(Exception):
@@ -136,6 +141,19 @@ class Destination:
     def tls_name(self) -> str | None:
         """For aiohttp (`server_hostname`): the name to present in TLS."""
         return self.extensions().get("sni_hostname")
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one verifying TLS context of every outbound call in this process. Building one
+    loads the whole CA bundle (tens of milliseconds of CPU), so a call that made its own
+    paid that each time. The CAs are the ones an HTTP client trusts by default:
+    `SSL_CERT_FILE` or `SSL_CERT_DIR` when set, else certifi's bundle."""
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def pin(url: str, policy: Policy) -> Destination:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from django.conf import settings
 
 from core import egress
-from core.egress import Destination
+from core.egress import Destination, tls_context
 from kms.exceptions import ForbiddenBaseUrl
 
-__all__ = ["Destination", "check_base_url", "pin"]
+__all__ = ["Destination", "check_base_url", "pin", "tls_context"]
 
 
 def policy() -> egress.Policy:

@@ -140,7 +140,9 @@ def post(attempt: Claim) -> tuple[int | None, str]:
         # worker by dripping it.
         timeout = settings.WEBHOOK_TIMEOUT_SECONDS
         with (
-            httpx.Client(timeout=timeout, follow_redirects=False) as client,
+            httpx.Client(
+                timeout=timeout, follow_redirects=False, verify=egress.tls_context()
+            ) as client,
             client.stream(
                 "POST",
                 destination.url,

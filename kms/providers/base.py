@@ -242,7 +242,9 @@ class Adapter:
                 started,
             )
         try:
-            with httpx.Client(timeout=provider_timeout(), follow_redirects=False) as client:
+            with httpx.Client(
+                timeout=provider_timeout(), follow_redirects=False, verify=egress.tls_context()
+            ) as client:
                 headers = {
                     **self.auth_headers(secret),
                     "Accept": "application/json",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
 
 from kms.egress import check_base_url, pin
@@ -129,3 +131,14 @@ def test_the_policy_of_the_moment_holds_for_keys_stored_before_it(actors, provid
     assert "egress policy" in checked["reason"]
     assert len(provider_stub.seen) == seen, "the key was not sent"
     assert ProviderKey.objects.get(pk=key_id).status == "active", "a policy is not the key's fault"
+
+
+def test_outbound_calls_share_one_verifying_tls_context():
+    """One context per process (building one loads the CA bundle), and it verifies the
+    certificate and the host name of every provider, admin API and webhook receiver."""
+    from core.egress import tls_context
+
+    shared = tls_context()
+    assert shared is tls_context()
+    assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname
+    assert shared.cert_store_stats()["x509_ca"] > 0

@@ -146,7 +146,9 @@ class AdminAdapter:
                 "the egress policy refuses the admin API's address", transient=False
             ) from None
         try:
-            with httpx.Client(timeout=provider_timeout(), follow_redirects=False) as client:
+            with httpx.Client(
+                timeout=provider_timeout(), follow_redirects=False, verify=egress.tls_context()
+            ) as client:
                 response = client.request(
                     method,
                     destination.url,
