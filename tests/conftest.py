@@ -17,6 +17,13 @@ USES_POSTGRES = os.environ.get("KEYWARD_DATABASE_URL", "").startswith(("postgres
 def pytest_configure(config: pytest.Config) -> None:
     if USES_POSTGRES:
         pg.ensure_roles()
+    # Tests hash passwords with a fast hasher (Django's own advice); the deployment keeps
+    # Django's default list, which still checks every hash the tests' processes make
+    # (tests/test_settings.py holds it to that).
+    from django.conf import global_settings, settings
+
+    fast = "django.contrib.auth.hashers.MD5PasswordHasher"
+    settings.PASSWORD_HASHERS = [fast, *global_settings.PASSWORD_HASHERS]
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +35,25 @@ def _own_checkpoint_archive(settings: Any, tmp_path_factory: pytest.TempPathFact
     )
 
 
+# The fixtures through which a test reaches a database (committed_db through
+# django_db_setup): a test with none of them and no django_db mark cannot touch one in this
+# process (pytest-django blocks it), and the tests that start processes of their own either
+# strip KEYWARD_* from their environment or ask for committed_db.
+DATABASE_FIXTURES = frozenset({"db", "transactional_db", "django_db_setup"})
+
+
+def uses_database(item: pytest.Item) -> bool:
+    """Whether the test can reach the database of this run."""
+    names = set(getattr(item, "fixturenames", ()))
+    return bool(item.get_closest_marker("django_db") or names & DATABASE_FIXTURES)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("KEYWARD_TEST_DATABASE_ONLY") == "1":
+        # A later backend of the same run: what touches no database has already run.
+        kept = [item for item in items if uses_database(item)]
+        config.hook.pytest_deselected(items=[item for item in items if not uses_database(item)])
+        items[:] = kept
     if USES_POSTGRES:
         return
     skip = pytest.mark.skip(reason="PostgreSQL only; this run uses the embedded SQLite")

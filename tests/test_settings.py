@@ -143,6 +143,16 @@ def test_checkpoints_kept_in_the_data_directory_without_witnesses_are_warned_of(
     assert elsewhere.returncode == 0 and "signed checkpoints" not in elsewhere.stderr
 
 
+def test_the_deployment_hashes_passwords_with_djangos_default_hasher(tmp_path):
+    probe = PROBE.replace(
+        "settings.DATA_DIR",
+        "__import__('django.contrib.auth.hashers').contrib.auth.hashers.get_hasher().algorithm",
+    )
+    result = run_configured(tmp_path, probe, **GOOD_PRODUCTION, **ORIGIN)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "pbkdf2_sha256"
+
+
 def test_secrets_can_come_from_files(tmp_path):
     secret_file = tmp_path / "peppers"
     secret_file.write_text("7:" + "f" * 40 + "\n")

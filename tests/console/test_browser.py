@@ -28,7 +28,12 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's screenshots are refreshed with KEYWARD_TEST_SCREENSHOTS=docs/screenshots;
+# otherwise they are taken into the run's own folder, leaving the checkout as it was.
+SCREENSHOTS = Path(
+    os.environ.get("KEYWARD_TEST_SCREENSHOTS")
+    or Path(os.environ.get("KEYWARD_TEST_TMP") or "/tmp") / "screenshots"
+).resolve()
 WIDTHS = {1280: 800, 390: 844}
 # Collects every CSP violation a page reports, before any of its own code runs.
 LISTENER = """
