@@ -153,6 +153,10 @@ class EventListView(AuditView):
 
     def filtered(self, params: Any) -> QuerySet[AuditEvent]:
         refuse_unknown(params, {*FILTERS, "cursor", "limit"})
+        # A number or a choice sent empty is not one: refused, never read as "not sent".
+        blank = [name for name in ("limit", "outcome") if params.get(name) == ""]
+        if blank:
+            raise BadFilter(fields={name: ["May not be empty."] for name in blank})
         events = self.searchable()
         if params.get("tenant"):
             events = events.filter(tenant=self.named_tenant(params["tenant"]))

@@ -48,6 +48,8 @@ QUERIES = {
     "a negative limit": "limit=-1",
     "a limit in other digits": "limit=%D9%A1",
     "an unknown outcome": "outcome=maybe",
+    "an empty limit": "limit=",
+    "an empty outcome": "outcome=",
 }
 EXPORT_PARAMETERS = ("since", "until", "tenant", "format")
 
