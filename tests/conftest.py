@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.conf import global_settings, settings
 from django.db import connection, connections
 
 from tests import pg
@@ -20,8 +21,6 @@ def pytest_configure(config: pytest.Config) -> None:
     # Tests hash passwords with a fast hasher (Django's own advice); the deployment keeps
     # Django's default list, which still checks every hash the tests' processes make
     # (tests/test_settings.py holds it to that).
-    from django.conf import global_settings, settings
-
     fast = "django.contrib.auth.hashers.MD5PasswordHasher"
     settings.PASSWORD_HASHERS = [fast, *global_settings.PASSWORD_HASHERS]
 
@@ -78,7 +77,6 @@ def django_db_setup(
     """Create the test database and migrate it as the owner role, then run every test as the
     application role. Always sets up `default`, so tests that commit for real (without the
     `db` fixture) find it too."""
-    from django.conf import settings
     from django.test.utils import setup_databases, teardown_databases
 
     with django_db_blocker.unblock():

@@ -25,6 +25,7 @@ from audit.recorder import record
 from audit.sequencer import integrate_all
 from auditor import signing
 from auditor.archive import archive
+from tenants.actions import do_create_tenant
 from tests import bao as servers
 from tests.auditor.forge import forged_checkpoint
 
@@ -488,8 +489,6 @@ def test_each_exported_event_carries_its_tenants_region_at_export_time(
 
 
 def test_the_platform_tenants_events_carry_no_region_of_their_own(actors, tmp_path, settings):
-    from tenants.actions import do_create_tenant
-
     settings.SECRET_STORES = {"default": {"backend": "local", "region": "eu"}}
     signing.reset()
     platform = do_create_tenant("platform", "The platform", platform=True, actor=Actor.system())

@@ -6,6 +6,7 @@ import ssl
 
 import pytest
 
+from core.egress import tls_context
 from kms.egress import check_base_url, pin
 from kms.exceptions import ForbiddenBaseUrl
 
@@ -136,8 +137,6 @@ def test_the_policy_of_the_moment_holds_for_keys_stored_before_it(actors, provid
 def test_outbound_calls_share_one_verifying_tls_context():
     """One context per process (building one loads the CA bundle), and it verifies the
     certificate and the host name of every provider, admin API and webhook receiver."""
-    from core.egress import tls_context
-
     shared = tls_context()
     assert shared is tls_context()
     assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname
